@@ -1,0 +1,356 @@
+"""The client side of the protocol, shared by every wire that carries it over a channel."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from anyio import (
+    TASK_STATUS_IGNORED,
+    CancelScope,
+    EndOfStream,
+    WouldBlock,
+    create_memory_object_stream,
+    create_task_group,
+    move_on_after,
+    sleep,
+)
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pycrdt import Doc, TransactionEvent
+
+from .channel import Channel, ChannelClosed
+from .protocol import (
+    EMPTY_UPDATE,
+    MessageType,
+    ProtocolError,
+    SyncType,
+    awareness_message,
+    merged_update_message,
+    parse_control,
+    parse_message,
+    sync_step1,
+    sync_step2,
+    sync_update,
+)
+from .wire import ClientWire, Flag
+
+__all__ = ["ChannelClient", "ClientStatus", "FatalClose"]
+
+log = logging.getLogger("jupyter_rooms.client")
+
+_Item = tuple[bytes, "bytes | None"]
+
+# Close codes after which reconnecting cannot help (the client is not allowed in, the
+# room does not exist, the client sent something the server refuses).
+_FATAL_CLOSE_CODES = {1002, 1003, 1008, 1009, 4400, 4403, 4404}
+
+
+class FatalClose(ConnectionError):
+    """The server closed the connection for a reason that reconnecting cannot fix."""
+
+
+class ClientStatus:
+    """What a client reports to its status callbacks."""
+
+    CONNECTED = "connected"
+    SYNCHRONIZED = "synchronized"
+    DISCONNECTED = "disconnected"
+    RESET = "reset"
+    CLOSED = "closed"
+
+
+class ChannelClient(ClientWire):
+    """A client that syncs its document with a room through a channel.
+
+    Wires subclass it and provide ``_open``, which opens one channel to the room. This
+    class does the sync handshake, sends local changes, applies remote ones, relays
+    presence, and, when the connection drops, reconnects with backoff: the handshake
+    after a reconnect exchanges whatever each side missed, so edits made while
+    disconnected are not lost and nothing is applied twice.
+
+    Args:
+        id: The room to join.
+        doc: The document to synchronize; a new one by default.
+        auto_push: Send local changes as they happen; otherwise on ``push()``.
+        auto_pull: Apply remote changes as they arrive; otherwise on ``pull()``.
+        reconnect: Reconnect when the connection drops after it was first made.
+        timeout: Seconds to wait for the first connection and sync when entering.
+        max_backoff: The longest wait, in seconds, between two reconnection attempts.
+    """
+
+    def __init__(
+        self,
+        *,
+        id: str = "",
+        doc: Doc | None = None,
+        auto_push: bool = True,
+        auto_pull: bool = True,
+        reconnect: bool = True,
+        timeout: float = 30.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        super().__init__(id=id, doc=doc, auto_push=auto_push, auto_pull=auto_pull)
+        self.reconnect = reconnect
+        self.timeout = timeout
+        self.max_backoff = max_backoff
+        self.connected = Flag()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._outbox: MemoryObjectSendStream[_Item] | None = None
+        self._in_flight = 0
+        self._idle = Flag()
+        self._idle.set()
+        self._applying = False
+        self._unpushed: list[bytes] = []
+        self._unpulled: list[bytes] = []
+        self._callbacks: list[Callable[[str, dict[str, Any]], None]] = []
+        self.log = log
+
+    @abstractmethod
+    def _open(self) -> AbstractAsyncContextManager[Channel]:
+        """Open one channel to the room; closing the context closes it."""
+
+    def _describe(self) -> str:
+        """Where the client connects, for messages."""
+        return f"room {self.id!r}"
+
+    def on_status(self, callback: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``callback(status, details)`` when the connection's status changes.
+
+        The statuses are those of [ClientStatus][jupyter_rooms.client.ClientStatus]:
+        connected, synchronized, disconnected (with ``code`` and ``reason``), reset (the
+        room started a new history and the document was replaced), closed.
+
+        Args:
+            callback: A function; it runs in the client's event loop and must not block.
+        """
+        self._callbacks.append(callback)
+
+    def _notify(self, status: str, **details: Any) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(status, details)
+            except Exception:
+                self.log.exception("status callback failed")
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[ChannelClient]:
+        doc_subscription = self._doc.observe(self._on_local_update)
+        awareness_subscription = self.awareness.observe(self._on_local_awareness)
+        try:
+            async with create_task_group() as tg:
+                with move_on_after(self.timeout) as scope:
+                    await tg.start(self._run)
+                    await self.synchronized.wait()
+                if scope.cancelled_caught:
+                    tg.cancel_scope.cancel()
+                    what = "to connect" if not self.connected else "for the first sync"
+                    raise TimeoutError(f"waited {self.timeout} s {what} with {self._describe()}")
+                exc_raised = True
+                try:
+                    yield self
+                    exc_raised = False
+                finally:
+                    if not exc_raised:
+                        await self._leave()
+                    tg.cancel_scope.cancel()
+        finally:
+            self._doc.unobserve(doc_subscription)
+            self.awareness.unobserve(awareness_subscription)
+            self._notify(ClientStatus.CLOSED)
+
+    async def _leave(self) -> None:
+        """Say goodbye to the others' presence and send what is pending, within limits."""
+        if self.awareness.get_local_state():
+            self.awareness.set_local_state(None)
+        with CancelScope(shield=True), move_on_after(self.timeout):
+            while self.connected and not self._idle:
+                await self._idle.wait()
+
+    async def _run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        attempt = 0
+        started = False
+        while True:
+            try:
+                async with self._open() as channel:
+                    if not started:
+                        task_status.started()
+                        started = True
+                    attempt = 0
+                    await self._session(channel)
+            except FatalClose:
+                if not started:
+                    raise
+                return
+            except (OSError, ChannelClosed) as exc:
+                if not started:
+                    raise ConnectionError(
+                        f"could not connect to {self._describe()}: {exc}"
+                    ) from exc
+                self.log.info("connection to %s lost: %s", self._describe(), exc)
+            finally:
+                self._outbox = None
+                self._in_flight = 0
+                self._idle.set()
+                if self.connected:
+                    self.connected.clear()
+                    self.synchronized.clear()
+                    self._notify(
+                        ClientStatus.DISCONNECTED, code=self.close_code, reason=self.close_reason
+                    )
+            if not self.reconnect or self.close_code in _FATAL_CLOSE_CODES:
+                self.log.warning(
+                    "disconnected from %s (%s %s); not reconnecting",
+                    self._describe(),
+                    self.close_code,
+                    self.close_reason,
+                )
+                return
+            delay = min(self.max_backoff, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
+            attempt += 1
+            await sleep(delay)
+
+    async def _session(self, channel: Channel) -> None:
+        send, receive = create_memory_object_stream[_Item](math.inf)
+        self._outbox = send
+        self.close_code = None
+        self.close_reason = ""
+        self.connected.set()
+        self._notify(ClientStatus.CONNECTED)
+        async with create_task_group() as tg:
+            tg.start_soon(self._send_loop, channel, receive)
+            self._enqueue((sync_step1(self._doc.get_state()), None))
+            if self.awareness.get_local_state():
+                self._send_local_awareness()
+            try:
+                async for data in channel:
+                    self._handle(channel, data)
+            except ProtocolError as exc:
+                self.log.warning("%s sent a malformed message: %s", self._describe(), exc)
+                await channel.close(1002, str(exc))
+            tg.cancel_scope.cancel()
+        self.close_code = getattr(channel, "close_code", None)
+        self.close_reason = getattr(channel, "close_reason", "") or ""
+
+    def _enqueue(self, item: _Item) -> None:
+        if self._outbox is None:
+            return
+        try:
+            self._outbox.send_nowait(item)
+        except Exception:
+            return
+        self._in_flight += 1
+        self._idle.clear()
+
+    async def _send_loop(self, channel: Channel, receive: MemoryObjectReceiveStream[_Item]) -> None:
+        try:
+            while True:
+                try:
+                    batch = [await receive.receive()]
+                except EndOfStream:
+                    return
+                while True:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (WouldBlock, EndOfStream):
+                        break
+                updates = [u for _, u in batch if u is not None]
+                for message, update in batch:
+                    if update is None:
+                        await channel.send(message)
+                if updates:
+                    await channel.send(merged_update_message(updates))
+                self._in_flight -= len(batch)
+                if self._in_flight <= 0:
+                    self._idle.set()
+        except ChannelClosed:
+            pass
+
+    def _handle(self, channel: Channel, data: bytes) -> None:
+        message = parse_message(data)
+        if message.type == MessageType.SYNC:
+            if message.sync_type == SyncType.STEP1:
+                try:
+                    update = self._doc.get_update(message.payload)
+                except ValueError as exc:
+                    raise ProtocolError(f"invalid state vector: {exc}") from None
+                if self.auto_push:
+                    self._enqueue((sync_step2(update), None))
+                else:
+                    if update != EMPTY_UPDATE:
+                        self._unpushed.append(update)
+                    self._enqueue((sync_step2(EMPTY_UPDATE), None))
+            else:
+                if message.payload != EMPTY_UPDATE:
+                    if self.auto_pull:
+                        self._apply(message.payload)
+                    else:
+                        self._unpulled.append(message.payload)
+                if message.sync_type == SyncType.STEP2 and not self.synchronized:
+                    self.synchronized.set()
+                    self._notify(ClientStatus.SYNCHRONIZED)
+        elif message.type == MessageType.AWARENESS:
+            try:
+                self.awareness.apply_awareness_update(message.payload, "remote")
+            except Exception as exc:
+                raise ProtocolError(f"invalid awareness update: {exc}") from None
+        elif message.type == MessageType.CONTROL:
+            self._on_control(parse_control(message.payload))
+
+    def _on_control(self, notice: dict[str, Any]) -> None:
+        """Handle a notice from the server."""
+        if notice["type"] == "error":
+            self.log.warning("%s: %s", self._describe(), notice.get("reason", "error"))
+        self._notify(notice["type"], **{k: v for k, v in notice.items() if k != "type"})
+
+    def _apply(self, update: bytes) -> None:
+        self._applying = True
+        try:
+            self._doc.apply_update(update)
+        except ValueError as exc:
+            raise ProtocolError(f"invalid update: {exc}") from None
+        finally:
+            self._applying = False
+
+    def _on_local_update(self, event: TransactionEvent) -> None:
+        if self._applying:
+            return
+        update = event.update
+        if update == EMPTY_UPDATE:
+            return
+        if self.auto_push:
+            self._enqueue((sync_update(update), update))
+        else:
+            self._unpushed.append(update)
+
+    def _on_local_awareness(self, topic: str, changes: tuple[dict[str, Any], Any]) -> None:
+        if topic == "update" and changes[1] == "local":
+            self._send_local_awareness()
+
+    def _send_local_awareness(self) -> None:
+        update = self.awareness.encode_awareness_update([self.awareness.client_id])
+        self._enqueue((awareness_message(update), None))
+
+    async def push(self) -> None:
+        """Send the local changes made since the last push (with ``auto_push=False``).
+
+        Changes stay pending while the client is disconnected and go with the next push.
+        """
+        if self._unpushed and self._outbox is not None:
+            updates, self._unpushed = self._unpushed, []
+            self._enqueue((merged_update_message(updates), None))
+            while self.connected and not self._idle:
+                await self._idle.wait()
+
+    async def pull(self) -> None:
+        """Apply the remote changes received since the last pull (with ``auto_pull=False``)."""
+        if self._unpulled:
+            updates, self._unpulled = self._unpulled, []
+            for update in updates:
+                self._apply(update)

@@ -1,0 +1,530 @@
+"""Rooms: a shared document and the clients connected to it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from anyio import (
+    TASK_STATUS_IGNORED,
+    AsyncContextManagerMixin,
+    CancelScope,
+    EndOfStream,
+    Event,
+    WouldBlock,
+    create_memory_object_stream,
+    create_task_group,
+    sleep,
+    sleep_forever,
+)
+from anyio.abc import TaskGroup, TaskStatus
+from pycrdt import Awareness, Doc, TransactionEvent
+
+from .channel import Channel, ChannelClosed
+from .protocol import (
+    EMPTY_UPDATE,
+    Message,
+    MessageType,
+    ProtocolError,
+    SyncType,
+    awareness_message,
+    control_message,
+    merged_update_message,
+    parse_message,
+    sync_step1,
+    sync_step2,
+    sync_update,
+)
+
+__all__ = ["CloseCode", "Room", "RoomManager"]
+
+log = logging.getLogger("jupyter_rooms")
+
+# What a client's send queue holds: an encoded message, and the update it carries if
+# it is a live update (so that a backlog of updates can be merged into one message).
+_Item = tuple[bytes, "bytes | None"]
+
+# How many queued messages a sender takes at once, at most, to merge.
+_MAX_BATCH = 512
+
+
+class CloseCode:
+    """Websocket close codes a room gives when it drops a client."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    POLICY = 1008
+    TOO_BIG = 1009
+    # Application codes (4000-4999): the client is too slow, or the room was closed.
+    TOO_SLOW = 4008
+    ROOM_CLOSED = 4010
+
+
+class _Client:
+    """The room's side of one connection: its channel and its bounded send queue."""
+
+    def __init__(self, channel: Channel, max_backlog: int, read_only: bool) -> None:
+        self.channel = channel
+        self.read_only = read_only
+        self.awareness_ids: set[int] = set()
+        self.close_code = CloseCode.NORMAL
+        self.close_reason = ""
+        self.cancel_scope = CancelScope()
+        self._send, self._receive = create_memory_object_stream[_Item](max_backlog)
+
+    def enqueue(self, item: _Item) -> None:
+        try:
+            self._send.send_nowait(item)
+        except WouldBlock:
+            self.drop(CloseCode.TOO_SLOW, "client too slow: its send queue is full")
+        except Exception:
+            # The queue is closed: the client is already leaving.
+            pass
+
+    def drop(self, code: int, reason: str) -> None:
+        if not self.cancel_scope.cancel_called:
+            self.close_code = code
+            self.close_reason = reason
+            self.cancel_scope.cancel()
+
+    async def send_loop(self) -> None:
+        receive = self._receive
+        try:
+            while True:
+                try:
+                    batch = [await receive.receive()]
+                except EndOfStream:
+                    return
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (WouldBlock, EndOfStream):
+                        break
+                for message in _coalesce(batch):
+                    await self.channel.send(message)
+        except ChannelClosed:
+            self.drop(CloseCode.GOING_AWAY, "connection closed")
+
+    def close_queue(self) -> None:
+        self._send.close()
+        self._receive.close()
+
+
+def _coalesce(batch: list[_Item]) -> Iterable[bytes]:
+    """Merge runs of consecutive live updates into one message each."""
+    updates: list[bytes] = []
+    for message, update in batch:
+        if update is not None:
+            updates.append(update)
+            continue
+        if updates:
+            yield merged_update_message(updates)
+            updates = []
+        yield message
+    if len(updates) == 1:
+        yield batch[-1][0]
+    elif updates:
+        yield merged_update_message(updates)
+
+
+class Room(AsyncContextManagerMixin):
+    """A shared document and the clients that edit it.
+
+    A room is used as ``async with Room(id) as room``; leaving the block stops everything
+    the room started and disconnects its clients. A server starts
+    [run][jupyter_rooms.Room.run] in the room's task group, then calls
+    [serve][jupyter_rooms.Room.serve] once per client.
+
+    Subclass it to give rooms more to do (load and save a file, relay to another server):
+    start that work from ``run`` in ``self.task_group`` and then ``await super().run(...)``,
+    and pass the subclass as ``room_factory`` to [bind][jupyter_rooms.bind].
+
+    Args:
+        id: The room's id: clients that ask for the same id share the room.
+        doc: The document to share; a new one by default.
+        max_backlog: How many messages may wait for a client before it is disconnected
+            as too slow. Live updates waiting together are merged into one message.
+    """
+
+    def __init__(self, id: str, *, doc: Doc | None = None, max_backlog: int = 1024) -> None:
+        self._id = id
+        self._doc = doc if doc is not None else Doc()
+        self._max_backlog = max_backlog
+        self._clients: set[_Client] = set()
+        self._origin: _Client | None = None
+        self._task_group: TaskGroup | None = None
+        self.log = log
+        self.awareness = Awareness(self._doc)
+        # The room itself is not a participant: it only relays others' presence.
+        self.awareness.set_local_state(None)
+
+    @property
+    def id(self) -> str:
+        """The room's id."""
+        return self._id
+
+    @property
+    def doc(self) -> Doc:
+        """The room's shared document."""
+        return self._doc
+
+    @property
+    def task_group(self) -> TaskGroup:
+        """The task group that holds the room's background work, open while the room is."""
+        if self._task_group is None:
+            raise RuntimeError(f"room {self._id!r} is not open: use 'async with room'")
+        return self._task_group
+
+    @property
+    def client_count(self) -> int:
+        """How many clients are connected."""
+        return len(self._clients)
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Room]:
+        async with create_task_group() as tg:
+            self._task_group = tg
+            try:
+                yield self
+            finally:
+                for client in list(self._clients):
+                    client.drop(CloseCode.ROOM_CLOSED, "room closed")
+                tg.cancel_scope.cancel()
+                self._task_group = None
+
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        """Forward every change of the document to the clients that did not make it.
+
+        Runs until the room closes. Changes made to ``room.doc`` by code in the server go
+        to every client.
+
+        Args:
+            task_status: Set once the room forwards changes.
+        """
+        subscription = self._doc.observe(self._forward_update)
+        awareness_subscription = self.awareness.observe(self._forward_awareness)
+        try:
+            task_status.started()
+            await sleep_forever()
+        finally:
+            self._doc.unobserve(subscription)
+            self.awareness.unobserve(awareness_subscription)
+
+    async def serve(
+        self,
+        client: Channel,
+        *,
+        read_only: bool = False,
+        task_status: TaskStatus[None] = TASK_STATUS_IGNORED,
+    ) -> None:
+        """Synchronize one client with the room, until it leaves.
+
+        Starts the sync handshake, applies the client's updates to the room's document,
+        relays its presence, and sends it everyone else's changes. A client that sends
+        a malformed message, or falls too far behind, is disconnected with a reason;
+        the room and its other clients are not affected.
+
+        Args:
+            client: The channel to the client.
+            read_only: Refuse the client's updates (it still receives the document).
+            task_status: Set once the client is part of the room.
+        """
+        conn = _Client(client, self._max_backlog, read_only)
+        self._clients.add(conn)
+        try:
+            with conn.cancel_scope:
+                async with create_task_group() as tg:
+                    conn.enqueue((sync_step1(self._doc.get_state()), None))
+                    if self.awareness.states:
+                        states = list(self.awareness.states)
+                        update = self.awareness.encode_awareness_update(states)
+                        conn.enqueue((awareness_message(update), None))
+                    tg.start_soon(conn.send_loop)
+                    task_status.started()
+                    await self._receive_loop(conn)
+                    tg.cancel_scope.cancel()
+        finally:
+            self._clients.discard(conn)
+            conn.close_queue()
+            if conn.awareness_ids:
+                self.awareness.remove_awareness_states(list(conn.awareness_ids), conn)
+            with CancelScope(shield=True):
+                await client.close(conn.close_code, conn.close_reason)
+
+    async def _receive_loop(self, conn: _Client) -> None:
+        try:
+            async for data in conn.channel:
+                self._handle(conn, data)
+        except ProtocolError as exc:
+            self.log.warning("room %r: dropping a client: %s", self._id, exc)
+            conn.drop(CloseCode.PROTOCOL_ERROR, f"protocol error: {exc}")
+        except ChannelClosed:
+            pass
+
+    def _handle(self, conn: _Client, data: bytes) -> None:
+        message = parse_message(data)
+        if message.type == MessageType.SYNC:
+            if message.sync_type == SyncType.STEP1:
+                try:
+                    update = self._doc.get_update(message.payload)
+                except ValueError as exc:
+                    raise ProtocolError(f"invalid state vector: {exc}") from None
+                conn.enqueue((sync_step2(update), None))
+            elif message.payload != EMPTY_UPDATE:
+                if conn.read_only:
+                    notice = {"type": "error", "reason": "read-only: your changes were refused"}
+                    conn.enqueue((control_message(notice), None))
+                    return
+                self._apply(conn, message.payload)
+        elif message.type == MessageType.AWARENESS:
+            try:
+                self.awareness.apply_awareness_update(message.payload, conn)
+            except Exception as exc:
+                raise ProtocolError(f"invalid awareness update: {exc}") from None
+        else:
+            self.on_message(conn.channel, message)
+
+    def _apply(self, conn: _Client, update: bytes) -> None:
+        self._origin = conn
+        try:
+            self._doc.apply_update(update)
+        except ValueError as exc:
+            raise ProtocolError(f"invalid update: {exc}") from None
+        finally:
+            self._origin = None
+
+    def on_message(self, client: Channel, message: Message) -> None:
+        """Handle a message that is neither sync nor awareness (RAW or CONTROL).
+
+        The base room ignores them; subclasses that speak such messages override this.
+
+        Args:
+            client: The channel the message came from.
+            message: The parsed message.
+        """
+        self.log.debug("room %r: ignoring a %s message", self._id, message.type.name)
+
+    def send(self, client: Channel, message: bytes) -> None:
+        """Queue a message for one client of this room, behind what it already awaits.
+
+        Args:
+            client: The client's channel.
+            message: An encoded message.
+        """
+        for conn in self._clients:
+            if conn.channel is client:
+                conn.enqueue((message, None))
+                return
+
+    def broadcast(self, message: bytes) -> None:
+        """Queue a message for every client of this room.
+
+        Args:
+            message: An encoded message.
+        """
+        for conn in list(self._clients):
+            conn.enqueue((message, None))
+
+    def disconnect(self, client: Channel, code: int, reason: str) -> None:
+        """Disconnect one client with a reason.
+
+        Args:
+            client: The client's channel.
+            code: A websocket close code.
+            reason: Why, for the client.
+        """
+        for conn in self._clients:
+            if conn.channel is client:
+                conn.drop(code, reason)
+
+    def _forward_update(self, event: TransactionEvent) -> None:
+        update = event.update
+        if update == EMPTY_UPDATE:
+            return
+        item = (sync_update(update), update)
+        origin = self._origin
+        for conn in list(self._clients):
+            if conn is not origin:
+                conn.enqueue(item)
+
+    def _forward_awareness(self, topic: str, changes: tuple[dict[str, Any], Any]) -> None:
+        if topic != "update":
+            return
+        change, origin = changes
+        if isinstance(origin, _Client):
+            origin.awareness_ids.update(change["added"], change["updated"])
+            origin.awareness_ids.difference_update(change["removed"])
+        ids = change["added"] + change["updated"] + change["removed"]
+        message = awareness_message(self.awareness.encode_awareness_update(ids))
+        for conn in list(self._clients):
+            if conn is not origin:
+                conn.enqueue((message, None))
+
+
+class _Entry:
+    """A room the manager holds, and how many clients use it."""
+
+    def __init__(self) -> None:
+        self.room: Room | None = None
+        self.clients = 0
+        self.ready = Event()
+        self.stop = Event()
+        self.closed = Event()
+        self.cleanup: CancelScope | None = None
+
+
+class RoomManager(AsyncContextManagerMixin):
+    """Opens rooms when their first client arrives and closes them after the last leaves.
+
+    Args:
+        room_factory: Builds a room from its id: ``Room`` or a subclass (or any callable
+            that returns one).
+        cleanup_delay: Seconds to keep a room open after its last client left, so that a
+            client that reconnects finds it still open. ``0`` closes it at once.
+    """
+
+    def __init__(
+        self,
+        room_factory: Callable[[str], Room] = Room,
+        *,
+        cleanup_delay: float = 0.0,
+    ) -> None:
+        self._room_factory = room_factory
+        self.cleanup_delay = cleanup_delay
+        self._entries: dict[str, _Entry] = {}
+        self._task_group: TaskGroup | None = None
+
+    @property
+    def rooms(self) -> Mapping[str, Room]:
+        """The open rooms, by id."""
+        return {id: e.room for id, e in self._entries.items() if e.room is not None}
+
+    def client_count(self, id: str) -> int:
+        """How many clients use a room (0 if it is not open)."""
+        entry = self._entries.get(id)
+        return entry.clients if entry else 0
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[RoomManager]:
+        async with create_task_group() as tg:
+            self._task_group = tg
+            try:
+                yield self
+            finally:
+                for entry in self._entries.values():
+                    entry.stop.set()
+                self._task_group = None
+
+    async def _keep_room(self, id: str, entry: _Entry, *, task_status: TaskStatus[None]) -> None:
+        try:
+            room = self._room_factory(id)
+            async with room:
+                await room.task_group.start(room.run)
+                entry.room = room
+                task_status.started()
+                await entry.stop.wait()
+        finally:
+            if self._entries.get(id) is entry:
+                del self._entries[id]
+            entry.closed.set()
+
+    async def acquire(self, id: str) -> Room:
+        """Open a room (or take the open one) and count one more user of it.
+
+        Every call must be matched by one call to [release][jupyter_rooms.RoomManager.release].
+
+        Args:
+            id: The room's id.
+
+        Returns:
+            The open room.
+        """
+        if self._task_group is None:
+            raise RuntimeError("the room manager is not running: use 'async with'")
+        while True:
+            entry = self._entries.get(id)
+            if entry is None:
+                entry = self._entries[id] = _Entry()
+                try:
+                    await self._task_group.start(self._keep_room, id, entry)
+                finally:
+                    entry.ready.set()
+            else:
+                await entry.ready.wait()
+                if entry.room is None or entry.stop.is_set():
+                    await entry.closed.wait()
+                    continue
+            assert entry.room is not None
+            entry.clients += 1
+            if entry.cleanup is not None:
+                entry.cleanup.cancel()
+                entry.cleanup = None
+            return entry.room
+
+    def release(self, id: str) -> None:
+        """Count one user of a room fewer; close the room after ``cleanup_delay`` if none is left.
+
+        Args:
+            id: The room's id.
+        """
+        entry = self._entries.get(id)
+        if entry is None:
+            return
+        entry.clients -= 1
+        if entry.clients > 0:
+            return
+        if self.cleanup_delay <= 0 or self._task_group is None:
+            entry.stop.set()
+            return
+        entry.cleanup = CancelScope()
+        self._task_group.start_soon(self._cleanup_later, entry, entry.cleanup)
+
+    async def _cleanup_later(self, entry: _Entry, scope: CancelScope) -> None:
+        with scope:
+            await sleep(self.cleanup_delay)
+            if entry.clients == 0:
+                entry.stop.set()
+
+    @asynccontextmanager
+    async def use(self, id: str) -> AsyncIterator[Room]:
+        """Use a room for the duration of a block: ``async with manager.use(id) as room``.
+
+        Args:
+            id: The room's id.
+
+        Yields:
+            The open room.
+        """
+        room = await self.acquire(id)
+        try:
+            yield room
+        finally:
+            self.release(id)
+
+    async def serve(self, id: str, client: Channel, *, read_only: bool = False) -> None:
+        """Serve one client in the room it asked for, opening the room if needed.
+
+        Args:
+            id: The room's id.
+            client: The channel to the client.
+            read_only: Refuse the client's updates.
+        """
+        async with self.use(id) as room:
+            await room.serve(client, read_only=read_only)
+
+    async def close_room(self, id: str, *, wait: bool = True) -> None:
+        """Close a room now, disconnecting its clients.
+
+        Args:
+            id: The room's id.
+            wait: Wait until the room has finished closing.
+        """
+        entry = self._entries.get(id)
+        if entry is None:
+            return
+        entry.stop.set()
+        if wait:
+            await entry.closed.wait()

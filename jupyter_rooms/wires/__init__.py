@@ -1,0 +1,1 @@
+"""The wires that ship with jupyter_rooms: memory, file and websocket."""
