@@ -24,6 +24,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pycrdt import Doc, TransactionEvent
 
+from ._tasks import task_group
 from .channel import Channel, ChannelClosed
 from .protocol import (
     EMPTY_UPDATE,
@@ -144,22 +145,29 @@ class ChannelClient(ClientWire):
         doc_subscription = self._doc.observe(self._on_local_update)
         awareness_subscription = self.awareness.observe(self._on_local_awareness)
         try:
-            async with create_task_group() as tg:
+            error: BaseException | None = None
+            async with task_group() as tg:
                 with move_on_after(self.timeout) as scope:
-                    await tg.start(self._run)
-                    await self.synchronized.wait()
-                if scope.cancelled_caught:
-                    tg.cancel_scope.cancel()
-                    what = "to connect" if not self.connected else "for the first sync"
-                    raise TimeoutError(f"waited {self.timeout} s {what} with {self._describe()}")
-                exc_raised = True
-                try:
-                    yield self
-                    exc_raised = False
-                finally:
-                    if not exc_raised:
-                        await self._leave()
-                    tg.cancel_scope.cancel()
+                    try:
+                        await tg.start(self._run)
+                        await self.synchronized.wait()
+                    except Exception as exc:
+                        error = exc
+                if error is None and not scope.cancelled_caught:
+                    exc_raised = True
+                    try:
+                        yield self
+                        exc_raised = False
+                    finally:
+                        if not exc_raised:
+                            await self._leave()
+                        tg.cancel_scope.cancel()
+                tg.cancel_scope.cancel()
+            if error is not None:
+                raise error
+            if scope.cancelled_caught:
+                what = "to connect" if not self.connected else "for the first sync"
+                raise TimeoutError(f"waited {self.timeout} s {what} with {self._describe()}")
         finally:
             self._doc.unobserve(doc_subscription)
             self.awareness.unobserve(awareness_subscription)

@@ -22,6 +22,7 @@ from anyio import (
 from anyio.abc import TaskGroup, TaskStatus
 from pycrdt import Awareness, Doc, TransactionEvent
 
+from ._tasks import task_group
 from .channel import Channel, ChannelClosed
 from .protocol import (
     EMPTY_UPDATE,
@@ -185,7 +186,7 @@ class Room(AsyncContextManagerMixin):
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[Room]:
-        async with create_task_group() as tg:
+        async with task_group() as tg:
             self._task_group = tg
             try:
                 yield self
@@ -409,7 +410,7 @@ class RoomManager(AsyncContextManagerMixin):
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[RoomManager]:
-        async with create_task_group() as tg:
+        async with task_group() as tg:
             self._task_group = tg
             try:
                 yield self

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from anyio import create_task_group
 from anyio.abc import TaskGroup
 
+from .._tasks import task_group
 from ..channel import Channel, MemoryChannel, memory_channel_pair
 from ..client import ChannelClient
 from ..room import Room
@@ -36,7 +36,7 @@ class MemoryServer(ServerWire):
 
     @asynccontextmanager
     async def _serving(self) -> AsyncIterator[None]:
-        async with create_task_group() as tg:
+        async with task_group() as tg:
             self._task_group = tg
             try:
                 yield

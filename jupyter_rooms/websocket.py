@@ -1,0 +1,152 @@
+"""Channels over tornado websockets, for servers (a handler) and clients (a connection).
+
+Both the standalone websocket wire and the Jupyter server extension carry rooms over
+these, so the y-websocket protocol reaches a room the same way whichever door a client
+came in by.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from anyio import (
+    BrokenResourceError,
+    ClosedResourceError,
+    EndOfStream,
+    create_memory_object_stream,
+)
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError
+
+from .channel import ChannelClosed
+
+__all__ = ["ClientChannel", "HandlerChannel"]
+
+log = logging.getLogger("jupyter_rooms.websocket")
+
+# How many received messages may wait for the room before the socket stops reading.
+_RECEIVE_BUFFER = 64
+
+
+class HandlerChannel:
+    """The server's end of a websocket, as a [Channel][jupyter_rooms.Channel].
+
+    The handler feeds it: ``await channel.feed(message)`` from ``on_message`` (which
+    makes tornado wait before reading more, so a client cannot flood the server's
+    memory) and ``channel.closed(code, reason)`` from ``on_close``.
+
+    Args:
+        handler: The websocket handler (``tornado.websocket.WebSocketHandler``).
+        path: The room the client asked for.
+    """
+
+    def __init__(self, handler: Any, path: str) -> None:
+        self._handler = handler
+        self._path = path
+        self._send_in, self._receive = create_memory_object_stream[bytes](_RECEIVE_BUFFER)
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def __aiter__(self) -> HandlerChannel:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.recv()
+        except ChannelClosed:
+            raise StopAsyncIteration from None
+
+    async def feed(self, message: str | bytes) -> None:
+        """Pass a received message on to the room.
+
+        Args:
+            message: The message; text messages are passed on as UTF-8 (and refused
+                by the room as malformed).
+        """
+        data = message.encode() if isinstance(message, str) else message
+        try:
+            await self._send_in.send(data)
+        except (BrokenResourceError, ClosedResourceError):
+            pass
+
+    def closed(self, code: int | None, reason: str | None) -> None:
+        """Record that the socket closed: iteration ends once the buffer is read."""
+        if self.close_code is None:
+            self.close_code = code if code is not None else 1005
+            self.close_reason = reason or ""
+        self._send_in.close()
+
+    async def send(self, message: bytes) -> None:
+        try:
+            await self._handler.write_message(message, binary=True)
+        except WebSocketClosedError:
+            raise ChannelClosed(self._path) from None
+
+    async def recv(self) -> bytes:
+        try:
+            return await self._receive.receive()
+        except (EndOfStream, ClosedResourceError):
+            raise ChannelClosed(self._path) from None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+        # Close reasons travel in a control frame of at most 125 bytes.
+        self._handler.close(code, reason.encode()[:120].decode(errors="ignore"))
+        self._send_in.close()
+
+
+class ClientChannel:
+    """A client's websocket connection, as a [Channel][jupyter_rooms.Channel].
+
+    Args:
+        connection: An open connection from ``tornado.websocket.websocket_connect``.
+        path: The room it leads to.
+    """
+
+    def __init__(self, connection: WebSocketClientConnection, path: str) -> None:
+        self._connection = connection
+        self._path = path
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def close_code(self) -> int | None:
+        """The code the connection was closed with, once closed."""
+        return self._connection.close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The reason the connection was closed with, once closed."""
+        return self._connection.close_reason or ""
+
+    def __aiter__(self) -> ClientChannel:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.recv()
+        except ChannelClosed:
+            raise StopAsyncIteration from None
+
+    async def send(self, message: bytes) -> None:
+        try:
+            await self._connection.write_message(message, binary=True)
+        except WebSocketClosedError:
+            raise ChannelClosed(self._path) from None
+
+    async def recv(self) -> bytes:
+        message = await self._connection.read_message()
+        if message is None:
+            raise ChannelClosed(self._path)
+        return message.encode() if isinstance(message, str) else message
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self._connection.close(code, reason)
