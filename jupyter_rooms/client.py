@@ -24,7 +24,7 @@ from anyio import (
 )
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from pycrdt import Doc, TransactionEvent
+from pycrdt import Awareness, Doc, TransactionEvent
 
 from ._tasks import task_group
 from .channel import Channel, ChannelClosed
@@ -115,6 +115,13 @@ class ChannelClient(ClientWire):
         self._callbacks: list[Callable[[str, dict[str, Any]], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
+        # The room's epoch, for servers that announce one: a history the room may
+        # replace (a file whose history was lost), after which merging would duplicate.
+        self.epoch: str | None = None
+        # Sync step 1 messages sent in this session and not answered yet.
+        self._step2_pending = 0
+        self._doc_subscription: Any = None
+        self._awareness_subscription: Any = None
         self.log = log
 
     @abstractmethod
@@ -148,8 +155,8 @@ class ChannelClient(ClientWire):
     async def __asynccontextmanager__(self) -> AsyncIterator[ChannelClient]:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
-        doc_subscription = self._doc.observe(self._on_local_update)
-        awareness_subscription = self.awareness.observe(self._on_local_awareness)
+        self._doc_subscription = self._doc.observe(self._on_local_update)
+        self._awareness_subscription = self.awareness.observe(self._on_local_awareness)
         try:
             error: BaseException | None = None
             async with task_group() as tg:
@@ -175,8 +182,8 @@ class ChannelClient(ClientWire):
                 what = "to connect" if not self.connected else "for the first sync"
                 raise TimeoutError(f"waited {self.timeout} s {what} with {self._describe()}")
         finally:
-            self._doc.unobserve(doc_subscription)
-            self.awareness.unobserve(awareness_subscription)
+            self._doc.unobserve(self._doc_subscription)
+            self.awareness.unobserve(self._awareness_subscription)
             self._notify(ClientStatus.CLOSED)
 
     async def _leave(self) -> None:
@@ -239,6 +246,7 @@ class ChannelClient(ClientWire):
         self._notify(ClientStatus.CONNECTED)
         async with create_task_group() as tg:
             tg.start_soon(self._send_loop, channel, receive)
+            self._step2_pending = 1
             self._enqueue((sync_step1(self._doc.get_state()), None))
             if self.awareness.get_local_state():
                 self._send_local_awareness()
@@ -312,9 +320,11 @@ class ChannelClient(ClientWire):
                         self._apply(message.payload)
                     else:
                         self._unpulled.append(message.payload)
-                if message.sync_type == SyncType.STEP2 and not self.synchronized:
-                    self.synchronized.set()
-                    self._notify(ClientStatus.SYNCHRONIZED)
+                if message.sync_type == SyncType.STEP2:
+                    self._step2_pending -= 1
+                    if self._step2_pending <= 0 and not self.synchronized:
+                        self.synchronized.set()
+                        self._notify(ClientStatus.SYNCHRONIZED)
         elif message.type == MessageType.AWARENESS:
             try:
                 self.awareness.apply_awareness_update(message.payload, "remote")
@@ -327,7 +337,40 @@ class ChannelClient(ClientWire):
         """Handle a notice from the server."""
         if notice["type"] == "error":
             self.log.warning("%s: %s", self._describe(), notice.get("reason", "error"))
+        elif notice["type"] == "epoch":
+            epoch = str(notice.get("epoch", ""))
+            if self.epoch is not None and epoch != self.epoch:
+                self._reset(epoch)
+            self.epoch = epoch
         self._notify(notice["type"], **{k: v for k, v in notice.items() if k != "type"})
+
+    def _reset(self, epoch: str) -> None:
+        """Replace the document by a new one synced from the room's new epoch.
+
+        The old document's history is unrelated to the new epoch's: merging it would
+        duplicate the content, so it is dropped (and ``doc`` and ``awareness`` are new
+        objects, announced by the ``reset`` status).
+        """
+        self.log.warning(
+            "%s started a new history (epoch %s): the document is replaced by the room's",
+            self._describe(),
+            epoch,
+        )
+        local_state = self.awareness.get_local_state()
+        self._doc.unobserve(self._doc_subscription)
+        self.awareness.unobserve(self._awareness_subscription)
+        self._doc = Doc()
+        self.awareness = Awareness(self._doc)
+        self._doc_subscription = self._doc.observe(self._on_local_update)
+        self._awareness_subscription = self.awareness.observe(self._on_local_awareness)
+        self._unpushed.clear()
+        self._unpulled.clear()
+        self.synchronized.clear()
+        self._step2_pending += 1
+        self._enqueue((sync_step1(self._doc.get_state()), None))
+        if local_state:
+            self.awareness.set_local_state(local_state)
+        self._notify(ClientStatus.RESET, epoch=epoch)
 
     def _apply(self, update: bytes) -> None:
         self._applying = True

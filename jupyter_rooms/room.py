@@ -428,8 +428,9 @@ class RoomManager(AsyncContextManagerMixin):
                 task_status.started()
                 await entry.stop.wait()
         finally:
-            if self._entries.get(id) is entry:
-                del self._entries[id]
+            # Under the id it has now, which a rename may have changed.
+            for key in [key for key, value in self._entries.items() if value is entry]:
+                del self._entries[key]
             entry.closed.set()
 
     async def acquire(self, id: str) -> Room:
@@ -503,7 +504,8 @@ class RoomManager(AsyncContextManagerMixin):
         try:
             yield room
         finally:
-            self.release(id)
+            # The room may have been renamed meanwhile: release it under its id now.
+            self.release(room.id)
 
     async def serve(self, id: str, client: Channel, *, read_only: bool = False) -> None:
         """Serve one client in the room it asked for, opening the room if needed.
@@ -515,6 +517,31 @@ class RoomManager(AsyncContextManagerMixin):
         """
         async with self.use(id) as room:
             await room.serve(client, read_only=read_only)
+
+    def rename_room(self, old: str, new: str) -> Room | None:
+        """Give an open room a new id: clients already in it stay, new clients join it
+        under the new id.
+
+        Args:
+            old: The room's id now.
+            new: Its new id; no other room may be open under it.
+
+        Returns:
+            The renamed room, or ``None`` if no room is open under ``old``.
+
+        Raises:
+            KeyError: A room is already open under ``new``.
+        """
+        entry = self._entries.get(old)
+        if entry is None or old == new:
+            return entry.room if entry is not None else None
+        if new in self._entries:
+            raise KeyError(f"a room is already open under {new!r}")
+        del self._entries[old]
+        self._entries[new] = entry
+        if entry.room is not None:
+            entry.room._id = new
+        return entry.room
 
     async def close_room(self, id: str, *, wait: bool = True) -> None:
         """Close a room now, disconnecting its clients.
