@@ -428,6 +428,10 @@ class RoomManager(AsyncContextManagerMixin):
                 task_status.started()
                 await entry.stop.wait()
         finally:
+            # A room closed before its cleanup delay ran out: its timer has nothing left
+            # to do, and must not hold the manager open.
+            if entry.cleanup is not None:
+                entry.cleanup.cancel()
             # Under the id it has now, which a rename may have changed.
             for key in [key for key, value in self._entries.items() if value is entry]:
                 del self._entries[key]
