@@ -52,7 +52,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{port}/"
         self.process: subprocess.Popen[bytes] | None = None
 
-    async def start(self) -> None:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         command = [
             sys.executable,
             "-m",
@@ -66,9 +66,11 @@ class ServerProcess:
             f"--IdentityProvider.token={TOKEN}",
             *self.options,
         ]
-        log = open(self.root.parent / f"server-{self.port}.log", "ab")  # noqa: ASYNC230, SIM115
-        self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
-        log.close()
+        with open(self.root.parent / f"server-{self.port}.log", "ab") as log:
+            return subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
+
+    async def start(self) -> None:
+        self.process = self._spawn()
         headers = {"Authorization": f"token {TOKEN}"}
         with anyio.fail_after(60):
             while True:
