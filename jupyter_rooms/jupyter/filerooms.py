@@ -731,6 +731,7 @@ class FileRooms:
         self._task_group: TaskGroup | None = None
         self._stop: Event | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._stopped = False
 
     @property
     def manager(self) -> RoomManager:
@@ -799,7 +800,12 @@ class FileRooms:
         """Start serving in a task of the running asyncio loop that ``stop`` ends.
 
         Calls after the first return at once.
+
+        Raises:
+            RuntimeError: The rooms were stopped (the server is stopping).
         """
+        if self._stopped:
+            raise RuntimeError("the rooms were stopped: the server is stopping")
         if self._runner is not None:
             return
         loop = asyncio.get_running_loop()
@@ -812,6 +818,7 @@ class FileRooms:
 
     async def stop(self) -> None:
         """Save and close every room, and stop serving."""
+        self._stopped = True
         runner, self._runner = self._runner, None
         if runner is None:
             return

@@ -71,7 +71,10 @@ class RoomSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
             self.room_id = await self.rooms.resolve(args[0] if args else "")
         except RoomPathError as exc:
             raise web.HTTPError(exc.status, exc.message) from None
-        await self.rooms.start()
+        try:
+            await self.rooms.start()
+        except RuntimeError as exc:
+            raise web.HTTPError(503, str(exc)) from None
         await super().get(*args, **kwargs)
 
     def open(self, *args: Any, **kwargs: Any) -> None:
