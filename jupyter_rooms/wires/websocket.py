@@ -48,7 +48,8 @@ class _RoomSocket(WebSocketHandler):
         return self.server.allow_origin(origin)
 
     def open(self, *args: str, **kwargs: str) -> None:
-        path = unquote(self.request.path.lstrip("/"))
+        # As in Yjs's reference server: the room is the path after its first "/".
+        path = unquote(self.request.path[1:])
         self.channel = HandlerChannel(self, path)
         self.set_nodelay(True)
         self.server.start_serving(path, self.channel)
