@@ -109,6 +109,10 @@ class ChannelClient(ClientWire):
         self._in_flight = 0
         self._idle = Flag()
         self._idle.set()
+        # Clear while local changes exist that the server may not have: made while
+        # disconnected, or queued on a connection that dropped before sending them.
+        self._delivered = Flag()
+        self._delivered.set()
         self._applying = False
         self._unpushed: list[bytes] = []
         self._unpulled: list[bytes] = []
@@ -180,12 +184,25 @@ class ChannelClient(ClientWire):
             self._notify(ClientStatus.CLOSED)
 
     async def _leave(self) -> None:
-        """Say goodbye to the others' presence and send what is pending, within limits."""
+        """Say goodbye to the others' presence and deliver what is pending, within limits.
+
+        Changes made while disconnected wait for the next connection (up to ``timeout``
+        seconds) rather than being dropped with the client.
+        """
         if self.awareness.get_local_state():
             self.awareness.set_local_state(None)
-        with CancelScope(shield=True), move_on_after(self.timeout):
-            while self.connected and not self._idle:
-                await self._idle.wait()
+        with CancelScope(shield=True), move_on_after(self.timeout) as scope:
+            while not self._delivered or (self.connected and not self._idle):
+                if not self._delivered:
+                    await self._delivered.wait()
+                else:
+                    await self._idle.wait()
+        if scope.cancelled_caught:
+            self.log.warning(
+                "left %s after %s s with local changes it could not deliver",
+                self._describe(),
+                self.timeout,
+            )
 
     async def _run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
         attempt = 0
@@ -210,6 +227,8 @@ class ChannelClient(ClientWire):
                 self.log.info("connection to %s lost: %s", self._describe(), exc)
             finally:
                 self._outbox = None
+                if self._in_flight > 0:
+                    self._delivered.clear()
                 self._in_flight = 0
                 self._idle.set()
                 if self.connected:
@@ -260,6 +279,9 @@ class ChannelClient(ClientWire):
             self._loop.call_soon_threadsafe(self._enqueue, item)
             return
         if self._outbox is None:
+            if item[1] is not None:
+                # A local change while disconnected: the next handshake carries it.
+                self._delivered.clear()
             return
         try:
             self._outbox.send_nowait(item)
@@ -302,6 +324,8 @@ class ChannelClient(ClientWire):
                     raise ProtocolError(f"invalid state vector: {exc}") from None
                 if self.auto_push:
                     self._enqueue((sync_step2(update), None))
+                    # The reply carries every local change the server lacks.
+                    self._delivered.set()
                 else:
                     if update != EMPTY_UPDATE:
                         self._unpushed.append(update)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 import anyio
@@ -12,3 +13,11 @@ async def wait_until(predicate: Callable[[], object], *, within: float = 10.0) -
     with anyio.fail_after(within):
         while not predicate():
             await anyio.sleep(0.01)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
