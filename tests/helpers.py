@@ -25,15 +25,16 @@ from jupyter_rooms.protocol import (
 WORDS = ("a", "bc", "def", "ghij", " ", "k\n", "lmnop", "xyz")
 
 
-async def settle(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+async def settle(predicate: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
     """Poll until ``predicate()`` holds or ``timeout`` passes; the caller asserts after.
 
     Returning instead of raising on timeout lets the caller's own assertion show what
-    differs.
+    differs. Polling, because what the tests wait for (a document's content, another
+    client's view) has no event of its own to wait on.
     """
     with anyio.move_on_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.005)
+        while not predicate():  # noqa: ASYNC110
+            await anyio.sleep(0.002)
 
 
 def roots(doc: Doc) -> tuple[Text, Map, Array]:

@@ -9,8 +9,9 @@ import anyio
 import pytest
 from pycrdt import Doc
 
-from helpers import content, edit_randomly, roots, serving, settle
 from jupyter_rooms import connect
+
+from helpers import content, edit_randomly, roots, serving, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -33,8 +34,10 @@ async def test_concurrent_random_edits_converge(wire: str, clients: int) -> None
 
         everyone = [room.doc, *docs]
         await settle(
-            lambda: all(markers <= set(roots(doc)[1].keys()) for doc in everyone)
-            and all(content(doc) == content(room.doc) for doc in docs)
+            lambda: (
+                all(markers <= set(roots(doc)[1].keys()) for doc in everyone)
+                and all(content(doc) == content(room.doc) for doc in docs)
+            )
         )
         expected = content(room.doc)
         assert markers <= set(expected["map"])
@@ -75,9 +78,9 @@ async def test_an_edit_made_on_joining_arrives_promptly(wire: str) -> None:
             async with connect(wire, id="t", **options) as typist:
                 started = time.monotonic()
                 roots(typist.doc)[0].insert(0, "x")
-                with anyio.fail_after(2):
-                    while len(seen) != i + 1:
-                        await anyio.sleep(0)
+                expected = "x" * (i + 1)
+                await settle(lambda: str(seen) == expected, timeout=2)  # noqa: B023
                 delays.append(time.monotonic() - started)
+                assert str(seen) == expected
     assert str(seen) == "x" * joins
     assert sum(delays) < joins * 0.01, f"edits took {delays} s to arrive"

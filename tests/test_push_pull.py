@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import roots, serving, settle
 from jupyter_rooms import connect
+
+from helpers import roots, serving, settle
 
 pytestmark = pytest.mark.anyio
 

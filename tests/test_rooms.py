@@ -12,8 +12,9 @@ import pytest
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
-from helpers import content, edit_randomly, roots, serving, settle
 from jupyter_rooms import Room, UnknownWireError, bind, connect
+
+from helpers import content, edit_randomly, roots, serving, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -129,11 +130,17 @@ async def test_room_factory_rooms_relay_through_a_third_server() -> None:
         async with anyio.create_task_group() as tg:
             for i, client in enumerate(clients):
                 tg.start_soon(edit_randomly, client.doc, 7 + i, 40, f"done-{i}")
-        docs = [c.doc for c in clients] + [room_a.doc, room_b.doc, hub.room_manager.rooms["team"].doc]
+        docs = [c.doc for c in clients] + [
+            room_a.doc,
+            room_b.doc,
+            hub.room_manager.rooms["team"].doc,
+        ]
         markers = {f"done-{i}" for i in range(len(clients))}
         await settle(
-            lambda: all(markers <= set(roots(d)[1].keys()) for d in docs)
-            and all(content(d) == content(docs[0]) for d in docs)
+            lambda: (
+                all(markers <= set(roots(d)[1].keys()) for d in docs)
+                and all(content(d) == content(docs[0]) for d in docs)
+            )
         )
         expected = content(docs[0])
         assert markers <= set(expected["map"])
