@@ -37,6 +37,7 @@ from .protocol import (
     sync_step1,
     sync_step2,
     sync_update,
+    validate_awareness_update,
 )
 
 __all__ = ["CloseCode", "Room", "RoomManager"]
@@ -281,6 +282,7 @@ class Room(AsyncContextManagerMixin):
                     return
                 self._apply(conn, message.payload)
         elif message.type == MessageType.AWARENESS:
+            validate_awareness_update(message.payload)
             try:
                 self.awareness.apply_awareness_update(message.payload, conn)
             except Exception as exc:
