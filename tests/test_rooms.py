@@ -180,3 +180,13 @@ async def test_unknown_wire_names_it_and_what_to_install(side: str) -> None:
 async def test_unknown_wire_from_an_extra_names_the_extra() -> None:
     with pytest.raises(UnknownWireError, match=r"jupyter_rooms\[redis\]"):
         connect("redis", id="x")
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_server_stops_promptly_while_a_room_waits_for_cleanup(wire: str) -> None:
+    with anyio.fail_after(5):
+        async with serving(wire, cleanup_delay=60) as (server, options):
+            async with connect(wire, id="a", **options):
+                pass
+            await settle(lambda: server.room_manager.client_count("a") == 0)
+            assert "a" in server.room_manager.rooms
