@@ -418,6 +418,9 @@ class RoomManager(AsyncContextManagerMixin):
                 yield self
             finally:
                 for entry in self._entries.values():
+                    # A room waiting out its cleanup delay closes now, with the rest.
+                    if entry.cleanup is not None:
+                        entry.cleanup.cancel()
                     entry.stop.set()
                 self._task_group = None
 
