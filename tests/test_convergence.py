@@ -15,7 +15,7 @@ from helpers import content, edit_randomly, roots, serving, settle
 
 pytestmark = pytest.mark.anyio
 
-EDITS_PER_CLIENT = 60
+EDITS_PER_CLIENT = 150
 
 
 @pytest.mark.parametrize("wire", ["memory", "websocket"])

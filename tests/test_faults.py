@@ -206,7 +206,7 @@ def assert_logged(logs: Any, reason: str) -> None:
     assert any("fuzz" in line and reason in line for line in warnings), warnings
 
 
-@fuzz_settings(120)
+@fuzz_settings(300)
 @given(bad=MALFORMED, handshake=st.booleans())
 async def test_malformed_message_over_a_channel_drops_only_its_sender(
     bad: bytes, handshake: bool
@@ -238,7 +238,7 @@ async def raw_websocket(port: int, path: str = "fuzz") -> AsyncIterator[WebSocke
         connection.close()
 
 
-@fuzz_settings(50)
+@fuzz_settings(100)
 @given(bad=st.one_of(MALFORMED, st.text(max_size=20)), handshake=st.booleans())
 async def test_malformed_message_over_a_websocket_drops_only_its_sender(
     bad: bytes | str, handshake: bool

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import ClassVar
 
 import anyio
 import pytest
@@ -14,7 +15,7 @@ from anyio.abc import TaskStatus
 
 from jupyter_rooms import Room, UnknownWireError, bind, connect
 
-from helpers import content, edit_randomly, roots, serving, settle
+from helpers import capture_logs, content, edit_randomly, roots, serving, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -190,3 +191,52 @@ async def test_server_stops_promptly_while_a_room_waits_for_cleanup(wire: str) -
                 pass
             await settle(lambda: server.room_manager.client_count("a") == 0)
             assert "a" in server.room_manager.rooms
+
+
+class FragileRoom(Room):
+    """A room whose own work fails once, when the test says so."""
+
+    failures: ClassVar[list[str]] = []
+    fail_now: ClassVar[anyio.Event]
+
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        if self.id == "fragile" and not self.failures:
+            self.task_group.start_soon(self._fail)
+        await super().run(task_status=task_status)
+
+    async def _fail(self) -> None:
+        await self.fail_now.wait()
+        self.failures.append(self.id)
+        raise RuntimeError("lost its file")
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_a_failing_room_closes_alone(wire: str) -> None:
+    FragileRoom.failures = []
+    FragileRoom.fail_now = anyio.Event()
+    with capture_logs() as logs:
+        async with (
+            serving(wire, room_factory=FragileRoom) as (server, options),
+            connect(wire, id="sturdy", **options) as sturdy,
+            connect(wire, id="fragile", **options) as fragile,
+        ):
+            roots(fragile.doc)[0].insert(0, "mine")
+            failed_room = server.room_manager.rooms["fragile"]
+            await settle(lambda: str(roots(failed_room.doc)[0]) == "mine")
+            FragileRoom.fail_now.set()
+            # The failed room is replaced; its client comes back and brings its document.
+            await settle(
+                lambda: (
+                    server.room_manager.rooms.get("fragile") not in (None, failed_room)
+                    and str(roots(server.room_manager.rooms["fragile"].doc)[0]) == "mine"
+                )
+            )
+            assert FragileRoom.failures == ["fragile"]
+            assert str(roots(server.room_manager.rooms["fragile"].doc)[0]) == "mine"
+            # The other room carried on as if nothing happened.
+            assert sturdy.connected  # type: ignore[attr-defined]
+            roots(sturdy.doc)[0].insert(0, "unaffected")
+            sturdy_room = server.room_manager.rooms["sturdy"]
+            await settle(lambda: str(roots(sturdy_room.doc)[0]) == "unaffected")
+            assert str(roots(sturdy_room.doc)[0]) == "unaffected"
+    assert any("lost its file" in str(r.exc_info) for r in logs.records if r.exc_info)
