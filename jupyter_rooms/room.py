@@ -432,6 +432,13 @@ class RoomManager(AsyncContextManagerMixin):
                 entry.room = room
                 task_status.started()
                 await entry.stop.wait()
+        except Exception:
+            if entry.room is None:
+                # It never opened: the client that asked for it gets the error.
+                raise
+            # A room that fails once open closes alone (its clients are disconnected and
+            # may come back to a new one): the server and its other rooms carry on.
+            log.exception("room %r failed and was closed", id)
         finally:
             if self._entries.get(id) is entry:
                 del self._entries[id]
