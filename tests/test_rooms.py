@@ -15,7 +15,7 @@ from anyio.abc import TaskStatus
 
 from jupyter_rooms import Room, UnknownWireError, bind, connect
 
-from helpers import capture_logs, content, edit_randomly, roots, serving, settle
+from helpers import capture_logs, content, edit_randomly, other_tasks, roots, serving, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -112,6 +112,7 @@ async def relayed_server(upstream_port: int) -> AsyncIterator[tuple[object, int]
 
 
 async def test_room_factory_rooms_relay_through_a_third_server() -> None:
+    baseline = other_tasks()
     async with AsyncExitStack() as stack:
         hub = await stack.enter_async_context(bind("websocket", host="127.0.0.1"))
         hub_port = hub.port  # type: ignore[attr-defined]
@@ -147,6 +148,9 @@ async def test_room_factory_rooms_relay_through_a_third_server() -> None:
         assert markers <= set(expected["map"])
         for doc in docs:
             assert content(doc) == expected
+    # The relays were the rooms' own work: they stopped with them.
+    await settle(lambda: not (other_tasks() - baseline), timeout=2)
+    assert other_tasks() - baseline == set()
 
 
 async def test_a_room_closing_stops_its_relay() -> None:
@@ -240,3 +244,19 @@ async def test_a_failing_room_closes_alone(wire: str) -> None:
             await settle(lambda: str(roots(sturdy_room.doc)[0]) == "unaffected")
             assert str(roots(sturdy_room.doc)[0]) == "unaffected"
     assert any("lost its file" in str(r.exc_info) for r in logs.records if r.exc_info)
+
+
+@pytest.mark.parametrize("id", ["notes/week 1.md", "ça va?#1", "a%20b", ""])
+async def test_any_room_id_reaches_its_own_room_over_a_websocket(id: str) -> None:
+    async with (
+        serving("websocket") as (server, options),
+        connect("websocket", id=id, **options) as first,
+        connect("websocket", id=id, **options) as second,
+        connect("websocket", id=id + "x", **options) as elsewhere,
+    ):
+        roots(first.doc)[0].insert(0, "hello")
+        await settle(lambda: str(roots(second.doc)[0]) == "hello")
+        assert str(roots(second.doc)[0]) == "hello"
+        assert set(server.room_manager.rooms) == {id, id + "x"}
+        assert str(roots(server.room_manager.rooms[id].doc)[0]) == "hello"
+        assert str(roots(elsewhere.doc)[0]) == ""
