@@ -70,7 +70,7 @@ async def test_edits_made_before_joining_are_merged(wire: str) -> None:
 async def test_an_edit_made_on_joining_arrives_promptly(wire: str) -> None:
     # Someone joins and types at once while another watches: the edit follows the
     # handshake's messages without waiting on the transport.
-    joins = 5
+    joins = 7
     async with serving(wire) as (_, options), connect(wire, id="t", **options) as watcher:
         seen = roots(watcher.doc)[0]
         delays = []
@@ -83,4 +83,6 @@ async def test_an_edit_made_on_joining_arrives_promptly(wire: str) -> None:
                 delays.append(time.monotonic() - started)
                 assert str(seen) == expected
     assert str(seen) == "x" * joins
-    assert sum(delays) < joins * 0.01, f"edits took {delays} s to arrive"
+    # The median, so that one hiccup of a busy machine does not count; a transport delay
+    # (tens of milliseconds) shows on every join.
+    assert sorted(delays)[joins // 2] < 0.02, f"edits took {delays} s to arrive"
