@@ -39,15 +39,6 @@ async def server_and_clients(wire: str) -> AsyncIterator[None]:
         yield
 
 
-def contexts() -> dict[str, Callable[[], AbstractAsyncContextManager[Any]]]:
-    return {
-        "memory": lambda: server_and_clients("memory"),
-        "websocket": lambda: server_and_clients("websocket"),
-        "room": lambda: _room_with_work(),
-        "room-manager": lambda: _manager_with_rooms(),
-    }
-
-
 @asynccontextmanager
 async def _room_with_work() -> AsyncIterator[None]:
     async with Room("r") as room:
@@ -65,7 +56,13 @@ async def _manager_with_rooms() -> AsyncIterator[None]:
         yield
 
 
-CONTEXTS = contexts()
+# What a user enters, each holding tasks of its own while open.
+CONTEXTS: dict[str, Callable[[], AbstractAsyncContextManager[Any]]] = {
+    "memory": lambda: server_and_clients("memory"),
+    "websocket": lambda: server_and_clients("websocket"),
+    "room": _room_with_work,
+    "room-manager": _manager_with_rooms,
+}
 
 
 async def wait_for_no_other_tasks(baseline: set[Any]) -> set[Any]:
