@@ -40,6 +40,7 @@ from .protocol import (
     sync_step1,
     sync_step2,
     sync_update,
+    validate_awareness_update,
 )
 from .wire import ClientWire, Flag
 
@@ -340,6 +341,7 @@ class ChannelClient(ClientWire):
                     self.synchronized.set()
                     self._notify(ClientStatus.SYNCHRONIZED)
         elif message.type == MessageType.AWARENESS:
+            validate_awareness_update(message.payload)
             try:
                 self.awareness.apply_awareness_update(message.payload, "remote")
             except Exception as exc:

@@ -34,6 +34,7 @@ __all__ = [
     "sync_step1",
     "sync_step2",
     "sync_update",
+    "validate_awareness_update",
     "validate_update",
 ]
 
@@ -159,6 +160,39 @@ def validate_update(update: bytes) -> None:
         if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
             raise
         raise ProtocolError(f"invalid update: {exc}") from None
+
+
+def validate_awareness_update(update: bytes) -> None:
+    """Check that bytes decode as one awareness update, as a whole.
+
+    An awareness update is a count, then that many entries of a client id, a clock and
+    a JSON state (empty for none). pycrdt applies entries one by one as it decodes them,
+    so a message that breaks halfway would leave its first entries applied; checking
+    first keeps a malformed message from changing anything.
+
+    Args:
+        update: The payload of an awareness message.
+
+    Raises:
+        ProtocolError: The bytes are not exactly one well-formed awareness update.
+    """
+    count, pos = _read_var_uint(update, 0)
+    for _ in range(count):
+        _, pos = _read_var_uint(update, pos)  # client id
+        _, pos = _read_var_uint(update, pos)  # clock
+        length, pos = _read_var_uint(update, pos)
+        end = pos + length
+        if end > len(update):
+            raise ProtocolError("awareness state cut short")
+        try:
+            state = update[pos:end].decode()
+            if state:
+                json.loads(state)
+        except ValueError as exc:
+            raise ProtocolError(f"invalid awareness state: {exc}") from None
+        pos = end
+    if pos != len(update):
+        raise ProtocolError(f"{len(update) - pos} unexpected bytes after the awareness update")
 
 
 def _sync(sync_type: SyncType, payload: bytes) -> bytes:
