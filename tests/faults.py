@@ -3,7 +3,7 @@ server restarts or is killed. Seeded, bounded in time, and it says what it did.
 
 The short run is part of the test suite (tests/test_faults.py); a longer one is::
 
-    python -m tests.faults --seconds 300 --seed 7
+    python tests/faults.py --seconds 300 --seed 7
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import argparse
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,16 +27,11 @@ from jupyter_rooms import ChannelClient, ClientWire, connect
 from jupyter_rooms.logroom import log_path
 from jupyter_rooms.updatelog import UpdateLog
 
+from helpers import free_port
+
 ROOM = "shared/doc"
 # Tokens end with this, so an insert never lands inside another token.
 END = "|"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Proxy:

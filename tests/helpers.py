@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -33,8 +34,23 @@ async def settle(predicate: Callable[[], bool], timeout: float = 10.0) -> None: 
     client's view) has no event of its own to wait on.
     """
     with anyio.move_on_after(timeout):
-        while not predicate():  # noqa: ASYNC110
+        while not predicate():
             await anyio.sleep(0.002)
+
+
+async def wait_until(predicate: Callable[[], object], *, within: float = 10.0) -> None:
+    """Poll until ``predicate()`` holds; fail with ``TimeoutError`` after ``within`` seconds."""
+    with anyio.fail_after(within):
+        while not predicate():
+            await anyio.sleep(0.005)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def roots(doc: Doc) -> tuple[Text, Map, Array]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .utils import free_port
+from helpers import free_port
 
 
 class RedisServer:

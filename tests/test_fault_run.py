@@ -1,4 +1,4 @@
-"""A short randomized fault run (a longer one: python -m tests.faults --seconds 300)."""
+"""A short randomized fault run (a longer one: python tests/faults.py --seconds 300)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .faults import run
+from faults import run
 
 pytestmark = pytest.mark.anyio
 

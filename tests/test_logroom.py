@@ -11,7 +11,7 @@ from jupyter_rooms import bind, connect
 from jupyter_rooms.logroom import LogRoom, log_path
 from jupyter_rooms.updatelog import UpdateLog
 
-from .utils import free_port, wait_until
+from helpers import free_port, wait_until
 
 pytestmark = pytest.mark.anyio
 
