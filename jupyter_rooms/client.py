@@ -14,7 +14,6 @@ from typing import Any
 
 from anyio import (
     TASK_STATUS_IGNORED,
-    CancelScope,
     EndOfStream,
     WouldBlock,
     create_memory_object_stream,
@@ -178,7 +177,12 @@ class ChannelClient(ClientWire):
                 raise error
             if scope.cancelled_caught:
                 what = "to connect" if not self.connected else "for the first sync"
-                raise TimeoutError(f"waited {self.timeout} s {what} with {self._describe()}")
+                last = (
+                    f" (the last connection closed with {self.close_code}: {self.close_reason})"
+                    if self.close_code is not None
+                    else ""
+                )
+                raise TimeoutError(f"waited {self.timeout} s {what} with {self._describe()}{last}")
         finally:
             self._doc.unobserve(doc_subscription)
             self.awareness.unobserve(awareness_subscription)
@@ -188,11 +192,12 @@ class ChannelClient(ClientWire):
         """Say goodbye to the others' presence and deliver what is pending, within limits.
 
         Changes made while disconnected wait for the next connection (up to ``timeout``
-        seconds) rather than being dropped with the client.
+        seconds, or less if the caller cancels) rather than being dropped unsent.
         """
         if self.awareness.get_local_state():
             self.awareness.set_local_state(None)
-        with CancelScope(shield=True), move_on_after(self.timeout) as scope:
+        # Not shielded: a caller's own deadline or cancellation cuts the wait short.
+        with move_on_after(self.timeout) as scope:
             while not self._delivered or (self.connected and not self._idle):
                 if not self._delivered:
                     await self._delivered.wait()
@@ -268,6 +273,10 @@ class ChannelClient(ClientWire):
             except ProtocolError as exc:
                 self.log.warning("%s sent a malformed message: %s", self._describe(), exc)
                 await channel.close(1002, str(exc))
+                # Ours to report: the server's echo of the close may not arrive.
+                self.close_code, self.close_reason = 1002, f"malformed message: {exc}"
+                tg.cancel_scope.cancel()
+                return
             tg.cancel_scope.cancel()
         self.close_code = getattr(channel, "close_code", None)
         self.close_reason = getattr(channel, "close_reason", "") or ""

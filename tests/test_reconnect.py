@@ -3,14 +3,20 @@ bring them to the server that comes back."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 import anyio
 import pytest
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
-from jupyter_rooms import ServerWire, bind, connect
+from jupyter_rooms import ChannelClient, ServerWire, bind, connect
+from jupyter_rooms.channel import MemoryChannel, memory_channel_pair
+from jupyter_rooms.protocol import sync_step2
 
-from helpers import content, other_tasks, roots, settle
+from helpers import capture_logs, content, other_tasks, roots, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -70,13 +76,64 @@ async def test_clients_outlive_a_server_restart_and_merge_what_they_did_meanwhil
     assert other_tasks() - baseline == set()
 
 
-async def test_leaving_while_the_server_is_away_is_prompt() -> None:
+async def test_leaving_while_the_server_is_away_waits_only_for_undelivered_edits() -> None:
     async with anyio.create_task_group() as tg:
         stop = anyio.Event()
         server = await tg.start(run_server, stop, anyio.Event())
+        port = server.port  # type: ignore[attr-defined]
+        idle = connect("websocket", id="r", port=port)
+        busy = connect("websocket", id="r", port=port, timeout=1)
         with anyio.fail_after(5):
-            async with connect("websocket", id="r", port=server.port) as client:  # type: ignore[attr-defined]
-                stop.set()
-                await settle(lambda: not client.connected)  # type: ignore[attr-defined]
-                roots(client.doc)[0].insert(0, "nobody will see this")
-                assert not client.connected  # type: ignore[attr-defined]
+            await idle.__aenter__()
+            await busy.__aenter__()
+            stop.set()
+            await settle(lambda: not idle.connected and not busy.connected)  # type: ignore[attr-defined]
+            roots(busy.doc)[0].insert(0, "nobody will see this")
+            with capture_logs("jupyter_rooms.client") as logs:
+                # An edit no server has: leaving waits for a server, up to the client's
+                # timeout, and says what it could not deliver.
+                started = anyio.current_time()
+                await busy.__aexit__(None, None, None)
+                assert 0.9 < anyio.current_time() - started < 3
+                # Nothing pending: leaving is prompt.
+                started = anyio.current_time()
+                await idle.__aexit__(None, None, None)
+                assert anyio.current_time() - started < 0.5
+            assert any("could not deliver" in message for message in logs.messages())
+
+
+class ScriptedClient(ChannelClient):
+    """A client whose 'server' is the test, at the other end of a memory channel."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.server_ends: list[MemoryChannel] = []
+
+    @asynccontextmanager
+    async def _open(self) -> AsyncIterator[MemoryChannel]:
+        client_end, server_end = memory_channel_pair(self.id)
+        self.server_ends.append(server_end)
+        yield client_end
+
+
+async def test_a_server_that_sends_garbage_is_left_for_good() -> None:
+    client = ScriptedClient(id="r", max_backoff=0.05, timeout=5)
+    statuses: list[tuple[str, dict[str, Any]]] = []
+    client.on_status(lambda status, details: statuses.append((status, details)))
+
+    async def play_server() -> None:
+        await settle(lambda: bool(client.server_ends))
+        # Finish the handshake as a server would, then send a malformed update.
+        await client.server_ends[0].send(sync_step2(b"\x00\x00"))
+        await client.server_ends[0].send(b"\x00\x02\x05\x01\x02")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(play_server)
+        async with client:
+            await settle(lambda: not client.connected)
+            assert client.close_code == 1002
+            assert "malformed" in client.close_reason
+            await anyio.sleep(0.3)
+            # Reconnecting would only meet the same server again.
+            assert len(client.server_ends) == 1
+    assert ("disconnected", {"code": 1002, "reason": client.close_reason}) in statuses
