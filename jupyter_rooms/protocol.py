@@ -30,6 +30,7 @@ __all__ = [
     "merged_update_message",
     "parse_control",
     "parse_message",
+    "parse_raw_request",
     "raw_message",
     "sync_step1",
     "sync_step2",
@@ -138,8 +139,12 @@ def parse_message(data: bytes) -> Message:
         return Message(MessageType.SYNC, _read_payload(data, pos), SyncType(sync_type))
     if msg_type == MessageType.AWARENESS:
         return Message(MessageType.AWARENESS, _read_payload(data, pos))
-    if msg_type in (MessageType.RAW, MessageType.CONTROL):
-        return Message(MessageType(msg_type), _read_payload(data, pos))
+    if msg_type == MessageType.RAW:
+        # JupyterLab writes its own fields here (a string, then a number): keep the rest
+        # as it is for whoever speaks that dialect.
+        return Message(MessageType.RAW, data[pos:])
+    if msg_type == MessageType.CONTROL:
+        return Message(MessageType.CONTROL, _read_payload(data, pos))
     raise ProtocolError(f"unknown message type {msg_type}")
 
 
@@ -259,16 +264,45 @@ def awareness_message(update: bytes) -> bytes:
     return bytes((MessageType.AWARENESS,)) + _write_var_uint(len(update)) + update
 
 
-def raw_message(payload: bytes) -> bytes:
-    """Encode a RAW message (JupyterLab's save requests and replies).
+def raw_message(text: str) -> bytes:
+    """Encode a RAW message as JupyterLab reads them: one length-prefixed string.
 
     Args:
-        payload: The payload, usually UTF-8 JSON.
+        text: The string, usually JSON (a save reply, a conflict notice).
 
     Returns:
         The message.
     """
+    payload = text.encode()
     return bytes((MessageType.RAW,)) + _write_var_uint(len(payload)) + payload
+
+
+def parse_raw_request(payload: bytes) -> tuple[str, int | None]:
+    """Read a RAW request as JupyterLab writes them: a string, then maybe a number.
+
+    Args:
+        payload: The payload of a parsed RAW message.
+
+    Returns:
+        The string (``"save"``, for one) and the number after it, if any.
+
+    Raises:
+        ProtocolError: The payload is not of that form.
+    """
+    length, pos = _read_var_uint(payload, 0)
+    end = pos + length
+    if end > len(payload):
+        raise ProtocolError("RAW message ends inside its string")
+    try:
+        name = payload[pos:end].decode()
+    except UnicodeDecodeError:
+        raise ProtocolError("RAW message's string is not UTF-8") from None
+    if end == len(payload):
+        return name, None
+    number, pos = _read_var_uint(payload, end)
+    if pos != len(payload):
+        raise ProtocolError("unexpected bytes after a RAW request")
+    return name, number
 
 
 def control_message(notice: dict[str, Any]) -> bytes:
