@@ -14,7 +14,6 @@ from typing import Any
 
 from anyio import (
     TASK_STATUS_IGNORED,
-    CancelScope,
     EndOfStream,
     WouldBlock,
     create_memory_object_stream,
@@ -40,6 +39,7 @@ from .protocol import (
     sync_step1,
     sync_step2,
     sync_update,
+    validate_awareness_update,
 )
 from .wire import ClientWire, Flag
 
@@ -109,6 +109,10 @@ class ChannelClient(ClientWire):
         self._in_flight = 0
         self._idle = Flag()
         self._idle.set()
+        # Clear while local changes exist that the server may not have: made while
+        # disconnected, or queued on a connection that dropped before sending them.
+        self._delivered = Flag()
+        self._delivered.set()
         self._applying = False
         self._unpushed: list[bytes] = []
         self._unpulled: list[bytes] = []
@@ -180,19 +184,38 @@ class ChannelClient(ClientWire):
                 raise error
             if scope.cancelled_caught:
                 what = "to connect" if not self.connected else "for the first sync"
-                raise TimeoutError(f"waited {self.timeout} s {what} with {self._describe()}")
+                last = (
+                    f" (the last connection closed with {self.close_code}: {self.close_reason})"
+                    if self.close_code is not None
+                    else ""
+                )
+                raise TimeoutError(f"waited {self.timeout} s {what} with {self._describe()}{last}")
         finally:
             self._doc.unobserve(self._doc_subscription)
             self.awareness.unobserve(self._awareness_subscription)
             self._notify(ClientStatus.CLOSED)
 
     async def _leave(self) -> None:
-        """Say goodbye to the others' presence and send what is pending, within limits."""
+        """Say goodbye to the others' presence and deliver what is pending, within limits.
+
+        Changes made while disconnected wait for the next connection (up to ``timeout``
+        seconds, or less if the caller cancels) rather than being dropped unsent.
+        """
         if self.awareness.get_local_state():
             self.awareness.set_local_state(None)
-        with CancelScope(shield=True), move_on_after(self.timeout):
-            while self.connected and not self._idle:
-                await self._idle.wait()
+        # Not shielded: a caller's own deadline or cancellation cuts the wait short.
+        with move_on_after(self.timeout) as scope:
+            while not self._delivered or (self.connected and not self._idle):
+                if not self._delivered:
+                    await self._delivered.wait()
+                else:
+                    await self._idle.wait()
+        if scope.cancelled_caught:
+            self.log.warning(
+                "left %s after %s s with local changes it could not deliver",
+                self._describe(),
+                self.timeout,
+            )
 
     async def _run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
         attempt = 0
@@ -217,6 +240,8 @@ class ChannelClient(ClientWire):
                 self.log.info("connection to %s lost: %s", self._describe(), exc)
             finally:
                 self._outbox = None
+                if self._in_flight > 0:
+                    self._delivered.clear()
                 self._in_flight = 0
                 self._idle.set()
                 if self.connected:
@@ -256,6 +281,10 @@ class ChannelClient(ClientWire):
             except ProtocolError as exc:
                 self.log.warning("%s sent a malformed message: %s", self._describe(), exc)
                 await channel.close(1002, str(exc))
+                # Ours to report: the server's echo of the close may not arrive.
+                self.close_code, self.close_reason = 1002, f"malformed message: {exc}"
+                tg.cancel_scope.cancel()
+                return
             tg.cancel_scope.cancel()
         self.close_code = getattr(channel, "close_code", None)
         self.close_reason = getattr(channel, "close_reason", "") or ""
@@ -268,6 +297,9 @@ class ChannelClient(ClientWire):
             self._loop.call_soon_threadsafe(self._enqueue, item)
             return
         if self._outbox is None:
+            if item[1] is not None:
+                # A local change while disconnected: the next handshake carries it.
+                self._delivered.clear()
             return
         try:
             self._outbox.send_nowait(item)
@@ -310,6 +342,8 @@ class ChannelClient(ClientWire):
                     raise ProtocolError(f"invalid state vector: {exc}") from None
                 if self.auto_push:
                     self._enqueue((sync_step2(update), None))
+                    # The reply carries every local change the server lacks.
+                    self._delivered.set()
                 else:
                     if update != EMPTY_UPDATE:
                         self._unpushed.append(update)
@@ -326,6 +360,7 @@ class ChannelClient(ClientWire):
                         self.synchronized.set()
                         self._notify(ClientStatus.SYNCHRONIZED)
         elif message.type == MessageType.AWARENESS:
+            validate_awareness_update(message.payload)
             try:
                 self.awareness.apply_awareness_update(message.payload, "remote")
             except Exception as exc:

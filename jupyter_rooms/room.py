@@ -37,6 +37,7 @@ from .protocol import (
     sync_step1,
     sync_step2,
     sync_update,
+    validate_awareness_update,
 )
 
 __all__ = ["CloseCode", "Room", "RoomManager"]
@@ -281,6 +282,7 @@ class Room(AsyncContextManagerMixin):
                     return
                 self._apply(conn, message.payload)
         elif message.type == MessageType.AWARENESS:
+            validate_awareness_update(message.payload)
             try:
                 self.awareness.apply_awareness_update(message.payload, conn)
             except Exception as exc:
@@ -416,6 +418,9 @@ class RoomManager(AsyncContextManagerMixin):
                 yield self
             finally:
                 for entry in self._entries.values():
+                    # A room waiting out its cleanup delay closes now, with the rest.
+                    if entry.cleanup is not None:
+                        entry.cleanup.cancel()
                     entry.stop.set()
                 self._task_group = None
 
@@ -427,6 +432,13 @@ class RoomManager(AsyncContextManagerMixin):
                 entry.room = room
                 task_status.started()
                 await entry.stop.wait()
+        except Exception:
+            if entry.room is None:
+                # It never opened: the client that asked for it gets the error.
+                raise
+            # A room that fails once open closes alone (its clients are disconnected and
+            # may come back to a new one): the server and its other rooms carry on.
+            log.exception("room %r failed and was closed", id)
         finally:
             # A room closed before its cleanup delay ran out: its timer has nothing left
             # to do, and must not hold the manager open.

@@ -544,3 +544,33 @@ async def test_a_room_without_history_starts_a_new_epoch(root: Path) -> None:
                 )
     finally:
         await running.__aexit__(None, None, None)
+
+
+async def test_renaming_a_directory_moves_its_rooms_and_their_history(root: Path) -> None:
+    (root / "dir").mkdir()
+    (root / "dir" / "open.txt").write_text("open\n")
+    (root / "dir" / "closed.txt").write_text("closed\n")
+    async with serve(root) as server:
+        async with join(server, "dir/closed.txt") as client:
+            closed_epoch = client.epoch
+            client.doc.get("source", type=Text).insert(0, "edited ")
+        await until(lambda: read(root / "dir" / "closed.txt") == "edited closed\n")
+        async with join(server, "dir/open.txt") as client:
+            await fetch(
+                server,
+                "api/contents/dir",
+                method="PATCH",
+                body=json.dumps({"path": "moved"}),
+                headers={"Authorization": f"token {server.token}"},
+            )
+            await until(lambda: "moved/open.txt" in server.room_manager.rooms)
+            client.doc.get("source", type=Text).insert(0, "still ")
+            await until(lambda: read(root / "moved" / "open.txt") == "still open\n")
+        # The closed room's history moved too: same epoch, no new start.
+        async with join(server, "moved/closed.txt") as client:
+            assert str(client.doc.get("source", type=Text)) == "edited closed\n"
+            assert client.epoch == closed_epoch
+            logs = list(Path(os.environ["JUPYTER_DATA_DIR"]).rglob("*.ylog"))
+            assert sorted(log.name for log in logs) == ["closed.txt.ylog", "open.txt.ylog"]
+            assert all(log.parent.name == "moved" for log in logs)
+    assert not (root / "dir").exists()
