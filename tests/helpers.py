@@ -38,7 +38,7 @@ async def settle(predicate: Callable[[], bool], timeout: float = 10.0) -> None: 
             await anyio.sleep(0.002)
 
 
-async def wait_until(predicate: Callable[[], object], *, within: float = 10.0) -> None:
+async def wait_until(predicate: Callable[[], object], *, within: float = 15.0) -> None:
     """Poll until ``predicate()`` holds; fail with ``TimeoutError`` after ``within`` seconds."""
     with anyio.fail_after(within):
         while not predicate():

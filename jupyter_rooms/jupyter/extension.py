@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Int, Type, Unicode, default
 
 from .filerooms import DEFAULT_COMPACT_SIZE, FileRoom, FileRooms
-from .handlers import SETTINGS_KEY, RoomsHandler, RoomSocketHandler
+from .handlers import KERNEL_TOKEN_KEY, SETTINGS_KEY, RoomsHandler, RoomSocketHandler
+from .kernelenv import kernel_token, publish
 
 __all__ = ["RoomsApp"]
 
@@ -119,8 +121,24 @@ class RoomsApp(ExtensionApp):
         )
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        """Start serving rooms (the first client would start them otherwise)."""
+        """Start serving rooms, and tell the kernels started from now on where they are."""
         await self.file_rooms.start()
+        self._publish_to_kernels(serverapp)
+
+    def _publish_to_kernels(self, serverapp: Any) -> None:
+        url = serverapp.connection_url
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            self.log.info("rooms: kernels cannot reach a server at %s by themselves", url)
+            return
+        if serverapp.ip in ("", "0.0.0.0", "::", "*"):
+            # Kernels run beside the server: the loopback address always reaches it.
+            url = urlunsplit(parts._replace(netloc=f"127.0.0.1:{serverapp.port}"))
+        token = kernel_token()
+        # The handlers read the web application's settings, filled before this point.
+        serverapp.web_app.settings[KERNEL_TOKEN_KEY] = token
+        publish(url, os.path.abspath(serverapp.root_dir), token)
+        self.log.info("rooms: kernels started by this server reach rooms at %sapi/rooms/", url)
 
     async def _on_event(self, logger: Any, schema_id: str, data: dict[str, Any]) -> None:
         # Renames and deletions through the contents API move or close rooms.

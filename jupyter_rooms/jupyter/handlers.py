@@ -11,6 +11,7 @@ from typing import Any
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.auth.identity import User
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
@@ -18,11 +19,14 @@ from tornado.websocket import WebSocketHandler
 
 from ..websocket import HandlerChannel
 from .filerooms import FileRooms, RoomPathError
+from .kernelenv import is_kernel_token
 
-__all__ = ["SETTINGS_KEY", "RoomSocketHandler", "RoomsHandler"]
+__all__ = ["KERNEL_TOKEN_KEY", "SETTINGS_KEY", "RoomSocketHandler", "RoomsHandler"]
 
 # Where the handlers find the server's rooms in the web application's settings.
 SETTINGS_KEY = "jupyter_rooms_file_rooms"
+# Where they find the credential that kernels of this server use for rooms.
+KERNEL_TOKEN_KEY = "jupyter_rooms_kernel_token"
 
 AUTH_RESOURCE = "contents"
 
@@ -58,15 +62,44 @@ class RoomSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         options: dict[str, Any] | None = self.settings.get("websocket_compression_options")
         return options
 
+    kernel = False
+
+    def _given_token(self) -> str:
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() in ("token", "bearer") and value:
+            return value.strip()
+        return self.get_query_argument("token", "")
+
+    async def prepare(self, *args: Any, **kwargs: Any) -> None:
+        """Let kernels in with the rooms credential; everyone else as the server says."""
+        token = self.settings.get(KERNEL_TOKEN_KEY, "")
+        if token and is_kernel_token(self._given_token(), token):
+            if not self.check_host():
+                raise web.HTTPError(403)
+            # The credential opens rooms and nothing else; it stands for the user the
+            # server runs as, whose kernels alone are given it.
+            self.kernel = True
+            self.current_user = self._jupyter_current_user = User(
+                username="jupyter-rooms-kernel", name="Kernel", display_name="Kernel"
+            )
+            return
+        await super().prepare(*args, **kwargs)
+
     @ws_authenticated
     async def get(self, *args: Any, **kwargs: Any) -> None:
         """Authorize the user and check the path, then upgrade to a websocket."""
-        user = self.current_user
-        authorizer = self.authorizer
-        if not await ensure_async(authorizer.is_authorized(self, user, "read", AUTH_RESOURCE)):
-            raise web.HTTPError(403, "not allowed to read contents")
-        can_write = await ensure_async(authorizer.is_authorized(self, user, "write", AUTH_RESOURCE))
-        self.read_only = not can_write
+        if self.kernel:
+            self.read_only = False
+        else:
+            user = self.current_user
+            authorizer = self.authorizer
+            if not await ensure_async(authorizer.is_authorized(self, user, "read", AUTH_RESOURCE)):
+                raise web.HTTPError(403, "not allowed to read contents")
+            can_write = await ensure_async(
+                authorizer.is_authorized(self, user, "write", AUTH_RESOURCE)
+            )
+            self.read_only = not can_write
         try:
             self.room_id = await self.rooms.resolve(args[0] if args else "")
         except RoomPathError as exc:

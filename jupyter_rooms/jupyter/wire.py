@@ -30,6 +30,7 @@ from ..websocket import ClientChannel
 from ..wire import ServerWire
 from .extension import RoomsApp
 from .filerooms import FileRoom, FileRooms
+from .kernelenv import ENV_TOKEN, ENV_URL, notebook_room_id, server_from_env
 
 __all__ = ["JupyterClient", "JupyterServer", "MissingServerError"]
 
@@ -191,12 +192,20 @@ def _websocket_url(url: str, id: str) -> str:
 
 
 class JupyterClient(ChannelClient):
-    """A client of a room on a Jupyter server: ``connect("jupyter", id=..., url=..., token=...)``.
+    """A client of a room on a Jupyter server: ``connect("jupyter", id=...)``.
+
+    In a kernel started by a Jupyter server with the rooms extension, nothing else is
+    needed: the server told the kernel where it is and gave it a credential for rooms
+    (see [kernelenv][jupyter_rooms.jupyter.kernelenv]); with no ``id``, the room is the
+    kernel's own notebook. Elsewhere, give ``url`` and ``token`` (or set
+    ``JUPYTER_ROOMS_URL`` and ``JUPYTER_ROOMS_TOKEN``).
 
     Args:
-        id: The file's path relative to the server's root.
+        id: The file's path relative to the server's root; by default, in a kernel, the
+            notebook the kernel belongs to.
         url: The server's URL, base URL included (``http://127.0.0.1:8888/``).
-        token: The server's token, sent in the ``Authorization`` header.
+        token: The server's token (or the rooms credential), sent in the
+            ``Authorization`` header.
         headers: More HTTP headers for the websocket request.
         max_message_size: The largest message accepted from the server, in bytes.
         kwargs: The options of [ChannelClient][jupyter_rooms.client.ChannelClient].
@@ -214,14 +223,27 @@ class JupyterClient(ChannelClient):
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         **kwargs: Any,
     ) -> None:
+        if not kwargs.get("id", "").strip("/"):
+            notebook = notebook_room_id()
+            if notebook is None:
+                raise ValueError(
+                    "connect('jupyter') needs id=: the file's path under the server's root "
+                    "(only in a notebook's kernel does it default to that notebook)"
+                )
+            kwargs["id"] = notebook
         super().__init__(**kwargs)
+        env_url, env_token = server_from_env()
+        if url is None:
+            url, token = env_url, token if token is not None else env_token
+        elif token is None and url == env_url:
+            token = env_token
         if url is None:
             raise MissingServerError(
                 "connect('jupyter') needs the server: give url= (for example "
-                "'http://127.0.0.1:8888/') and token= (the server's token)"
+                "'http://127.0.0.1:8888/') and token= (the server's token), or set "
+                f"{ENV_URL} and {ENV_TOKEN}; in a kernel started by a Jupyter server "
+                "with jupyter_rooms installed they are set already"
             )
-        if not self.id.strip("/"):
-            raise ValueError("connect('jupyter') needs id=: the file's path under the root")
         self.url = _websocket_url(url, self.id)
         self.headers = dict(headers or {})
         if token:

@@ -1,0 +1,70 @@
+"""A real ``jupyter server`` process for tests, in the test's own directories."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+from jupyter_rooms import connect
+
+TOKEN = "secret-token"
+
+
+class ServerProcess:
+    """A ``jupyter server`` started with no flag about the extension."""
+
+    def __init__(self, root: Path, env: dict[str, str], port: int, *options: str) -> None:
+        self.root = root
+        self.env = env
+        self.port = port
+        self.options = options
+        self.url = f"http://127.0.0.1:{port}/"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        command = [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--ServerApp.root_dir={self.root}",
+            f"--IdentityProvider.token={TOKEN}",
+            *self.options,
+        ]
+        with open(self.root.parent / f"server-{self.port}.log", "ab") as log:
+            return subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
+
+    async def start(self) -> None:
+        self.process = self._spawn()
+        headers = {"Authorization": f"token {TOKEN}"}
+        with anyio.fail_after(60):
+            while True:
+                assert self.process.poll() is None, "the server exited"
+                try:
+                    await AsyncHTTPClient().fetch(self.url + "api/rooms", headers=headers)
+                    return
+                except (OSError, HTTPClientError):
+                    await anyio.sleep(0.1)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def join(self, path: str, **options: Any) -> Any:
+        return connect("jupyter", id=path, url=self.url, token=TOKEN, **options)
