@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import entry_points
@@ -135,6 +136,17 @@ class ClientWire(AsyncContextManagerMixin):
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[ClientWire]:
         yield self
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """In a Jupyter kernel, show the client as a live widget of its room's document
+        (see [RoomWidget][jupyter_rooms.widget.RoomWidget]); elsewhere, as its repr."""
+        ipython = sys.modules.get("IPython")
+        shell = ipython.get_ipython() if ipython is not None else None
+        if getattr(shell, "kernel", None) is None:
+            return None
+        from .widget import widget_for
+
+        return widget_for(self)._repr_mimebundle_(**kwargs)
 
 
 def _load(wire: str, side: str) -> Any:
