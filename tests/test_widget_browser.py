@@ -405,11 +405,17 @@ async def test_the_widget_in_jupyterlab(
         bob["notes.txt"].awareness.set_local_state({"user": {"name": "bob", "color": "#8e24aa"}})
         await notes.locator(".jr-peer", has_text="bob").wait_for()
 
-        # Typing in the page reaches bob.
+        # Typing in the page reaches bob, and the keys stay in the widget: Enter and
+        # Shift+Enter break lines instead of running or editing the notebook's cells.
+        prompts = page.locator(".jp-Notebook .jp-InputPrompt")
+        before = await prompts.all_text_contents()
         await editor.click()
         await page.keyboard.press("Control+End")
+        await page.keyboard.type("- eggs")
+        await page.keyboard.press("Shift+Enter")
         await page.keyboard.type("- milk")
-        await until(lambda: str(source).endswith("- milk"))
+        await until(lambda: str(source).endswith("- eggs\n- milk"))
+        assert await prompts.all_text_contents() == before
 
         # Bob inserts before the caret while the person types: the typed text stays whole
         # and the caret stays just after it.

@@ -98,6 +98,13 @@ function render({ model, el }) {
   const header = renderHeader(model);
   const body = h("div", "jr-body", h("div", "jr-empty", "loading the room's document…"));
   const root = h("div", "jr-widget", header.el, body);
+  // Keys typed in the widget are the widget's: JupyterLab's notebook shortcuts (Enter,
+  // Shift+Enter, d d, ...) would otherwise act on the notebook around it, and JupyterLab
+  // cancels line breaks typed inside a notebook cell.
+  const keepKeys = (event) => {
+    if (event.key !== "Escape") event.stopPropagation();
+  };
+  root.addEventListener("keydown", keepKeys);
   el.replaceChildren(style, root);
 
   let kind = null;
@@ -122,6 +129,7 @@ function render({ model, el }) {
   const unsubscribe = link.subscribe((event) => show(event === "reset"));
   show(false);
   return () => {
+    root.removeEventListener("keydown", keepKeys);
     unsubscribe();
     header.destroy();
     view?.destroy();
