@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 from jupyter_ydoc import YNotebook
+from playwright.async_api import async_playwright
 from pycrdt import Array, Map, Text
 
 from jupyter_rooms import connect
@@ -54,7 +56,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def notebook_of(cells: list[str]) -> dict[str, Any]:
+    return {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": f"c{i}",
+                "metadata": {},
+                "source": source,
+                "outputs": [],
+                "execution_count": None,
+            }
+            for i, source in enumerate(cells)
+        ],
+    }
+
+
 def notebook(room_port: int) -> dict[str, Any]:
+    """The notebook opened in JupyterLab: its kernel serves the rooms."""
     cells = [
         f"""\
 import asyncio
@@ -83,24 +107,30 @@ await ready.wait()""",
         'RoomWidget(clients["big"], max_height="20em")',
         'display(clients["state"])',
     ]
-    return {
-        "nbformat": 4,
-        "nbformat_minor": 5,
-        "metadata": {
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
-        },
-        "cells": [
-            {
-                "cell_type": "code",
-                "id": f"c{i}",
-                "metadata": {},
-                "source": source,
-                "outputs": [],
-                "execution_count": None,
-            }
-            for i, source in enumerate(cells)
-        ],
-    }
+    return notebook_of(cells)
+
+
+def second_notebook(room_port: int) -> dict[str, Any]:
+    """The notebook opened in Jupyter Notebook 7: its kernel joins the text room."""
+    return notebook_of(
+        [
+            f"""\
+import asyncio
+from jupyter_rooms import connect
+
+ready = asyncio.Event()
+
+async def keep_notes_open():
+    global notes
+    async with connect("websocket", id="notes.txt", port={room_port}) as notes:
+        ready.set()
+        await asyncio.Event().wait()
+
+task = asyncio.create_task(keep_notes_open())
+await ready.wait()""",
+            "notes",
+        ]
+    )
 
 
 ANALYSIS = {
@@ -220,6 +250,7 @@ def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, int]]:
     root.mkdir()
     room_port = free_port()
     (root / "widget.ipynb").write_text(json.dumps(notebook(room_port)))
+    (root / "notebook7.ipynb").write_text(json.dumps(second_notebook(room_port)))
     config = tmp_path / "config"
     config.mkdir()
     (config / "jupyter_server_config.json").write_text(
@@ -232,11 +263,10 @@ def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, int]]:
             }
         )
     )
+    # No "get notified about Jupyter news?" toast over the widgets.
     settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False})
-    )
+    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
     env = {
         **os.environ,
         "JUPYTER_CONFIG_DIR": str(config),
@@ -323,8 +353,6 @@ async def shown_within(page: Any, selector: str, marker: str, edit: Callable[[],
 
 @pytest.fixture
 async def page(chromium: str, jupyterlab: tuple[str, int], tmp_path: Path) -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
     url, _ = jupyterlab
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -353,18 +381,44 @@ async def page(chromium: str, jupyterlab: tuple[str, int], tmp_path: Path) -> As
         await browser.close()
 
 
+def kernel_ready(url: str, path: str) -> bool:
+    """Whether the notebook at `path` has a kernel that is idle and that a page is
+    connected to (the server's view)."""
+    with urllib.request.urlopen(f"{url}/api/sessions?token={TOKEN}", timeout=5) as response:
+        sessions = json.load(response)
+    return any(
+        session["path"] == path
+        and session["kernel"]["execution_state"] == "idle"
+        and session["kernel"]["connections"] > 0
+        for session in sessions
+    )
+
+
+async def run_all_cells(page: Any, url: str, path: str) -> None:
+    """Run every cell of the page's notebook, once its kernel can take them, and wait
+    until the last one has run."""
+    with anyio.fail_after(60):
+        while not await anyio.to_thread.run_sync(kernel_ready, url, path):  # noqa: ASYNC110
+            await anyio.sleep(0.2)
+    await page.get_by_role("menuitem", name="Run", exact=True).click()
+    await page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    await page.wait_for_function(
+        "el => /\\[\\d+\\]/.test(el.textContent)",
+        arg=await page.locator(".jp-Notebook .jp-InputPrompt").last.element_handle(),
+        timeout=60_000,
+    )
+
+
 def widget(page: Any, room: str) -> Any:
     return page.locator(".jr-widget").filter(has=page.locator(".jr-room-id", has_text=room))
 
 
 async def test_the_widget_in_jupyterlab(
-    page: Any, jupyterlab: tuple[str, int], screenshots: Path
+    page: Any, jupyterlab: tuple[str, int], screenshots: Path, tmp_path: Path
 ) -> None:
     _, room_port = jupyterlab
     await page.locator(".jp-Notebook").wait_for(timeout=60_000)
-    await page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=60_000)
-    await page.get_by_role("menuitem", name="Run", exact=True).click()
-    await page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    await run_all_cells(page, jupyterlab[0], "widget.ipynb")
 
     notes = widget(page, "notes.txt")
     await notes.wait_for(timeout=60_000)
@@ -450,6 +504,48 @@ async def test_the_widget_in_jupyterlab(
         assert await caret(editor) == len(str(source))
         await notes.screenshot(path=screenshots / "widget-text.png")
 
+        # The same room in Jupyter Notebook 7, through another kernel: what is typed there
+        # reaches bob and the JupyterLab page.
+        classic = await page.context.new_page()
+        classic_errors: list[str] = []
+        classic.on("pageerror", lambda error: classic_errors.append(str(error)))
+        url = page.url.split("/lab/")[0]
+        await classic.goto(f"{url}/notebooks/notebook7.ipynb?token={TOKEN}")
+        await classic.locator(".jp-Notebook").wait_for(timeout=60_000)
+        # Notebook 7 reports errors of its own while it starts (commands of JupyterLab's
+        # file browser it does not have); what happens from here on is the widget's.
+        classic_errors.clear()
+        try:
+            await run_all_cells(classic, url, "notebook7.ipynb")
+        finally:
+            await classic.screenshot(path=tmp_path / "notebook7.png")
+        classic_editor = widget(classic, "notes.txt").locator("textarea.jr-editor")
+        await classic_editor.wait_for()
+        assert await classic_editor.input_value() == str(source)
+        await classic_editor.click()
+        await classic.keyboard.press("Control+End")
+        await classic.keyboard.press("Enter")
+        await classic.keyboard.type("- tea (from Notebook 7)")
+        await until(lambda: str(source).endswith("\n- tea (from Notebook 7)"))
+        await page.wait_for_function(
+            "([el, text]) => el.value === text",
+            arg=[await editor.element_handle(), str(source)],
+        )
+        await classic.close()
+        assert classic_errors == []
+
+        # Undo takes back this page's own typing, not what others wrote.
+        await editor.click()
+        for _ in range(5):
+            if "organic" not in await editor.input_value():
+                break
+            await page.keyboard.press("Control+z")
+        await until(lambda: "organic" not in str(source))
+        assert str(source).startswith("76543210[bob was here] Shopping list")
+        assert str(source).endswith("- tea (from Notebook 7)")
+        await page.keyboard.press("Control+Shift+z")
+        await until(lambda: "(organic, if they have it)" in str(source))
+
         # A notebook room: cells with their type, source and a summary of outputs.
         analysis_nb = YNotebook(bob["analysis.ipynb"].doc)
         analysis_nb.set(ANALYSIS)
@@ -477,9 +573,23 @@ async def test_the_widget_in_jupyterlab(
             "'monthly.describe()')",
             arg=await analysis.element_handle(),
         )
+        # Cells added and deleted in the page.
+        await (
+            analysis.locator(".jr-cell.jr-built")
+            .nth(0)
+            .get_by_title("Insert a code cell below")
+            .click()
+        )
+        await until(lambda: analysis_nb.cell_number == 7)
+        assert analysis_nb.get_cell(1)["cell_type"] == "code"
+        assert analysis_nb.get_cell(1)["source"] == ""
+        await analysis.locator(".jr-cell.jr-built").nth(1).get_by_title("Delete this cell").click()
+        await until(lambda: analysis_nb.cell_number == 6)
+        assert analysis_nb.get_cell(1)["source"] == ANALYSIS["cells"][1]["source"]
         bob["analysis.ipynb"].awareness.set_local_state({"user": {"name": "ada"}})
         await analysis.locator(".jr-peer", has_text="ada").wait_for()
         await analysis.scroll_into_view_if_needed()
+        await page.mouse.move(0, 0)
         await analysis.screenshot(path=screenshots / "widget-notebook.png")
 
         # 2,000 cells: the first screen comes quickly, and only cells near it are built.
