@@ -51,8 +51,6 @@ class MessageType(str, Enum):
     and the kernel's state vector."""
     UPDATE = "update"
     """A Y update, either way."""
-    RESET = "reset"
-    """From the kernel: the client's document was replaced; its whole state."""
 
 
 class RoomWidget(anywidget.AnyWidget):
@@ -166,18 +164,8 @@ class RoomWidget(anywidget.AnyWidget):
         self.peers = _peers(self._client)
 
     def _on_status(self, status: str) -> None:
-        if status == "reset" and self._client.doc is not self._doc:
-            self._rebind()
         if status in _STATUSES:
             self.status = status
-
-    def _rebind(self) -> None:
-        """Follow the client to its new document, and give the browser all of it."""
-        if self._doc_subscription is not None:
-            self._doc.unobserve(self._doc_subscription)
-        self._doc = self._client.doc
-        self._doc_subscription = self._doc.observe(self._on_doc_change)
-        self._relay(MessageType.RESET, [self._doc.get_update()])
 
 
 _STATUSES = {"connected", "synchronized", "disconnected", "closed"}

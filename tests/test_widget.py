@@ -20,7 +20,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.to_thread
 import comm
 import pytest
 from comm.base_comm import BaseComm
@@ -43,6 +42,9 @@ class Frontend:
         self.comm: FrontendComm | None = None
         self.received: list[tuple[dict[str, Any], list[bytes]]] = []
         self.synced = False
+        # Hand messages to the kernel on a thread of their own, as ipykernel does when it
+        # runs comm messages on a subshell.
+        self.on_another_thread = False
         self._applying = False
         self.doc.observe(self._on_local_change)
 
@@ -54,12 +56,16 @@ class Frontend:
 
     def send(self, content: dict[str, Any], buffers: list[bytes]) -> None:
         assert self.comm is not None
-        self.comm.handle_msg(
-            {
-                "content": {"data": {"method": "custom", "content": content}},
-                "buffers": [memoryview(b) for b in buffers],
-            }
-        )
+        msg = {
+            "content": {"data": {"method": "custom", "content": content}},
+            "buffers": [memoryview(b) for b in buffers],
+        }
+        if self.on_another_thread:
+            thread = threading.Thread(target=self.comm.handle_msg, args=(msg,))
+            thread.start()
+            thread.join()
+        else:
+            self.comm.handle_msg(msg)
 
     def deliver(self, msg_type: str, data: dict[str, Any], buffers: list[bytes]) -> None:
         if msg_type != "comm_msg" or data.get("method") != "custom":
@@ -226,11 +232,12 @@ async def test_messages_handled_on_another_thread_are_applied_on_the_clients_loo
         (frontend,) = frontends
         threads: list[int] = []
         alice.doc.observe(lambda event: threads.append(threading.get_ident()))
-        await anyio.to_thread.run_sync(frontend.sync)
+        frontend.on_another_thread = True
+        frontend.sync()
         await until(lambda: frontend.synced)
         source = frontend.doc.get("source", type=Text)
         for char in "typed":
-            await anyio.to_thread.run_sync(source.insert, len(str(source)), char)
+            source.insert(len(str(source)), char)
         bob_source = bob.doc.get("source", type=Text)
         await until(lambda: str(bob_source) == "typed")
         assert threads and set(threads) == {threading.get_ident()}

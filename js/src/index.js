@@ -109,10 +109,10 @@ function render({ model, el }) {
 
   let kind = null;
   let view = null;
-  const show = (reset) => {
+  const show = () => {
     if (!link.synced) return;
     const next = detectKind(link.doc);
-    if (next === kind && !reset) {
+    if (next === kind) {
       view?.refresh?.();
       return;
     }
@@ -126,8 +126,8 @@ function render({ model, el }) {
     header.setKind(kind);
     body.replaceChildren(view.el);
   };
-  const unsubscribe = link.subscribe((event) => show(event === "reset"));
-  show(false);
+  const unsubscribe = link.subscribe(show);
+  show();
   return () => {
     root.removeEventListener("keydown", keepKeys);
     unsubscribe();

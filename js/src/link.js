@@ -4,7 +4,6 @@
 //                      {type: "update"} [update]               an edit made in the browser
 //   kernel -> browser  {type: "sync", nonce} [update, state vector]  the answer to a sync
 //                      {type: "update"} [update]               any change of the kernel's doc
-//                      {type: "reset"} [update]                the kernel's doc was replaced
 import * as Y from "yjs";
 
 // The origin of every transaction that applies what the kernel sent, so that it is not
@@ -30,13 +29,9 @@ export class DocLink {
       }
     };
     model.on("msg:custom", this.onMessage);
-    this.attach(new Y.Doc());
-  }
-
-  attach(doc) {
-    this.doc = doc;
-    doc.on("update", this.onUpdate);
-    this.model.send({ type: "sync", nonce: this.nonce }, undefined, [Y.encodeStateVector(doc)]);
+    this.doc = new Y.Doc();
+    this.doc.on("update", this.onUpdate);
+    model.send({ type: "sync", nonce: this.nonce }, undefined, [Y.encodeStateVector(this.doc)]);
   }
 
   receive(msg, buffers) {
@@ -48,36 +43,28 @@ export class DocLink {
     } else if (msg.type === "sync") {
       Y.applyUpdate(this.doc, bytes(buffers[0]), KERNEL);
       if (msg.nonce !== this.nonce || buffers.length < 2) {
-        return this.emit("change");
+        return this.emit();
       }
       const missing = Y.encodeStateAsUpdate(this.doc, bytes(buffers[1]));
       if (missing.length > EMPTY_UPDATE_LENGTH) {
         this.model.send({ type: "update" }, undefined, [missing]);
       }
       this.synced = true;
-    } else if (msg.type === "reset") {
-      this.doc.off("update", this.onUpdate);
-      this.doc.destroy();
-      const doc = new Y.Doc();
-      Y.applyUpdate(doc, bytes(buffers[0]), KERNEL);
-      this.attach(doc);
-      return this.emit("reset");
     } else {
       return;
     }
-    this.emit("change");
+    this.emit();
   }
 
-  // Call listener(event) after every change the kernel sent ("change") and when the
-  // document was replaced ("reset"); returns a function that stops it.
+  // Call listener() after every change the kernel sent; returns a function that stops it.
   subscribe(listener) {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
 
-  emit(event) {
+  emit() {
     for (const listener of [...this.listeners]) {
-      listener(event);
+      listener();
     }
   }
 
