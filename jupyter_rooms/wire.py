@@ -261,6 +261,17 @@ class ClientWire(AsyncContextManagerMixin):
             raise RuntimeError("call() is for clients entered with 'with connect(...)'")
         return self._portal.call(func, *args)
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """In a Jupyter kernel, show the client as a live widget of its room's document
+        (see [RoomWidget][jupyter_rooms.widget.RoomWidget]); elsewhere, as its repr."""
+        ipython = sys.modules.get("IPython")
+        shell = ipython.get_ipython() if ipython is not None else None
+        if getattr(shell, "kernel", None) is None:
+            return None
+        from .widget import widget_for
+
+        return widget_for(self)._repr_mimebundle_(**kwargs)
+
 
 def _load(wire: str, side: str) -> Any:
     name = f"{wire}_{side}"
