@@ -123,7 +123,7 @@ async def test_compaction_keeps_the_stream_short(redis_server: RedisServer) -> N
             await anyio.sleep(0.002)
         client = aioredis.from_url(redis_server.url)
         try:
-            await wait_until(lambda: room._last_id != "0-0")
+            await wait_until(lambda: room.last_stream_id != "0-0")
             before = await client.xlen("jupyter_rooms:doc:updates")
             await wait_until(lambda: room.is_saver)
             await room.compact()
