@@ -24,7 +24,6 @@ for its ``redis_url`` setting). It needs the ``redis`` package:
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -40,7 +39,6 @@ from .room import Room
 
 __all__ = ["DEFAULT_PREFIX", "RedisRoom", "redis_room_factory"]
 
-log = logging.getLogger("jupyter_rooms.redis")
 
 DEFAULT_PREFIX = "jupyter_rooms:"
 
@@ -212,7 +210,9 @@ class RedisRoom(Room):
                     if not self._redis_dropped:
                         await self._redis_flush()
                 except Exception as exc:
-                    log.warning("room %r: closed with changes Redis did not get: %s", self.id, exc)
+                    self.log.warning(
+                        "room %r: closed with changes Redis did not get: %s", self.id, exc
+                    )
                 await self._redis_release_lock()
                 await self._redis_connection.release()
 
@@ -322,7 +322,9 @@ class RedisRoom(Room):
                         try:
                             self.awareness.apply_awareness_update(fields[b"a"], "redis")
                         except Exception as exc:
-                            log.warning("room %r: bad presence entry in Redis: %s", self.id, exc)
+                            self.log.warning(
+                                "room %r: bad presence entry in Redis: %s", self.id, exc
+                            )
 
     async def _redis_back(self) -> None:
         """Redis answers again: it may have restarted empty, so give it what it may lack."""
@@ -336,13 +338,13 @@ class RedisRoom(Room):
         self._redis_wake.set()
         self._redis_down = False
         self._redis_failures = 0
-        log.info("room %r: Redis is back", self.id)
+        self.log.info("room %r: Redis is back", self.id)
 
     async def _redis_backoff(self, exc: Exception) -> None:
         """Say once that Redis is unreachable, then wait longer after each failure."""
         if not self._redis_down:
             self._redis_down = True
-            log.warning(
+            self.log.warning(
                 "room %r: Redis is unreachable (%s); clients of this server keep working, "
                 "their changes are sent when it is back",
                 self.id,
@@ -381,7 +383,7 @@ class RedisRoom(Room):
         if holds == self._redis_holds_lock:
             return
         self._redis_holds_lock = holds
-        log.info(
+        self.log.info(
             "room %r: %s", self.id, "this server saves the room" if holds else "no longer saves"
         )
         hook = getattr(self, "saver_changed", None)
@@ -417,7 +419,7 @@ class RedisRoom(Room):
             else:
                 pipe.xtrim(self._redis_updates_key, minid=f"{grace_ms}-0", approximate=False)
             await pipe.execute()
-        log.debug("room %r: compacted its stream up to %s", self.id, cut)
+        self.log.debug("room %r: compacted its stream up to %s", self.id, cut)
 
     async def load_shared_meta(self) -> dict[str, bytes] | None:
         """Read the metadata the room class shares between servers.

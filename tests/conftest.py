@@ -11,6 +11,7 @@ from jupyter_rooms.jupyter.kernelenv import ENV_ROOT, ENV_TOKEN, ENV_URL
 
 from helpers import free_port
 from jupyter_process import ServerProcess
+from redis_server import RedisServer
 
 # What a Jupyter server tells its kernels through the environment: a server running in
 # the test process sets them in it, so each test starts and ends without them.
@@ -49,11 +50,24 @@ def make_server(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[..., S
     root.mkdir()
     servers: list[ServerProcess] = []
 
-    def make(*options: str, port: int | None = None) -> ServerProcess:
-        server = ServerProcess(root, env, port or free_port(), *options)
+    def make(
+        *options: str, port: int | None = None, extra_env: dict[str, str] | None = None
+    ) -> ServerProcess:
+        server = ServerProcess(root, {**env, **(extra_env or {})}, port or free_port(), *options)
         servers.append(server)
         return server
 
     yield make
     for server in servers:
         server.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server, on 127.0.0.1 and a free port, with its data in the test's directory."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(directory)
+    server.start()
+    yield server
+    server.stop()

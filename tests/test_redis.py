@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import anyio
 import pytest
 from pycrdt import Map, Text
@@ -16,14 +13,6 @@ from helpers import wait_until
 from redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_clients_of_two_servers_converge(redis_server: RedisServer) -> None:
