@@ -24,6 +24,7 @@ for its ``redis_url`` setting). It needs the ``redis`` package:
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -44,12 +45,27 @@ DEFAULT_PREFIX = "jupyter_rooms:"
 
 # Retrying an unreachable Redis: the first wait, and the longest.
 _FIRST_BACKOFF = 0.25
-_MAX_BACKOFF = 5.0
+_MAX_BACKOFF = 3.0
 
-# Extend the saver lock only while it is still ours.
-_RENEW = """
+# Take the saver lock if it is free, or extend it if it is ours: 1 if it is ours now.
+# Running it twice does what running it once does, so a retry after a lost reply is safe.
+_TAKE_OR_RENEW = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then
+    redis.call('pexpire', KEYS[1], ARGV[2])
+    return 1
+end
+if not holder then
+    redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 1
+end
+return 0
+"""
+
+# Release the saver lock if it is still ours.
+_RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('pexpire', KEYS[1], ARGV[2])
+    return redis.call('del', KEYS[1])
 end
 return 0
 """
@@ -94,23 +110,50 @@ def _stream_id(entry_id: bytes | str) -> tuple[int, int]:
 
 
 class _Connection:
-    """One Redis client shared by the rooms of a server, closed with the last of them."""
+    """One Redis client shared by the rooms of a server, closed with the last of them.
+
+    It also tells, once per outage for the whole server, that Redis is away or back.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         # A redis.asyncio.Redis; typed loosely since redis is an optional dependency.
         self.client: Any = None
         self.users = 0
+        self.down = False
 
     def acquire(self) -> Any:
         if self.client is None:
-            # Blocking reads wait 2 s at most: a reply slower than this means a Redis
-            # that hangs, which is then handled as one that is down.
-            self.client = _import_redis().from_url(
-                self.url, socket_connect_timeout=5, socket_timeout=10
+            redis = _import_redis()
+            from redis.backoff import ExponentialBackoff
+            from redis.exceptions import ConnectionError, TimeoutError
+
+            # Blocking reads wait 2 s at most: a reply slower than the socket timeout
+            # means a Redis that hangs, handled as one that is down. Connections the
+            # pool kept from before a restart of Redis fail once: retry on a new one.
+            self.client = redis.from_url(
+                self.url,
+                socket_connect_timeout=5,
+                socket_timeout=10,
+                retry=redis.retry.Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+                retry_on_error=[ConnectionError, TimeoutError],
             )
         self.users += 1
         return self.client
+
+    def report_down(self, logger: logging.Logger, exc: Exception) -> None:
+        if not self.down:
+            self.down = True
+            logger.warning(
+                "rooms: Redis is unreachable (%s); each room keeps serving this server's "
+                "clients, and their changes are sent when it is back",
+                exc,
+            )
+
+    def report_back(self, logger: logging.Logger) -> None:
+        if self.down:
+            self.down = False
+            logger.info("rooms: Redis is back")
 
     async def release(self) -> None:
         self.users -= 1
@@ -175,6 +218,8 @@ class RedisRoom(Room):
         self._redis_holds_lock = False
         self._redis_down = False
         self._redis_failures = 0
+        # Set when a command succeeds while Redis was thought down: ends the waits.
+        self._redis_answers = Event()
         self._redis_dropped = False
         # The shared metadata as this server last read or wrote it, and its version: put
         # back if Redis comes back without it.
@@ -274,6 +319,8 @@ class RedisRoom(Room):
             except Exception as exc:
                 await self._redis_backoff(exc)
                 self._redis_wake.set()
+            else:
+                self._redis_answered()
 
     async def _redis_flush(self) -> None:
         if self._redis_outgoing:
@@ -338,38 +385,34 @@ class RedisRoom(Room):
         self._redis_wake.set()
         self._redis_down = False
         self._redis_failures = 0
-        self.log.info("room %r: Redis is back", self.id)
+        self._redis_connection.report_back(self.log)
 
     async def _redis_backoff(self, exc: Exception) -> None:
-        """Say once that Redis is unreachable, then wait longer after each failure."""
-        if not self._redis_down:
-            self._redis_down = True
-            self.log.warning(
-                "room %r: Redis is unreachable (%s); clients of this server keep working, "
-                "their changes are sent when it is back",
-                self.id,
-                exc,
-            )
+        """Say (once per server) that Redis is unreachable, then wait longer each time."""
+        self._redis_down = True
+        self._redis_connection.report_down(self.log, exc)
         self._redis_failures += 1
         delay = min(_MAX_BACKOFF, _FIRST_BACKOFF * 2 ** min(self._redis_failures, 8))
-        await sleep(delay * (0.5 + random.random()))
+        if self._redis_answers.is_set():
+            self._redis_answers = Event()
+        with move_on_after(delay * (0.5 + random.random())):
+            await self._redis_answers.wait()
+
+    def _redis_answered(self) -> None:
+        """A command succeeded: if Redis was thought down, stop waiting to retry."""
+        if self._redis_down:
+            self._redis_answers.set()
 
     async def _redis_lock_loop(self) -> None:
         """Take the saver lock when it is free, keep it renewed, compact while holding it."""
         ttl_ms = int(self.lock_ttl * 1000)
         while True:
-            held = self._redis_holds_lock
             try:
-                if held:
-                    renewed = await self._redis.eval(
-                        _RENEW, 1, self._redis_saver_key, self.server_id, ttl_ms
-                    )
-                    self._redis_set_saver(bool(renewed))
-                if not self._redis_holds_lock:
-                    taken = await self._redis.set(
-                        self._redis_saver_key, self.server_id, nx=True, px=ttl_ms
-                    )
-                    self._redis_set_saver(bool(taken))
+                ours = await self._redis.eval(
+                    _TAKE_OR_RENEW, 1, self._redis_saver_key, self.server_id, ttl_ms
+                )
+                self._redis_set_saver(bool(ours))
+                self._redis_answered()
                 if self._redis_holds_lock:
                     await self._redis_compact_if_long()
             except Exception as exc:
@@ -471,7 +514,7 @@ class RedisRoom(Room):
             return
         self._redis_holds_lock = False
         try:
-            await self._redis.eval(_RENEW, 1, self._redis_saver_key, self.server_id, 1)
+            await self._redis.eval(_RELEASE, 1, self._redis_saver_key, self.server_id)
         except Exception:
             pass
 

@@ -209,11 +209,12 @@ async def test_redis_restarts_while_clients_edit(
         await wait_until(lambda: str(b_text) == "start\nbefore\n")
 
         redis_server.stop()
-        # Each server keeps its own clients' room working.
+        # Each server keeps its own clients' room working, for longer than the clients
+        # of Redis retry by themselves and than the saver's lock lasts.
         for i in range(10):
             a_text.insert(len(str(a_text)), f"a{i}\n")
             b_text.insert(0, f"b{i}\n")
-            await anyio.sleep(0.05)
+            await anyio.sleep(0.25)
         await wait_until(lambda: str(a2_text) == str(a_text))
         assert "b0" not in str(a_text)
         redis_server.start()
@@ -230,7 +231,7 @@ async def test_redis_restarts_while_clients_edit(
         seen = await savers([first, second], "notes.txt")
         assert sum(info["saver"] for info in seen) == 1, seen
     for server in (first, second):
-        assert server.log_text().count("'notes.txt': Redis is unreachable") == 1
+        assert server.log_text().count("Redis is unreachable") == 1
 
 
 async def test_a_late_server_sees_everything_once(
@@ -312,7 +313,7 @@ anyio.run(main)
     assert result.returncode == 0, result.stderr
 
 
-async def test_without_the_redis_package_the_error_says_what_to_install(
+def test_without_the_redis_package_the_error_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from jupyter_rooms import bind
@@ -321,5 +322,6 @@ async def test_without_the_redis_package_the_error_says_what_to_install(
     monkeypatch.setitem(sys.modules, "redis.asyncio", None)
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
     with pytest.raises(ImportError, match=r"pip install 'jupyter_rooms\[redis\]'"):
-        async with bind("jupyter", root_dir=tmp_path, port=0, redis_url="redis://127.0.0.1:1"):
-            pass
+        bind("jupyter", root_dir=tmp_path, port=0, redis_url="redis://127.0.0.1:1")
+    with pytest.raises(ImportError, match=r"pip install 'jupyter_rooms\[redis\]'"):
+        bind("websocket", port=0, redis_url="redis://127.0.0.1:1")

@@ -476,7 +476,9 @@ class FileRoom(Room):
             if self._log is not None:
                 self._log.close()
                 self._log = None
-            self.log.info("room %r: another server saves it now", self.id)
+            self.log.debug(
+                "room %r: stopped saving: it is no longer this server's to save", self.id
+            )
 
     async def _take_over(self) -> None:
         """This server saves the room from now on: learn what the file was last saved with,
@@ -490,7 +492,7 @@ class FileRoom(Room):
         self._saver_role = True
         self._flush = True
         self._check_soon = True
-        self.log.info("room %r: this server saves it now", self.id)
+        self.log.debug("room %r: took over saving", self.id)
 
     def _open_shared_log(self) -> None:
         """Keep the log again, starting from the whole document; a log of the same epoch
@@ -632,6 +634,9 @@ class FileRoom(Room):
                 self._wake = Event()
                 await self._follow_saver()
                 deadline = math.inf
+                if self.is_saver and not self._saver_role:
+                    # Taking over failed (Redis went away meanwhile): try again soon.
+                    deadline = current_time() + 1.0
                 if self._saver_role:
                     deadline = next_poll if poll > 0 else math.inf
                     if self._dirty or self._flush:
@@ -836,10 +841,16 @@ class FileRoom(Room):
         at, base = self._log_updates, self.doc.get_update()
         if self._log is not None:
             self._log.append(meta={"saving": {"updates": at}})
-        cm = self._rooms.contents_manager
         try:
             # Whoever saves next must be able to tell this save's file from another's.
             await self.store_shared_meta({"saving": base})
+        except Exception as exc:
+            self._dirty = True
+            self._retry_later()
+            self.log.warning("room %r: not saved yet: %s", self.id, exc)
+            return
+        cm = self._rooms.contents_manager
+        try:
             with CancelScope(shield=True):
                 await ensure_async(cm.save(self.kind.to_model(content), self.id))
             self.saves += 1
