@@ -43,6 +43,9 @@ __all__ = ["DEFAULT_PREFIX", "RedisRoom", "redis_room_factory"]
 
 DEFAULT_PREFIX = "jupyter_rooms:"
 
+# Updates waiting for Redis are merged into one when there are this many.
+_MAX_OUTGOING = 1024
+
 # Retrying an unreachable Redis: the first wait, and the longest.
 _FIRST_BACKOFF = 0.25
 _MAX_BACKOFF = 3.0
@@ -298,7 +301,11 @@ class RedisRoom(Room):
 
     def _redis_on_update(self, event: TransactionEvent) -> None:
         if not self._redis_applying and event.update != EMPTY_UPDATE:
-            self._redis_outgoing.append(event.update)
+            outgoing = self._redis_outgoing
+            outgoing.append(event.update)
+            if len(outgoing) >= _MAX_OUTGOING:
+                # Redis is away or slow: keep what waits for it small.
+                outgoing[:] = [merge_updates(*outgoing)]
             self._redis_wake.set()
 
     def _redis_on_awareness(self, topic: str, changes: tuple[dict[str, Any], Any]) -> None:
@@ -324,12 +331,14 @@ class RedisRoom(Room):
 
     async def _redis_flush(self) -> None:
         if self._redis_outgoing:
-            count = len(self._redis_outgoing)
-            update = merge_updates(*self._redis_outgoing)
-            await self._redis.xadd(self._redis_updates_key, {"u": update, "s": self.server_id})
-            # Only once it is in Redis (a failure keeps it for the next try), and only
-            # what was sent: more may have come while waiting for Redis.
-            del self._redis_outgoing[:count]
+            pending, self._redis_outgoing = self._redis_outgoing, []
+            update = pending[0] if len(pending) == 1 else merge_updates(*pending)
+            try:
+                await self._redis.xadd(self._redis_updates_key, {"u": update, "s": self.server_id})
+            except BaseException:
+                # Kept for the next try, ahead of what came while waiting for Redis.
+                self._redis_outgoing.insert(0, update)
+                raise
         while self._redis_outgoing_awareness:
             message = self._redis_outgoing_awareness[0]
             await self._redis.xadd(

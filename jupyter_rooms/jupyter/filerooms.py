@@ -81,6 +81,9 @@ _MAX_SAVE_WAIT = 10
 # The extension of a room's log, after the file's own name.
 LOG_SUFFIX = ".ylog"
 
+# The fields of the shared metadata that hold the saved document, in turns.
+_BASE_FIELDS = ("base0", "base1")
+
 # Seconds a room shared with other servers may wait, when it opens, for the server that
 # loads it (one that died holding the saver lock holds it until the lock expires).
 _SHARED_OPEN_TIMEOUT = 30.0
@@ -225,12 +228,18 @@ class FileRoom(Room):
         self._publish_due = False
         # A save that was under way when the previous saver stopped: the doc it wrote.
         self._shared_saving: bytes | None = None
+        # The shared metadata keeps two documents, the last saved and the one being
+        # saved, in two fields that swap roles: which one holds the saved document, and
+        # the bytes this server last knew there.
+        self._shared_field = _BASE_FIELDS[0]
+        self._shared_base: bytes | None = None
         self.saves = 0
 
     @property
-    def unsaved(self) -> bool:
-        """Whether the document has changes the file does not have yet."""
-        return self._dirty
+    def unsaved(self) -> bool | None:
+        """Whether the document has changes the file does not have yet; ``None`` when
+        another server saves the room (it is shared), since that server knows."""
+        return self._dirty if self._saver_role else None
 
     # Opening
 
@@ -442,27 +451,44 @@ class FileRoom(Room):
 
     def _adopt_saved(self, meta: dict[str, bytes]) -> None:
         record = json.loads(meta.get("saved") or b"{}")
-        base = meta.get("base") or Doc().get_update()
+        field = record.get("base") if record.get("base") in _BASE_FIELDS else _BASE_FIELDS[0]
+        base = meta.get(field) or Doc().get_update()
         self._saved = _Saved(
             record.get("hash"), bool(record.get("exists")), base, None, record.get("time")
         )
+        self._shared_field, self._shared_base = field, base
         self._saved_content = None
         self._fingerprint = None
         self.last_saved = record.get("time")
-        self._shared_saving = meta.get("saving") or None
+        spare = meta.get(self._spare_field()) if record.get("saving") else None
+        self._shared_saving = spare or None
 
-    async def _publish_saved(self, *, opening: bool = False) -> None:
-        self._publish_due = False
+    def _spare_field(self) -> str:
+        return _BASE_FIELDS[1] if self._shared_field == _BASE_FIELDS[0] else _BASE_FIELDS[0]
+
+    def _saved_record(self, field: str, *, saving: bool = False) -> str:
         saved = self._saved
         record = {"hash": saved.hash, "exists": saved.exists, "time": saved.time}
-        fields: dict[str, bytes | str] = {
-            "saved": json.dumps(record),
-            "base": saved.base,
-            "saving": b"",
-        }
+        return json.dumps({**record, "base": field, "saving": saving})
+
+    async def _publish_saved(self, *, opening: bool = False, stored_in: str | None = None) -> None:
+        """Share what the file was last saved with; ``stored_in`` names the field that
+        already holds the document (a save put it there before writing the file)."""
+        self._publish_due = False
+        base = self._saved.base
+        fields: dict[str, bytes | str] = {}
+        if stored_in is not None:
+            field = stored_in
+        elif base is self._shared_base:
+            field = self._shared_field
+        else:
+            field = self._spare_field()
+            fields[field] = base
+        fields["saved"] = self._saved_record(field)
         if opening:
             fields.update(epoch=self.epoch, kind=self.kind.name)
         await self.store_shared_meta(fields)
+        self._shared_field, self._shared_base = field, base
 
     async def _follow_saver(self) -> None:
         if self.is_saver and not self._saver_role:
@@ -665,9 +691,9 @@ class FileRoom(Room):
             with CancelScope(shield=True):
                 await self._close_file()
 
-    async def _try_publish(self) -> None:
+    async def _try_publish(self, stored_in: str | None = None) -> None:
         try:
-            await self._publish_saved()
+            await self._publish_saved(stored_in=stored_in)
         except Exception as exc:
             self._publish_due = True
             self.log.warning("room %r: could not share its save record: %s", self.id, exc)
@@ -841,9 +867,11 @@ class FileRoom(Room):
         at, base = self._log_updates, self.doc.get_update()
         if self._log is not None:
             self._log.append(meta={"saving": {"updates": at}})
+        spare = self._spare_field()
         try:
             # Whoever saves next must be able to tell this save's file from another's.
-            await self.store_shared_meta({"saving": base})
+            saving = self._saved_record(self._shared_field, saving=True)
+            await self.store_shared_meta({spare: base, "saved": saving})
         except Exception as exc:
             self._dirty = True
             self._retry_later()
@@ -875,7 +903,7 @@ class FileRoom(Room):
         self.last_saved = _now_iso()
         self._set_saved(_Saved(file_hash, True, base, at, self.last_saved))
         self._saved_content = content
-        await self._try_publish()
+        await self._try_publish(stored_in=spare)
         self.broadcast(control_message({"type": "saved", "path": self.id, "time": self.last_saved}))
 
     def _maybe_compact(self, updatelog: UpdateLog | None = None) -> None:
