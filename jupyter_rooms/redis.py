@@ -43,6 +43,9 @@ __all__ = ["DEFAULT_PREFIX", "RedisRoom", "redis_room_factory"]
 
 DEFAULT_PREFIX = "jupyter_rooms:"
 
+# Connections a server opens to Redis at most; commands beyond wait for one.
+_MAX_CONNECTIONS = 32
+
 # Updates waiting for Redis are merged into one when there are this many.
 _MAX_OUTGOING = 1024
 
@@ -113,17 +116,28 @@ def _stream_id(entry_id: bytes | str) -> tuple[int, int]:
 
 
 class _Connection:
-    """One Redis client shared by the rooms of a server, closed with the last of them.
+    """What the rooms of one server share: one Redis client (a bounded pool of
+    connections, closed with the last room) and one reader of all their streams.
+
+    One blocking ``XREAD`` reads the streams of every room the server has open: a
+    connection per server instead of one per room. The task that runs it belongs to one
+    of the rooms (the first to need it); when that room closes, another takes over. A
+    room that opens wakes the reader through a stream of the server's own, so that its
+    streams are read from then on.
 
     It also tells, once per outage for the whole server, that Redis is away or back.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str, server_id: str) -> None:
         self.url = url
         # A redis.asyncio.Redis; typed loosely since redis is an optional dependency.
         self.client: Any = None
         self.users = 0
         self.down = False
+        self.rooms: dict[RedisRoom, None] = {}
+        self.reader: RedisRoom | None = None
+        self.reader_gone = Event()
+        self.wake_key = f"{prefix}server:{server_id}:wake"
 
     def acquire(self) -> Any:
         if self.client is None:
@@ -134,15 +148,91 @@ class _Connection:
             # Blocking reads wait 2 s at most: a reply slower than the socket timeout
             # means a Redis that hangs, handled as one that is down. Connections the
             # pool kept from before a restart of Redis fail once: retry on a new one.
-            self.client = redis.from_url(
+            # Commands wait for a free connection rather than fail when all are busy.
+            pool = redis.BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=_MAX_CONNECTIONS,
+                timeout=None,
                 socket_connect_timeout=5,
                 socket_timeout=10,
                 retry=redis.retry.Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
                 retry_on_error=[ConnectionError, TimeoutError],
             )
+            self.client = redis.Redis(connection_pool=pool)
         self.users += 1
         return self.client
+
+    async def release(self) -> None:
+        self.users -= 1
+        if self.users == 0 and self.client is not None:
+            client, self.client = self.client, None
+            try:
+                await client.delete(self.wake_key)
+            except Exception:
+                pass
+            await client.aclose()
+            await client.connection_pool.disconnect()
+
+    async def add(self, room: RedisRoom) -> None:
+        """Read a room's streams from now on."""
+        self.rooms[room] = None
+        if self.reader is not None:
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.xadd(self.wake_key, {"w": b""}, maxlen=1)
+                    # A server that dies leaves it behind: let it go after a day.
+                    pipe.expire(self.wake_key, 86400)
+                    await pipe.execute()
+            except Exception:
+                # The reader fails too, and reads the room's streams once Redis is back.
+                pass
+
+    def remove(self, room: RedisRoom) -> None:
+        self.rooms.pop(room, None)
+
+    async def read_for(self, room: RedisRoom) -> None:
+        """Run the server's reader in ``room``'s task, or wait until another room's
+        reader stops and try again; ends only when cancelled."""
+        while True:
+            if self.reader is None:
+                self.reader = room
+                try:
+                    await self._read(room.log)
+                finally:
+                    self.reader = None
+                    gone, self.reader_gone = self.reader_gone, Event()
+                    gone.set()
+            else:
+                await self.reader_gone.wait()
+
+    async def _read(self, logger: logging.Logger) -> None:
+        failures = 0
+        while True:
+            rooms = list(self.rooms)
+            streams = {self.wake_key: "$"}
+            for room in rooms:
+                streams.update(room._redis_read_from())
+            try:
+                reply = await self.client.xread(streams, block=2000, count=1000)
+                for room in rooms:
+                    if room._redis_down:
+                        await room._redis_back()
+            except Exception as exc:
+                failures += 1
+                for room in rooms:
+                    room._redis_down = True
+                self.report_down(logger, exc)
+                await sleep(_backoff(failures))
+                continue
+            failures = 0
+            self.report_back(logger)
+            by_key = {}
+            for room in rooms:
+                by_key[room._redis_updates_key] = by_key[room._redis_awareness_key] = room
+            for key, entries in reply or []:
+                reader = by_key.get(key.decode())
+                if reader is not None and reader in self.rooms:
+                    reader._redis_read(key.decode(), entries)
 
     def report_down(self, logger: logging.Logger, exc: Exception) -> None:
         if not self.down:
@@ -158,11 +248,11 @@ class _Connection:
             self.down = False
             logger.info("rooms: Redis is back")
 
-    async def release(self) -> None:
-        self.users -= 1
-        if self.users == 0 and self.client is not None:
-            client, self.client = self.client, None
-            await client.aclose()
+
+def _backoff(failures: int) -> float:
+    """Seconds to wait after this many failures in a row: growing, capped, jittered."""
+    delay = min(_MAX_BACKOFF, _FIRST_BACKOFF * 2 ** min(failures, 8))
+    return float(delay * (0.5 + random.random()))
 
 
 class RedisRoom(Room):
@@ -213,6 +303,7 @@ class RedisRoom(Room):
         self._redis_meta_key = f"{key}:meta"
         self._redis_saver_key = f"{key}:saver"
         self._redis_last_id = "0-0"
+        self._redis_awareness_id = "0-0"
         self._redis_applying = False
         self._redis_outgoing: list[bytes] = []
         self._redis_outgoing_awareness: list[bytes] = []
@@ -350,37 +441,34 @@ class RedisRoom(Room):
             self._redis_outgoing_awareness.pop(0)
 
     async def _redis_read_loop(self) -> None:
-        """Apply the other servers' changes as they arrive in the streams."""
+        """Have the other servers' changes applied as they arrive in the streams."""
         newest = await self._redis.xrevrange(self._redis_awareness_key, count=1)
-        awareness_id = newest[0][0].decode() if newest else "0-0"
-        while True:
-            try:
-                reply = await self._redis.xread(
-                    {
-                        self._redis_updates_key: self._redis_last_id,
-                        self._redis_awareness_key: awareness_id,
-                    },
-                    block=2000,
-                    count=1000,
-                )
-                if self._redis_down:
-                    await self._redis_back()
-            except Exception as exc:
-                await self._redis_backoff(exc)
-                continue
-            for key, entries in reply or []:
-                if key.decode() == self._redis_updates_key:
-                    self._redis_apply_entries(entries)
-                    continue
-                for entry_id, fields in entries:
-                    awareness_id = entry_id.decode()
-                    if fields.get(b"s", b"").decode() != self.server_id:
-                        try:
-                            self.awareness.apply_awareness_update(fields[b"a"], "redis")
-                        except Exception as exc:
-                            self.log.warning(
-                                "room %r: bad presence entry in Redis: %s", self.id, exc
-                            )
+        self._redis_awareness_id = newest[0][0].decode() if newest else "0-0"
+        connection = self._redis_connection
+        await connection.add(self)
+        try:
+            await connection.read_for(self)
+        finally:
+            connection.remove(self)
+
+    def _redis_read_from(self) -> dict[str, str]:
+        return {
+            self._redis_updates_key: self._redis_last_id,
+            self._redis_awareness_key: self._redis_awareness_id,
+        }
+
+    def _redis_read(self, key: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Apply entries of one of this room's streams, read by the server's reader."""
+        if key == self._redis_updates_key:
+            self._redis_apply_entries(entries)
+            return
+        for entry_id, fields in entries:
+            self._redis_awareness_id = entry_id.decode()
+            if fields.get(b"s", b"").decode() != self.server_id:
+                try:
+                    self.awareness.apply_awareness_update(fields[b"a"], "redis")
+                except Exception as exc:
+                    self.log.warning("room %r: bad presence entry in Redis: %s", self.id, exc)
 
     async def _redis_back(self) -> None:
         """Redis answers again: it may have restarted empty, so give it what it may lack."""
@@ -401,10 +489,9 @@ class RedisRoom(Room):
         self._redis_down = True
         self._redis_connection.report_down(self.log, exc)
         self._redis_failures += 1
-        delay = min(_MAX_BACKOFF, _FIRST_BACKOFF * 2 ** min(self._redis_failures, 8))
         if self._redis_answers.is_set():
             self._redis_answers = Event()
-        with move_on_after(delay * (0.5 + random.random())):
+        with move_on_after(_backoff(self._redis_failures)):
             await self._redis_answers.wait()
 
     def _redis_answered(self) -> None:
@@ -559,8 +646,8 @@ def redis_room_factory(
         if base is Room
         else type(f"Redis{base.__name__}", (RedisRoom, base), {"__doc__": base.__doc__})
     )
-    connection = _Connection(url)
     server = server_id or uuid4().hex
+    connection = _Connection(url, prefix, server)
 
     def make_room(id: str, **kwargs: Any) -> Room:
         room: Room = room_class(
