@@ -1,8 +1,11 @@
 """Rooms shared by several servers through Redis.
 
 Each room has a Redis stream of updates that every server with the room open appends
-its own clients' changes to and reads the others' from, a second, capped stream for
-presence, a snapshot that stands for the stream's compacted past, a hash of metadata
+its own clients' changes to, and a channel on which each append is published with the
+entry's id, so that the other servers get it at once; presence goes through the
+channel only. A server reads the stream when it opens the room and after any gap in
+what the channel brought (Redis was away), from the last entry it has. The room also
+has a snapshot that stands for the stream's compacted past, a hash of metadata
 that the room class shares between servers (a file-bound room keeps its epoch and what
 its file was last saved with there), and a lock with expiry that names the one server
 allowed to save and compact the room. A server that opens a room late loads the
@@ -11,7 +14,7 @@ duplicates nothing.
 
 Keys, for a room ``ID`` and the prefix ``P`` (default ``jupyter_rooms:``):
 ``P{ID}:updates`` (stream: fields ``u`` the update, ``s`` the sending server),
-``P{ID}:awareness`` (stream: ``a`` an awareness update, ``s``), ``P{ID}:snapshot``
+``P{ID}:live`` (the channel: updates with their ids, presence), ``P{ID}:snapshot``
 (hash: ``update`` and ``cut``, the last stream id it includes), ``P{ID}:meta`` (hash:
 the room class's shared metadata, and ``v`` its version), ``P{ID}:saver`` (the saving
 server's id, with an expiry).
@@ -76,6 +79,14 @@ end
 return 0
 """
 
+# Append an update to a room's stream and publish it, with its id, on the room's channel:
+# in one script, so that the channel brings entries in the stream's order.
+_APPEND = """
+local id = redis.call('xadd', KEYS[1], '*', 'u', ARGV[1], 's', ARGV[2])
+redis.call('publish', KEYS[2], 'u' .. ARGV[2] .. '\\n' .. id .. ' ' .. ARGV[1])
+return id
+"""
+
 # Set fields of the shared metadata and count one more version of it.
 _STORE_META = """
 for i = 1, #ARGV, 2 do
@@ -117,27 +128,24 @@ def _stream_id(entry_id: bytes | str) -> tuple[int, int]:
 
 class _Connection:
     """What the rooms of one server share: one Redis client (a bounded pool of
-    connections, closed with the last room) and one reader of all their streams.
+    connections, closed with the last room) and one subscription to all their channels.
 
-    One blocking ``XREAD`` reads the streams of every room the server has open: a
-    connection per server instead of one per room. The task that runs it belongs to one
-    of the rooms (the first to need it); when that room closes, another takes over. A
-    room that opens wakes the reader through a stream of the server's own, so that its
-    streams are read from then on.
-
-    It also tells, once per outage for the whole server, that Redis is away or back.
+    The task that reads the subscription belongs to one of the rooms (the first to need
+    it); when that room closes, another takes over. It also tells, once per outage for
+    the whole server, that Redis is away or back.
     """
 
-    def __init__(self, url: str, prefix: str, server_id: str) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
-        # A redis.asyncio.Redis; typed loosely since redis is an optional dependency.
+        # redis.asyncio objects; typed loosely since redis is an optional dependency.
         self.client: Any = None
+        self.append: Any = None
+        self.pubsub: Any = None
         self.users = 0
         self.down = False
-        self.rooms: dict[RedisRoom, None] = {}
+        self.rooms: dict[str, RedisRoom] = {}
         self.reader: RedisRoom | None = None
         self.reader_gone = Event()
-        self.wake_key = f"{prefix}server:{server_id}:wake"
 
     def acquire(self) -> Any:
         if self.client is None:
@@ -145,10 +153,10 @@ class _Connection:
             from redis.backoff import ExponentialBackoff
             from redis.exceptions import ConnectionError, TimeoutError
 
-            # Blocking reads wait 2 s at most: a reply slower than the socket timeout
-            # means a Redis that hangs, handled as one that is down. Connections the
-            # pool kept from before a restart of Redis fail once: retry on a new one.
-            # Commands wait for a free connection rather than fail when all are busy.
+            # Connections the pool kept from before a restart of Redis fail once: retry
+            # on a new one. Commands wait for a free connection rather than fail when
+            # all are busy. A reply slower than the socket timeout means a Redis that
+            # hangs, handled as one that is down.
             pool = redis.BlockingConnectionPool.from_url(
                 self.url,
                 max_connections=_MAX_CONNECTIONS,
@@ -159,6 +167,8 @@ class _Connection:
                 retry_on_error=[ConnectionError, TimeoutError],
             )
             self.client = redis.Redis(connection_pool=pool)
+            self.append = self.client.register_script(_APPEND)
+            self.pubsub = _subscription(pool)
         self.users += 1
         return self.client
 
@@ -166,29 +176,24 @@ class _Connection:
         self.users -= 1
         if self.users == 0 and self.client is not None:
             client, self.client = self.client, None
-            try:
-                await client.delete(self.wake_key)
-            except Exception:
-                pass
+            pubsub, self.pubsub = self.pubsub, None
+            await pubsub.aclose()
             await client.aclose()
             await client.connection_pool.disconnect()
 
     async def add(self, room: RedisRoom) -> None:
-        """Read a room's streams from now on."""
-        self.rooms[room] = None
-        if self.reader is not None:
-            try:
-                async with self.client.pipeline(transaction=False) as pipe:
-                    pipe.xadd(self.wake_key, {"w": b""}, maxlen=1)
-                    # A server that dies leaves it behind: let it go after a day.
-                    pipe.expire(self.wake_key, 86400)
-                    await pipe.execute()
-            except Exception:
-                # The reader fails too, and reads the room's streams once Redis is back.
-                pass
+        """Have a room's channel read from now on."""
+        self.rooms[room._redis_channel] = room
+        await self.pubsub.subscribe(room._redis_channel)
 
-    def remove(self, room: RedisRoom) -> None:
-        self.rooms.pop(room, None)
+    async def remove(self, room: RedisRoom) -> None:
+        if self.rooms.get(room._redis_channel) is room:
+            del self.rooms[room._redis_channel]
+            if self.pubsub is not None and self.pubsub.connection is not None:
+                try:
+                    await self.pubsub.unsubscribe(room._redis_channel)
+                except Exception:
+                    pass
 
     async def read_for(self, room: RedisRoom) -> None:
         """Run the server's reader in ``room``'s task, or wait until another room's
@@ -207,32 +212,41 @@ class _Connection:
 
     async def _read(self, logger: logging.Logger) -> None:
         failures = 0
+        connects = self.pubsub.connects
         while True:
-            rooms = list(self.rooms)
-            streams = {self.wake_key: "$"}
-            for room in rooms:
-                streams.update(room._redis_read_from())
             try:
-                reply = await self.client.xread(streams, block=2000, count=1000)
-                for room in rooms:
-                    if room._redis_down:
-                        await room._redis_back()
+                if failures:
+                    # Subscribe afresh, then have each room read what it missed.
+                    await self.pubsub.reset()
+                    if self.rooms:
+                        await self.pubsub.subscribe(*self.rooms)
+                    connects = self.pubsub.connects
+                    await self._catch_up()
+                    failures = 0
+                    self.report_back(logger)
+                message = await self.pubsub.get_message(timeout=1.0)
+                if self.pubsub.connects != connects:
+                    # The subscription was lost and made again: what was published
+                    # meanwhile never came.
+                    connects = self.pubsub.connects
+                    await self._catch_up()
             except Exception as exc:
                 failures += 1
-                for room in rooms:
+                for room in self.rooms.values():
                     room._redis_down = True
                 self.report_down(logger, exc)
                 await sleep(_backoff(failures))
                 continue
-            failures = 0
-            self.report_back(logger)
-            by_key = {}
-            for room in rooms:
-                by_key[room._redis_updates_key] = by_key[room._redis_awareness_key] = room
-            for key, entries in reply or []:
-                reader = by_key.get(key.decode())
-                if reader is not None and reader in self.rooms:
-                    reader._redis_read(key.decode(), entries)
+            if message is None or message.get("type") != "message":
+                continue
+            channel = message["channel"].decode()
+            target = self.rooms.get(channel)
+            if target is not None:
+                target._redis_receive(message["data"])
+
+    async def _catch_up(self) -> None:
+        for room in list(self.rooms.values()):
+            await room._redis_back()
 
     def report_down(self, logger: logging.Logger, exc: Exception) -> None:
         if not self.down:
@@ -247,6 +261,21 @@ class _Connection:
         if self.down:
             self.down = False
             logger.info("rooms: Redis is back")
+
+
+def _subscription(pool: Any) -> Any:
+    """A pub/sub connection that counts its connections: after the first, the
+    subscription was lost for a while, and messages with it."""
+    from redis.asyncio.client import PubSub
+
+    class Subscription(PubSub):
+        connects = 0
+
+        async def on_connect(self, connection: Any) -> None:
+            self.connects += 1
+            await super().on_connect(connection)
+
+    return Subscription(pool, ignore_subscribe_messages=True)
 
 
 def _backoff(failures: int) -> float:
@@ -298,12 +327,11 @@ class RedisRoom(Room):
         self.compact_grace = compact_grace
         key = f"{prefix}{id}"
         self._redis_updates_key = f"{key}:updates"
-        self._redis_awareness_key = f"{key}:awareness"
+        self._redis_channel = f"{key}:live"
         self._redis_snapshot_key = f"{key}:snapshot"
         self._redis_meta_key = f"{key}:meta"
         self._redis_saver_key = f"{key}:saver"
         self._redis_last_id = "0-0"
-        self._redis_awareness_id = "0-0"
         self._redis_applying = False
         self._redis_outgoing: list[bytes] = []
         self._redis_outgoing_awareness: list[bytes] = []
@@ -374,6 +402,13 @@ class RedisRoom(Room):
         entries = await self._redis.xrange(self._redis_updates_key, min=start, max="+")
         self._redis_apply_entries(entries)
 
+    async def _redis_catch_up(self) -> None:
+        """Apply what the stream has after the last entry this server applied."""
+        entries = await self._redis.xrange(
+            self._redis_updates_key, min=f"({self._redis_last_id}", max="+"
+        )
+        self._redis_apply_entries(entries)
+
     def _redis_apply(self, update: bytes) -> None:
         self._redis_applying = True
         try:
@@ -384,11 +419,18 @@ class RedisRoom(Room):
     def _redis_apply_entries(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         theirs = []
         for entry_id, fields in entries:
-            self._redis_last_id = entry_id.decode()
+            self._redis_advance(entry_id.decode())
             if fields.get(b"s", b"").decode() != self.server_id:
                 theirs.append(fields[b"u"])
         if theirs:
             self._redis_apply(theirs[0] if len(theirs) == 1 else merge_updates(*theirs))
+
+    def _redis_advance(self, entry_id: str) -> bool:
+        """Note an entry as applied; ``False`` if one as new was already."""
+        if _stream_id(entry_id) <= _stream_id(self._redis_last_id):
+            return False
+        self._redis_last_id = entry_id
+        return True
 
     def _redis_on_update(self, event: TransactionEvent) -> None:
         if not self._redis_applying and event.update != EMPTY_UPDATE:
@@ -425,53 +467,65 @@ class RedisRoom(Room):
             pending, self._redis_outgoing = self._redis_outgoing, []
             update = pending[0] if len(pending) == 1 else merge_updates(*pending)
             try:
-                await self._redis.xadd(self._redis_updates_key, {"u": update, "s": self.server_id})
+                await self._redis_connection.append(
+                    keys=[self._redis_updates_key, self._redis_channel],
+                    args=[update, self.server_id],
+                )
             except BaseException:
                 # Kept for the next try, ahead of what came while waiting for Redis.
                 self._redis_outgoing.insert(0, update)
                 raise
         while self._redis_outgoing_awareness:
             message = self._redis_outgoing_awareness[0]
-            await self._redis.xadd(
-                self._redis_awareness_key,
-                {"a": message, "s": self.server_id},
-                maxlen=1000,
-                approximate=True,
-            )
+            await self._redis_publish(b"a", message)
             self._redis_outgoing_awareness.pop(0)
 
+    async def _redis_publish(self, kind: bytes, payload: bytes) -> None:
+        await self._redis.publish(
+            self._redis_channel, kind + self.server_id.encode() + b"\n" + payload
+        )
+
     async def _redis_read_loop(self) -> None:
-        """Have the other servers' changes applied as they arrive in the streams."""
-        newest = await self._redis.xrevrange(self._redis_awareness_key, count=1)
-        self._redis_awareness_id = newest[0][0].decode() if newest else "0-0"
+        """Have the other servers' changes applied as the channel brings them."""
         connection = self._redis_connection
-        await connection.add(self)
         try:
+            await connection.add(self)
+            # What was appended between loading the room and subscribing.
+            await self._redis_catch_up()
+            # Others tell their clients' presence again, for this server's clients.
+            await self._redis_publish(b"h", b"")
             await connection.read_for(self)
         finally:
-            connection.remove(self)
+            with CancelScope(shield=True), move_on_after(5):
+                await connection.remove(self)
 
-    def _redis_read_from(self) -> dict[str, str]:
-        return {
-            self._redis_updates_key: self._redis_last_id,
-            self._redis_awareness_key: self._redis_awareness_id,
-        }
-
-    def _redis_read(self, key: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """Apply entries of one of this room's streams, read by the server's reader."""
-        if key == self._redis_updates_key:
-            self._redis_apply_entries(entries)
+    def _redis_receive(self, data: bytes) -> None:
+        """Apply a message of the room's channel (read by the server's reader)."""
+        kind, rest = data[:1], data[1:]
+        server, _, payload = rest.partition(b"\n")
+        ours = server.decode() == self.server_id
+        if kind == b"u":
+            # This server's own entries count as read too: they come in the stream's
+            # order, which the reply to the append (on another connection) may not.
+            entry_id, _, update = payload.partition(b" ")
+            if self._redis_advance(entry_id.decode()) and not ours:
+                self._redis_apply(update)
+        elif ours:
             return
-        for entry_id, fields in entries:
-            self._redis_awareness_id = entry_id.decode()
-            if fields.get(b"s", b"").decode() != self.server_id:
-                try:
-                    self.awareness.apply_awareness_update(fields[b"a"], "redis")
-                except Exception as exc:
-                    self.log.warning("room %r: bad presence entry in Redis: %s", self.id, exc)
+        elif kind == b"a":
+            try:
+                self.awareness.apply_awareness_update(payload, "redis")
+            except Exception as exc:
+                self.log.warning("room %r: bad presence from Redis: %s", self.id, exc)
+        elif kind == b"h" and self.awareness.states:
+            states = list(self.awareness.states)
+            self._redis_outgoing_awareness.append(self.awareness.encode_awareness_update(states))
+            self._redis_wake.set()
 
     async def _redis_back(self) -> None:
-        """Redis answers again: it may have restarted empty, so give it what it may lack."""
+        """Redis answers again: read what the channel did not bring meanwhile, and give
+        Redis what it may lack (it may have restarted empty)."""
+        await self._redis_catch_up()
         if self._redis_meta:
             args: list[Any] = [self._redis_meta_version]
             for name, value in self._redis_meta.items():
@@ -600,7 +654,6 @@ class RedisRoom(Room):
         self._redis_meta = {}
         await self._redis.delete(
             self._redis_updates_key,
-            self._redis_awareness_key,
             self._redis_snapshot_key,
             self._redis_meta_key,
         )
@@ -647,7 +700,7 @@ def redis_room_factory(
         else type(f"Redis{base.__name__}", (RedisRoom, base), {"__doc__": base.__doc__})
     )
     server = server_id or uuid4().hex
-    connection = _Connection(url, prefix, server)
+    connection = _Connection(url)
 
     def make_room(id: str, **kwargs: Any) -> Room:
         room: Room = room_class(
