@@ -34,7 +34,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
 
-from anyio import TASK_STATUS_IGNORED, CancelScope, Event, move_on_after, sleep
+from anyio import TASK_STATUS_IGNORED, CancelScope, Event, Lock, move_on_after, sleep
 from anyio.abc import TaskStatus
 from pycrdt import TransactionEvent, merge_updates
 
@@ -146,6 +146,8 @@ class _Connection:
         self.rooms: dict[str, RedisRoom] = {}
         self.reader: RedisRoom | None = None
         self.reader_gone = Event()
+        # Rooms subscribe one at a time: the first subscription opens the connection.
+        self.subscribing = Lock()
 
     def acquire(self) -> Any:
         if self.client is None:
@@ -184,14 +186,16 @@ class _Connection:
     async def add(self, room: RedisRoom) -> None:
         """Have a room's channel read from now on."""
         self.rooms[room._redis_channel] = room
-        await self.pubsub.subscribe(room._redis_channel)
+        async with self.subscribing:
+            await self.pubsub.subscribe(room._redis_channel)
 
     async def remove(self, room: RedisRoom) -> None:
         if self.rooms.get(room._redis_channel) is room:
             del self.rooms[room._redis_channel]
             if self.pubsub is not None and self.pubsub.connection is not None:
                 try:
-                    await self.pubsub.unsubscribe(room._redis_channel)
+                    async with self.subscribing:
+                        await self.pubsub.unsubscribe(room._redis_channel)
                 except Exception:
                     pass
 
@@ -217,9 +221,10 @@ class _Connection:
             try:
                 if failures:
                     # Subscribe afresh, then have each room read what it missed.
-                    await self.pubsub.reset()
-                    if self.rooms:
-                        await self.pubsub.subscribe(*self.rooms)
+                    async with self.subscribing:
+                        await self.pubsub.reset()
+                        if self.rooms:
+                            await self.pubsub.subscribe(*self.rooms)
                     connects = self.pubsub.connects
                     await self._catch_up()
                     failures = 0
