@@ -882,6 +882,7 @@ class FileRoom(Room):
             with CancelScope(shield=True):
                 await ensure_async(cm.save(self.kind.to_model(content), self.id))
             self.saves += 1
+            self.log.debug("room %r: saved its file", self.id)
             model = await self._read(self.kind, content=True)
             written = self.kind.from_model(model) if model is not None else None
         except get_cancelled_exc_class():
