@@ -21,9 +21,14 @@ import json
 import os
 import platform
 import shlex
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +44,31 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+@contextmanager
+def profiling(pid: int, output: Path | None) -> Iterator[None]:
+    """Sample a server with py-spy while the block runs, into collapsed stacks."""
+    if output is None:
+        yield
+        return
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    command = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250"]
+    profiler = subprocess.Popen(
+        [*command, "--output", str(output)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        yield
+    finally:
+        profiler.send_signal(signal.SIGINT)
+        try:
+            profiler.wait(30)
+        except subprocess.TimeoutExpired:
+            profiler.kill()
+            profiler.wait()
+        log(f"profile written to {output}")
+
+
 async def run_target(
-    target: Target, scenarios: list[str], params: Params
+    target: Target, scenarios: list[str], params: Params, profile: Path | None = None
 ) -> list[tuple[str, Figure]]:
     """Run the chosen scenarios on one target, each on a fresh server."""
     figures: list[tuple[str, Figure]] = []
@@ -59,7 +87,9 @@ async def run_target(
             root.mkdir()
             try:
                 async with target.serve(root) as server:
-                    found = await SCENARIOS[name](server, target, root, params)
+                    output = profile / f"{target.name}-{name}.txt" if profile else None
+                    with profiling(server.pid, output):
+                        found = await SCENARIOS[name](server, target, root, params)
             except Exception as exc:
                 found = [Figure(name, "server", "", "lower", error=f"{type(exc).__name__}: {exc}")]
                 tail = (Path(tmp) / "root.log").read_text(errors="replace")[-2000:]
@@ -148,6 +178,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where the peers are installed (default: bench/.cache)",
     )
     parser.add_argument(
+        "--profile",
+        type=Path,
+        help="sample each server with py-spy (pip install py-spy) into this directory",
+    )
+    parser.add_argument(
         "--timeout", type=float, help="seconds allowed for each scenario on each target"
     )
     args = parser.parse_args(argv)
@@ -171,6 +206,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.timeout:
         params.timeout = args.timeout
     args.cache.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     targets: dict[str, dict[str, Any]] = {}
     figures: list[tuple[str, Figure]] = []
     for name in args.targets:
@@ -181,7 +218,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             log(f"[{name}] skipped: {exc}")
             targets[name] = {"skipped": str(exc)}
             continue
-        figures += await run_target(target, args.scenarios, params)
+        figures += await run_target(target, args.scenarios, params, args.profile)
     rows = [
         {
             "target": target,

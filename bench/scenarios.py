@@ -74,6 +74,12 @@ def rss_mb(pid: int) -> float:
     return float(psutil.Process(pid).memory_info().rss) / 1e6
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used so far (user and system), in seconds."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0-100) of values, by linear interpolation."""
     ordered = sorted(values)
@@ -201,7 +207,8 @@ async def burst(server: Server, target: Target, root: Path, params: Params) -> l
         detail = {"readers": readers, "edits": params.burst_edits}
         seconds = Figure("burst", f"converged, N={readers}", "s", "lower", detail=detail)
         rate = Figure("burst", f"edits/s, N={readers}", "edits/s", "higher", detail=detail)
-        figures += [seconds, rate]
+        cpu = Figure("burst", f"server CPU, N={readers}", "s", "lower", detail=detail)
+        figures += [seconds, rate, cpu]
         clients: list[YClient] = []
         try:
             with anyio.fail_after(params.timeout):
@@ -212,19 +219,24 @@ async def burst(server: Server, target: Target, root: Path, params: Params) -> l
                 text = writer.doc.get("source", type=Text)
                 watch = LengthWatch(others)
                 watch.expect(len(text) + params.burst_edits)
+                server_cpu = cpu_seconds(server.pid)
+                client_cpu = time.process_time()
                 start = time.perf_counter()
                 for _ in range(params.burst_edits):
                     text += "x"
                     await writer.flushed()
                 await watch.wait()
                 elapsed = watch.last - start
+                cpu.value = cpu_seconds(server.pid) - server_cpu
+                detail["client_cpu_s"] = round(time.process_time() - client_cpu, 3)
+                detail["messages_per_reader"] = statistics.mean(c.received for c in others)
             expected = str(text)
             if any(str(reader) != expected for reader in watch.texts):
                 raise RuntimeError("the readers' texts differ from the writer's")
             seconds.value = elapsed
             rate.value = params.burst_edits / elapsed
         except Exception as exc:
-            seconds.error = rate.error = describe(exc, params)
+            seconds.error = rate.error = cpu.error = describe(exc, params)
         finally:
             await close_clients(clients)
     return figures

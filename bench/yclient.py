@@ -44,6 +44,7 @@ class YClient:
         self.synced = asyncio.Event()
         self.on_change: Callable[[], None] | None = None
         self.error: BaseException | None = None
+        self.received = 0
         self._applying = False
         self._last_write: Awaitable[None] | None = None
         self._subscription = doc.observe(self._on_local_change)
@@ -77,6 +78,7 @@ class YClient:
                 message = await self.connection.read_message()
                 if message is None:
                     return
+                self.received += 1
                 if isinstance(message, str) or message[0] != YMessageType.SYNC:
                     continue
                 self._applying = True
