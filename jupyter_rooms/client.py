@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random
+import threading
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -111,6 +113,8 @@ class ChannelClient(ClientWire):
         self._unpushed: list[bytes] = []
         self._unpulled: list[bytes] = []
         self._callbacks: list[Callable[[str, dict[str, Any]], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
         self.log = log
 
     @abstractmethod
@@ -142,6 +146,8 @@ class ChannelClient(ClientWire):
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[ChannelClient]:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         doc_subscription = self._doc.observe(self._on_local_update)
         awareness_subscription = self.awareness.observe(self._on_local_awareness)
         try:
@@ -247,6 +253,12 @@ class ChannelClient(ClientWire):
         self.close_reason = getattr(channel, "close_reason", "") or ""
 
     def _enqueue(self, item: _Item) -> None:
+        if threading.get_ident() != self._thread and self._loop is not None:
+            # A change made in another thread (the blocking form): queue it from the
+            # loop's own thread, without waiting, since that thread may need the
+            # document's lock that the caller holds.
+            self._loop.call_soon_threadsafe(self._enqueue, item)
+            return
         if self._outbox is None:
             return
         try:

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager, asynccontextmanager
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, TypeVar
 
 from anyio import AsyncContextManagerMixin, Event
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 from pycrdt import Awareness, Doc
 
 from .room import Room, RoomManager
 
 __all__ = ["ClientWire", "ServerWire", "UnknownWireError", "bind", "connect"]
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
+
+T = TypeVar("T")
 
 ENTRY_POINT_GROUP = "jupyter_rooms.wires"
 
@@ -26,38 +36,55 @@ class UnknownWireError(LookupError):
     """No installed package provides the wire that was asked for."""
 
 
+def _in_blocking_context() -> bool:
+    """Whether no event loop runs in this thread (so the client may be used blocking)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
+
+
 class Flag:
     """An event that can be cleared again: set while a condition holds.
 
     ``await flag.wait()`` returns at once while the flag is set, and otherwise waits
-    until it is set.
+    until it is set. A flag can be made and read outside of an event loop.
     """
 
     def __init__(self) -> None:
-        self._event = Event()
+        self._is_set = False
+        self._event: Event | None = None
 
     def is_set(self) -> bool:
         """Whether the flag is set now."""
-        return self._event.is_set()
+        return self._is_set
 
     def set(self) -> None:
         """Set the flag, waking every waiter."""
-        self._event.set()
+        self._is_set = True
+        if self._event is not None:
+            self._event.set()
 
     def clear(self) -> None:
         """Clear the flag; later waiters wait for the next ``set``."""
-        if self._event.is_set():
-            self._event = Event()
+        self._is_set = False
+        if self._event is not None and self._event.is_set():
+            self._event = None
 
     async def wait(self) -> None:
         """Wait until the flag is set."""
+        if self._is_set:
+            return
+        if self._event is None:
+            self._event = Event()
         await self._event.wait()
 
     def __bool__(self) -> bool:
-        return self.is_set()
+        return self._is_set
 
     def __repr__(self) -> str:
-        return f"<Flag {'set' if self.is_set() else 'clear'}>"
+        return f"<Flag {'set' if self._is_set else 'clear'}>"
 
 
 class ServerWire(AsyncContextManagerMixin):
@@ -111,8 +138,14 @@ class ClientWire(AsyncContextManagerMixin):
         self._doc = doc if doc is not None else Doc()
         self.auto_push = auto_push
         self.auto_pull = auto_pull
+        if doc is None and _in_blocking_context():
+            self._doc = Doc(allow_multithreading=True)
         self.synchronized = Flag()
         self.awareness = Awareness(self._doc)
+        self._holder: asyncio.Task[None] | None = None
+        self._stop: Event | None = None
+        self._portal: BlockingPortal | None = None
+        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
 
     @property
     def id(self) -> str:
@@ -135,6 +168,98 @@ class ClientWire(AsyncContextManagerMixin):
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[ClientWire]:
         yield self
+
+    async def start(self) -> Self:
+        """Connect, and stay connected after this call returns, until ``stop()``.
+
+        For code that cannot keep an ``async with`` block open, such as notebook cells:
+        ``client = await connect(...).start()`` in one cell, ``await client.stop()`` in a
+        later one. The client lives in a task of its own on the running event loop.
+
+        Returns:
+            The client, connected and synchronized.
+        """
+        if self._holder is not None:
+            raise RuntimeError("this client is already started")
+        ready = Event()
+        stop = Event()
+        errors: list[BaseException] = []
+
+        async def hold() -> None:
+            try:
+                async with self:
+                    ready.set()
+                    await stop.wait()
+            except BaseException as exc:
+                errors.append(exc)
+                if not ready.is_set():
+                    ready.set()
+                    return
+                raise
+
+        self._stop = stop
+        self._holder = asyncio.get_running_loop().create_task(hold())
+        await ready.wait()
+        if errors:
+            self._holder = None
+            raise errors[0]
+        return self
+
+    async def stop(self) -> None:
+        """Disconnect a client started with ``start()``, sending what is pending first."""
+        holder, self._holder = self._holder, None
+        if holder is None or self._stop is None:
+            return
+        self._stop.set()
+        await holder
+
+    def __enter__(self) -> Self:
+        """Connect from code that is not async: ``with connect(...) as client``.
+
+        The client runs on an event loop in a thread of its own; the document may be
+        edited from the calling thread. Give it a ``Doc(allow_multithreading=True)`` if
+        you pass your own document.
+        """
+        if not self._doc._allow_multithreading:
+            raise ValueError(
+                "the blocking form ('with connect(...)') shares the document between two "
+                "threads: pass doc=Doc(allow_multithreading=True), or no doc"
+            )
+        portal_cm = start_blocking_portal()
+        portal = portal_cm.__enter__()
+        try:
+            portal.call(self.start)
+        except BaseException:
+            portal_cm.__exit__(*sys.exc_info())
+            raise
+        self._portal_cm = portal_cm
+        self._portal = portal
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        portal, portal_cm = self._portal, self._portal_cm
+        self._portal = self._portal_cm = None
+        if portal is None or portal_cm is None:
+            return
+        try:
+            portal.call(self.stop)
+        finally:
+            portal_cm.__exit__(None, None, None)
+
+    def call(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run a coroutine function of this client from the thread that entered
+        ``with connect(...)``, for example ``client.call(client.push)``.
+
+        Args:
+            func: An async function (or method) to run on the client's event loop.
+            args: Its positional arguments.
+
+        Returns:
+            What it returns.
+        """
+        if self._portal is None:
+            raise RuntimeError("call() is for clients entered with 'with connect(...)'")
+        return self._portal.call(func, *args)
 
 
 def _load(wire: str, side: str) -> Any:

@@ -48,7 +48,8 @@ class _RoomSocket(WebSocketHandler):
         return self.server.allow_origin(origin)
 
     def open(self, *args: str, **kwargs: str) -> None:
-        path = unquote(self.request.path.lstrip("/"))
+        # As in Yjs's reference server: the room is the path after its first "/".
+        path = unquote(self.request.path[1:])
         self.channel = HandlerChannel(self, path)
         self.set_nodelay(True)
         self.server.start_serving(path, self.channel)
@@ -74,6 +75,9 @@ class WebsocketServer(ServerWire):
             larger one is disconnected.
         allowed_origins: Browser origins allowed to connect (``"*"`` for any); requests
             without an ``Origin`` header (non-browser clients) are always allowed.
+        redis_url: Share every room with the other servers that use this Redis (see
+            [jupyter_rooms.redis][]); needs ``pip install jupyter_rooms[redis]``.
+        redis_prefix: Put before every Redis key, so that deployments can share a Redis.
     """
 
     def __init__(
@@ -85,7 +89,15 @@ class WebsocketServer(ServerWire):
         cleanup_delay: float = 0.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         allowed_origins: tuple[str, ...] | list[str] | str = (),
+        redis_url: str | None = None,
+        redis_prefix: str | None = None,
     ) -> None:
+        if redis_url:
+            from ..redis import DEFAULT_PREFIX, redis_room_factory
+
+            room_factory = redis_room_factory(
+                redis_url, room_factory, prefix=redis_prefix or DEFAULT_PREFIX
+            )
         super().__init__(room_factory, cleanup_delay=cleanup_delay)
         self.host = host
         self._port = port

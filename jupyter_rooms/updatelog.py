@@ -1,0 +1,268 @@
+"""Update logs: a document's history as an append-only file.
+
+A log starts with an 8-byte header (``JRYLOG`` and a 2-byte format version), followed
+by records. A record is a kind byte (an update, or JSON metadata), a 4-byte big-endian
+length, the payload, and a CRC-32 of the three. Appends go to the operating system at
+once, so a process that is killed loses nothing it had appended; compaction writes a
+new file beside the old one and renames it over, so a crash leaves one or the other.
+
+A record cut short by a crash (or damaged) ends what can be read: every record before
+it is loaded, a warning says so, and the next append first cuts the file back to the
+last good record so that the log stays readable. When the damage is not at the very
+end, the file is first copied aside so that nothing after it is thrown away unseen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import struct
+import time
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FORMAT_VERSION", "LogContents", "LogFormatError", "UpdateLog"]
+
+log = logging.getLogger("jupyter_rooms.updatelog")
+
+MAGIC = b"JRYLOG"
+FORMAT_VERSION = 1
+_HEADER = MAGIC + struct.pack(">H", FORMAT_VERSION)
+_RECORD_HEAD = struct.Struct(">BI")
+_CRC = struct.Struct(">I")
+# A record longer than this is taken as damage rather than allocated.
+_MAX_RECORD = 1 << 31
+# What reading a record gives when it cannot: cut short, or damaged.
+_CUT = -1
+_DAMAGED = -2
+
+
+class RecordKind(IntEnum):
+    """What a record holds."""
+
+    UPDATE = 0
+    META = 1
+
+
+class LogFormatError(ValueError):
+    """The file is not an update log, or one of a format this version cannot read."""
+
+
+@dataclass
+class LogContents:
+    """What a log holds.
+
+    Attributes:
+        updates: The updates, in the order they were appended.
+        meta: The metadata records merged in order (later keys win).
+        truncated: Whether the file ended in a cut or damaged record, which was left out.
+    """
+
+    updates: list[bytes] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    truncated: bool = False
+
+
+def _record(kind: RecordKind, payload: bytes) -> bytes:
+    head = _RECORD_HEAD.pack(kind, len(payload))
+    return head + payload + _CRC.pack(zlib.crc32(payload, zlib.crc32(head)))
+
+
+class UpdateLog:
+    """An append-only log of a document's updates and metadata, in one file.
+
+    Args:
+        path: The log's file. It and its directory are created on the first append.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+        # Where the last good record ends, when the file has a bad tail to cut first.
+        self._good_end: int | None = None
+        # Whether what follows it is damage rather than a record cut short.
+        self._damaged = False
+
+    @property
+    def size(self) -> int:
+        """The log's size on disk in bytes (0 when it does not exist)."""
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def load(self) -> LogContents:
+        """Read the whole log.
+
+        Returns:
+            The updates and metadata (empty when the file does not exist).
+
+        Raises:
+            LogFormatError: The file is not an update log, or of an unknown version.
+        """
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return LogContents()
+        if not data:
+            return LogContents()
+        if len(data) < len(_HEADER) or not data.startswith(MAGIC):
+            if MAGIC.startswith(data[: len(MAGIC)]) and len(data) < len(_HEADER):
+                # A crash while the header itself was being written.
+                log.warning("%s: the log's header was cut short; starting it again", self.path)
+                self._good_end = 0
+                return LogContents(truncated=True)
+            raise LogFormatError(f"{self.path} is not a jupyter_rooms update log")
+        (version,) = struct.unpack_from(">H", data, len(MAGIC))
+        if version != FORMAT_VERSION:
+            raise LogFormatError(
+                f"{self.path} is an update log of format version {version}; this version of "
+                f"jupyter_rooms reads version {FORMAT_VERSION} (upgrade jupyter_rooms to read it)"
+            )
+        contents = LogContents()
+        pos = len(_HEADER)
+        end = len(data)
+        while pos < end:
+            record_end = self._read_record(data, pos, contents)
+            if record_end < 0:
+                break
+            pos = record_end
+        if pos < end:
+            contents.truncated = True
+            self._good_end = pos
+            self._damaged = record_end == _DAMAGED
+            log.warning(
+                "%s: the log ends in a %s record at byte %d of %d; loaded the %d updates before it",
+                self.path,
+                "damaged" if self._damaged else "cut",
+                pos,
+                end,
+                len(contents.updates),
+            )
+        return contents
+
+    @staticmethod
+    def _read_record(data: bytes, pos: int, contents: LogContents) -> int:
+        """Read the record at ``pos``: where it ends, or ``_CUT`` or ``_DAMAGED``."""
+        if pos + _RECORD_HEAD.size > len(data):
+            return _CUT
+        kind, length = _RECORD_HEAD.unpack_from(data, pos)
+        start = pos + _RECORD_HEAD.size
+        stop = start + length
+        if kind not in RecordKind._value2member_map_ or length > _MAX_RECORD:
+            return _DAMAGED
+        if stop + _CRC.size > len(data):
+            return _CUT
+        head = data[pos:start]
+        payload = data[start:stop]
+        (crc,) = _CRC.unpack_from(data, stop)
+        if crc != zlib.crc32(payload, zlib.crc32(head)):
+            return _DAMAGED
+        if kind == RecordKind.UPDATE:
+            contents.updates.append(payload)
+        else:
+            try:
+                meta = json.loads(payload)
+            except ValueError:
+                return _DAMAGED
+            if isinstance(meta, dict):
+                contents.meta.update(meta)
+        return stop + _CRC.size
+
+    def _open(self) -> int:
+        if self._fd is not None:
+            return self._fd
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if self._good_end is not None and self._good_end < size:
+                self._set_aside_damage()
+                os.ftruncate(fd, self._good_end)
+                size = self._good_end
+            self._good_end = None
+            self._damaged = False
+            if size == 0:
+                os.write(fd, _HEADER)
+                size = len(_HEADER)
+            os.lseek(fd, size, os.SEEK_SET)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return fd
+
+    def _set_aside_damage(self) -> None:
+        # A record cut short is what a crash leaves, and nothing after it was written;
+        # damage may hide good records after it: keep a copy of the file to inspect.
+        if self._damaged:
+            backup = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+            shutil.copyfile(self.path, backup)
+            log.warning("%s: copied the damaged log to %s before repairing it", self.path, backup)
+
+    def append(self, updates: Iterable[bytes] = (), meta: dict[str, Any] | None = None) -> None:
+        """Append updates, then optionally a metadata record, in one write.
+
+        Args:
+            updates: Updates to append, in order.
+            meta: JSON-serialisable metadata; on load, its keys override earlier ones.
+        """
+        chunks = [_record(RecordKind.UPDATE, update) for update in updates]
+        if meta is not None:
+            chunks.append(_record(RecordKind.META, json.dumps(meta).encode()))
+        if not chunks:
+            return
+        data = b"".join(chunks)
+        fd = self._open()
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def sync(self) -> None:
+        """Ask the operating system to put what was appended on disk (survives power loss)."""
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def rewrite(self, update: bytes, meta: dict[str, Any]) -> None:
+        """Replace the whole log with one update and one metadata record, atomically.
+
+        Args:
+            update: The update that stands for everything before (the document's state).
+            meta: The metadata to keep, in full (it is not merged with the old).
+        """
+        self.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        data = _HEADER + _record(RecordKind.UPDATE, update)
+        data += _record(RecordKind.META, json.dumps(meta).encode())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        self._good_end = None
+        try:
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def close(self) -> None:
+        """Close the file (the next append opens it again)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,204 @@
+"""The file wire and the update log under it: round trips, compaction, bad files, crashes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from pycrdt import Array, Doc, Map, Text
+
+from jupyter_rooms import connect
+from jupyter_rooms.updatelog import LogFormatError, UpdateLog
+from jupyter_rooms.wires.file import TruncatedLogWarning
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "doc.ylog"
+    async with connect("file", doc=Doc(), path=path) as client:
+        text = client.doc.get("text", type=Text)
+        text += "hello"
+        text.insert(0, ">> ")
+        client.doc.get("map", type=Map)["k"] = [1, 2]
+        client.doc.get("array", type=Array).append("x")
+    assert path.exists()
+
+    async with connect("file", path=path) as client:
+        assert str(client.doc.get("text", type=Text)) == ">> hello"
+        assert client.doc.get("map", type=Map).to_py() == {"k": [1.0, 2.0]}
+        assert client.doc.get("array", type=Array).to_py() == ["x"]
+
+
+async def test_existing_content_of_the_doc_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "doc.ylog"
+    async with connect("file", path=path) as client:
+        client.doc.get("text", type=Text).insert(0, "from the log")
+
+    doc = Doc()
+    doc.get("other", type=Text).insert(0, "from the doc")
+    async with connect("file", doc=doc, path=path):
+        assert str(doc.get("text", type=Text)) == "from the log"
+
+    async with connect("file", path=path) as client:
+        assert str(client.doc.get("other", type=Text)) == "from the doc"
+        assert str(client.doc.get("text", type=Text)) == "from the log"
+
+
+async def test_each_change_is_on_disk_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "doc.ylog"
+    async with connect("file", path=path) as client:
+        text = client.doc.get("text", type=Text)
+        for char in "abc":
+            text += char
+            # Another reader sees every change while the client is still open.
+            doc = Doc()
+            for update in UpdateLog(path).load().updates:
+                doc.apply_update(update)
+            assert str(doc.get("text", type=Text)) == str(text)
+
+
+async def test_write_delay_gathers_changes(tmp_path: Path) -> None:
+    path = tmp_path / "doc.ylog"
+    async with connect("file", path=path, write_delay=60) as client:
+        text = client.doc.get("text", type=Text)
+        for char in "abcdef":
+            text += char
+        assert UpdateLog(path).load().updates == []
+    # Leaving writes what was gathered, as one update.
+    updates = UpdateLog(path).load().updates
+    assert len(updates) == 1
+    async with connect("file", path=path) as client:
+        assert str(client.doc.get("text", type=Text)) == "abcdef"
+
+
+async def test_push_by_hand(tmp_path: Path) -> None:
+    path = tmp_path / "doc.ylog"
+    async with connect("file", path=path, auto_push=False) as client:
+        client.doc.get("text", type=Text).insert(0, "later")
+        assert UpdateLog(path).load().updates == []
+        await client.push()
+        assert len(UpdateLog(path).load().updates) == 1
+
+
+async def test_squash_compacts_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "doc.ylog"
+    async with connect("file", path=path) as client:
+        text = client.doc.get("text", type=Text)
+        for i in range(200):
+            text += str(i % 10)
+    assert len(UpdateLog(path).load().updates) == 200
+    size_before = path.stat().st_size
+
+    async with connect("file", path=path, squash=True) as client:
+        assert len(UpdateLog(path).load().updates) == 1
+        client.doc.get("text", type=Text).insert(0, "!")
+    assert len(UpdateLog(path).load().updates) == 1
+    assert path.stat().st_size < size_before
+
+    async with connect("file", path=path) as client:
+        expected = "!" + "".join(str(i % 10) for i in range(200))
+        assert str(client.doc.get("text", type=Text)) == expected
+
+
+async def test_unknown_version_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "doc.ylog"
+    path.write_bytes(b"JRYLOG\x00\x63" + b"\x00" * 20)
+    with pytest.raises(LogFormatError, match="version 99"):
+        async with connect("file", path=path):
+            pass
+    assert path.read_bytes() == b"JRYLOG\x00\x63" + b"\x00" * 20
+
+
+async def test_not_a_log_is_a_clear_error_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("my precious notes\n")
+    with pytest.raises(LogFormatError, match="not a jupyter_rooms update log"):
+        async with connect("file", path=path):
+            pass
+    assert path.read_text() == "my precious notes\n"
+
+
+@pytest.mark.parametrize("cut", [1, 5, 9, 12])
+async def test_cut_tail_keeps_every_complete_update(tmp_path: Path, cut: int) -> None:
+    path = tmp_path / "doc.ylog"
+    async with connect("file", path=path) as client:
+        text = client.doc.get("text", type=Text)
+        for char in "abcde":
+            text += char
+    # A crash in the middle of the last write leaves part of its record.
+    data = path.read_bytes()
+    path.write_bytes(data[:-cut])
+
+    with pytest.warns(TruncatedLogWarning, match="4 complete updates"):
+        async with connect("file", path=path) as client:
+            text = client.doc.get("text", type=Text)
+            assert str(text) == "abcd"
+            text += "X"
+
+    # The next write repaired the tail instead of appending after the damage.
+    contents = UpdateLog(path).load()
+    assert not contents.truncated
+    async with connect("file", path=path) as client:
+        assert str(client.doc.get("text", type=Text)) == "abcdX"
+
+
+async def test_damage_before_good_records_is_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "doc.ylog"
+    async with connect("file", path=path) as client:
+        text = client.doc.get("text", type=Text)
+        for char in "abc":
+            text += char
+    data = bytearray(path.read_bytes())
+    # Flip a byte inside the second record's payload.
+    first_len = int.from_bytes(data[9:13], "big")
+    second = 8 + 5 + first_len + 4
+    data[second + 6] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    with pytest.warns(TruncatedLogWarning):
+        async with connect("file", path=path) as client:
+            assert str(client.doc.get("text", type=Text)) == "a"
+            client.doc.get("text", type=Text).insert(1, "Z")
+    backups = list(tmp_path.glob("doc.ylog.damaged-*"))
+    assert len(backups) == 1
+    assert backups[0].read_bytes() == bytes(data)
+
+
+def test_killed_writer_loses_nothing_it_appended(tmp_path: Path) -> None:
+    path = tmp_path / "doc.ylog"
+    script = textwrap.dedent(
+        f"""
+        import os, signal, anyio
+        from pycrdt import Text
+        from jupyter_rooms import connect
+
+        async def main():
+            async with connect("file", path={str(path)!r}) as client:
+                text = client.doc.get("text", type=Text)
+                for i in range(500):
+                    text += "x"
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        anyio.run(main)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], timeout=60)
+    assert result.returncode == -9
+    doc = Doc()
+    contents = UpdateLog(path).load()
+    assert not contents.truncated
+    for update in contents.updates:
+        doc.apply_update(update)
+    assert str(doc.get("text", type=Text)) == "x" * 500
+
+
+def test_log_file_is_private(tmp_path: Path) -> None:
+    log = UpdateLog(tmp_path / "doc.ylog")
+    log.append([b"\x00\x00"])
+    log.close()
+    assert os.stat(tmp_path / "doc.ylog").st_mode & 0o077 == 0

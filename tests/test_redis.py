@@ -1,0 +1,167 @@
+"""Rooms shared by several websocket servers through a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+from pycrdt import Map, Text
+
+from jupyter_rooms import bind, connect
+from jupyter_rooms.redis import RedisRoom
+
+from .redis_server import RedisServer
+from .utils import wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_clients_of_two_servers_converge(redis_server: RedisServer) -> None:
+    async with (
+        bind("websocket", redis_url=redis_server.url) as one,
+        bind("websocket", redis_url=redis_server.url) as two,
+        connect("websocket", id="doc", port=one.port) as alice,
+        connect("websocket", id="doc", port=two.port) as bob,
+    ):
+        alice_text = alice.doc.get("text", type=Text)
+        bob_text = bob.doc.get("text", type=Text)
+        alice_text += "hello"
+        await wait_until(lambda: str(bob_text) == "hello")
+        bob.doc.get("map", type=Map)["from"] = "bob"
+        bob_text += " world"
+        await wait_until(lambda: str(alice_text) == "hello world")
+        await wait_until(lambda: alice.doc.get("map", type=Map).to_py() == {"from": "bob"})
+
+        # Concurrent bursts from both sides.
+        for _ in range(100):
+            alice_text.insert(0, "a")
+            bob_text += "b"
+        await wait_until(lambda: str(alice_text) == str(bob_text) and len(str(bob_text)) == 211)
+
+
+async def test_presence_crosses_servers(redis_server: RedisServer) -> None:
+    async with (
+        bind("websocket", redis_url=redis_server.url) as one,
+        bind("websocket", redis_url=redis_server.url) as two,
+        connect("websocket", id="doc", port=one.port) as alice,
+        connect("websocket", id="doc", port=two.port) as bob,
+    ):
+        alice.awareness.set_local_state({"user": "alice"})
+        await wait_until(lambda: {"user": "alice"} in bob.awareness.states.values())
+        async with connect("websocket", id="doc", port=one.port) as carol:
+            carol.awareness.set_local_state({"user": "carol"})
+            await wait_until(lambda: {"user": "carol"} in bob.awareness.states.values())
+        # Carol left: her presence goes from the other server's clients too.
+        await wait_until(lambda: {"user": "carol"} not in bob.awareness.states.values())
+        assert {"user": "alice"} in bob.awareness.states.values()
+
+
+async def test_exactly_one_server_saves(redis_server: RedisServer) -> None:
+    async with (
+        bind("websocket", redis_url=redis_server.url) as one,
+        bind("websocket", redis_url=redis_server.url) as two,
+        connect("websocket", id="doc", port=one.port),
+        connect("websocket", id="doc", port=two.port),
+    ):
+        rooms = [one.room_manager.rooms["doc"], two.room_manager.rooms["doc"]]
+        assert all(isinstance(room, RedisRoom) for room in rooms)
+        await wait_until(lambda: any(room.is_saver for room in rooms))  # type: ignore[attr-defined]
+        assert sum(room.is_saver for room in rooms) == 1  # type: ignore[attr-defined]
+
+    # The saver leaves: the other server takes over once the lock expires or is released.
+    async with bind("websocket", redis_url=redis_server.url) as three:
+        async with connect("websocket", id="doc", port=three.port):
+            room = three.room_manager.rooms["doc"]
+            await wait_until(lambda: room.is_saver)  # type: ignore[attr-defined]
+
+
+async def test_late_server_sees_everything_once(redis_server: RedisServer) -> None:
+    async with (
+        bind("websocket", redis_url=redis_server.url) as one,
+        connect("websocket", id="doc", port=one.port) as alice,
+    ):
+        text = alice.doc.get("text", type=Text)
+        for word in ["one ", "two ", "three "]:
+            text += word
+        room = one.room_manager.rooms["doc"]
+        assert isinstance(room, RedisRoom)
+        await wait_until(lambda: room.is_saver)
+        # Fold the stream into the snapshot, then edit some more after the cut.
+        await room.compact()
+        text += "four"
+        async with (
+            bind("websocket", redis_url=redis_server.url) as two,
+            connect("websocket", id="doc", port=two.port) as bob,
+        ):
+            bob_text = bob.doc.get("text", type=Text)
+            await wait_until(lambda: str(bob_text) == "one two three four")
+
+
+async def test_compaction_keeps_the_stream_short(redis_server: RedisServer) -> None:
+    import redis.asyncio as aioredis
+
+    async with (
+        bind("websocket", redis_url=redis_server.url) as one,
+        connect("websocket", id="doc", port=one.port) as alice,
+    ):
+        room = one.room_manager.rooms["doc"]
+        assert isinstance(room, RedisRoom)
+        room.compact_grace = 0
+        text = alice.doc.get("text", type=Text)
+        for _ in range(50):
+            text += "x"
+            await anyio.sleep(0.002)
+        client = aioredis.from_url(redis_server.url)
+        try:
+            await wait_until(lambda: room._last_id != "0-0")
+            before = await client.xlen("jupyter_rooms:doc:updates")
+            await wait_until(lambda: room.is_saver)
+            await room.compact()
+            after = await client.xlen("jupyter_rooms:doc:updates")
+        finally:
+            await client.aclose()
+        assert before > 1
+        assert after < before
+    async with (
+        bind("websocket", redis_url=redis_server.url) as two,
+        connect("websocket", id="doc", port=two.port) as bob,
+    ):
+        assert str(bob.doc.get("text", type=Text)) == "x" * 50
+
+
+async def test_redis_restart_while_editing(redis_server: RedisServer) -> None:
+    async with (
+        bind("websocket", redis_url=redis_server.url) as one,
+        bind("websocket", redis_url=redis_server.url) as two,
+        connect("websocket", id="doc", port=one.port) as alice,
+        connect("websocket", id="doc", port=two.port) as bob,
+    ):
+        alice_text = alice.doc.get("text", type=Text)
+        bob_text = bob.doc.get("text", type=Text)
+        alice_text += "before "
+        await wait_until(lambda: str(bob_text) == "before ")
+
+        redis_server.stop()
+        # Each server keeps its own clients working while Redis is away.
+        async with connect("websocket", id="doc", port=one.port) as alice2:
+            alice_text += "during "
+            await wait_until(lambda: str(alice2.doc.get("text", type=Text)) == "before during ")
+        bob_text.insert(0, "[b]")
+        await anyio.sleep(0.3)
+        redis_server.start()
+
+        expected = "[b]before during "
+        await wait_until(lambda: str(alice_text) == expected, within=20)
+        await wait_until(lambda: str(bob_text) == expected, within=20)
+        alice_text += "after"
+        await wait_until(lambda: str(bob_text) == expected + "after")
