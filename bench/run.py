@@ -37,7 +37,7 @@ from scenarios import SCENARIOS, Figure, Params, floor
 from targets import BASELINE, TARGETS, Floor, Target, Unavailable
 
 HERE = Path(__file__).resolve().parent
-QUICK_TARGETS = ("jupyter_rooms", "pycrdt")
+QUICK_TARGETS = ("jupyter_rooms-jupyter", "jupyter_rooms", "pycrdt")
 
 
 def log(message: str) -> None:
@@ -242,6 +242,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     ran = [name for name in args.targets if "version" in targets[name]]
     print(table(rows, ran))
     print(f"\nratios: figure / {BASELINE}'s figure.")
+    for name, target in targets.items():
+        if "skipped" in target:
+            print(f"{name}: skipped: {target['skipped']}")
     for row in rows:
         if row["error"] and not row["error"].startswith("n/a"):
             print(f"{row['target']}: {row['scenario']} {row['metric']}: {row['error']}")

@@ -155,11 +155,16 @@ class Target:
             )
         return self.make_server(process, port)
 
-    def _stop(self, server: Server) -> None:
+    def _stop(self, server: Server, grace: float = 10) -> None:
         server.process.send_signal(signal.SIGTERM)
         try:
-            server.process.wait(15)
+            server.process.wait(grace)
         except subprocess.TimeoutExpired:
+            print(
+                f"[{self.name}] still running {grace:.0f} s after SIGTERM: killed",
+                file=sys.stderr,
+                flush=True,
+            )
             server.process.kill()
             server.process.wait()
 
@@ -233,12 +238,13 @@ class JupyterTarget(Target):
 
     file_backed = True
     python = sys.executable
+    extension = ""
 
     def command(self, port: int, root: Path) -> tuple[list[str], dict[str, str]]:
         config = root.parent / f"{root.name}-jupyter"
         for sub in ("config", "data", "runtime"):
             (config / sub).mkdir(parents=True, exist_ok=True)
-        extensions = dict.fromkeys(UNRELATED_EXTENSIONS, False)
+        extensions = {**dict.fromkeys(UNRELATED_EXTENSIONS, False), self.extension: True}
         (config / "config" / "jupyter_server_config.json").write_text(
             json.dumps({"ServerApp": {"jpserver_extensions": extensions}})
         )
@@ -294,6 +300,7 @@ class JupyterCollaboration(JupyterTarget):
     """jupyter-collaboration (``jupyter_server_ydoc``), installed in a venv in the cache."""
 
     name = "jupyter-collaboration"
+    extension = "jupyter_server_ydoc"
     server_class = CollaborationServer
     requirements = ("jupyter-collaboration", "jupyter_server")
 
@@ -322,6 +329,31 @@ class JupyterCollaboration(JupyterTarget):
         return f"jupyter_server_ydoc {result.stdout.strip()}"
 
 
+class RoomsJupyterServer(JupyterServer):
+    """jupyter_rooms' extension: the room of a file is at ``api/rooms/{path}``."""
+
+    async def room_url(self, path: str, kind: str) -> tuple[str, dict[str, str]]:
+        query = f"token={self.token}"
+        return f"ws://{HOST}:{self.port}/api/rooms/{quote(path)}?{query}", {}
+
+
+class RoomsJupyter(JupyterTarget):
+    """jupyter_rooms' Jupyter server extension, from the project's own environment."""
+
+    name = "jupyter_rooms-jupyter"
+    extension = "jupyter_rooms"
+    server_class = RoomsJupyterServer
+
+    def setup(self, cache: Path) -> str:
+        try:
+            from jupyter_rooms.jupyter import extension  # noqa: F401
+        except ImportError as exc:
+            raise Unavailable(f"this jupyter_rooms has no Jupyter extension ({exc})") from None
+        from jupyter_rooms import __version__
+
+        return __version__
+
+
 class Floor(Target):
     """No server: the burst applied with pycrdt alone, in this process."""
 
@@ -336,6 +368,7 @@ class Floor(Target):
 
 # In the order of the table's columns; the first is what the others are compared to.
 TARGETS: dict[str, type[Target]] = {
-    target.name: target for target in (JupyterCollaboration, RoomsWebsocket, YjsWebsocket, Floor)
+    target.name: target
+    for target in (JupyterCollaboration, RoomsJupyter, RoomsWebsocket, YjsWebsocket, Floor)
 }
 BASELINE = JupyterCollaboration.name
