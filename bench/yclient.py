@@ -16,6 +16,7 @@ from pycrdt import (
     Doc,
     TransactionEvent,
     YMessageType,
+    YSyncMessageType,
     create_sync_message,
     create_update_message,
     handle_sync_message,
@@ -25,7 +26,6 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 EMPTY_UPDATE = b"\x00\x00"
-SYNC_STEP2 = 1
 
 
 class YClient:
@@ -45,6 +45,7 @@ class YClient:
         self.on_change: Callable[[], None] | None = None
         self.error: BaseException | None = None
         self.received = 0
+        self._ended = False
         self._applying = False
         self._last_write: Awaitable[None] | None = None
         self._subscription = doc.observe(self._on_local_change)
@@ -88,13 +89,14 @@ class YClient:
                     self._applying = False
                 if reply is not None:
                     await self.connection.write_message(reply, binary=True)
-                elif message[1] == SYNC_STEP2:
+                elif message[1] == YSyncMessageType.SYNC_STEP2:
                     self.synced.set()
                 if self.on_change is not None:
                     self.on_change()
         except Exception as exc:
             self.error = exc
         finally:
+            self._ended = True
             if self.on_change is not None:
                 self.on_change()
 
@@ -113,7 +115,7 @@ class YClient:
     @property
     def closed(self) -> bool:
         """Whether the connection has ended."""
-        return self._reader.done()
+        return self._ended
 
     async def close(self) -> None:
         """Close the connection and wait for the reader to stop."""
