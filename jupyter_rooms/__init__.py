@@ -31,3 +31,10 @@ __all__ = [
     "bind",
     "connect",
 ]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, object]]:
+    """Where Jupyter server finds this package's extension (it is enabled on install)."""
+    from .jupyter.extension import RoomsApp
+
+    return [{"module": "jupyter_rooms.jupyter.extension", "app": RoomsApp}]

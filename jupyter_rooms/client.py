@@ -14,7 +14,6 @@ from typing import Any
 
 from anyio import (
     TASK_STATUS_IGNORED,
-    CancelScope,
     EndOfStream,
     WouldBlock,
     create_memory_object_stream,
@@ -24,7 +23,7 @@ from anyio import (
 )
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from pycrdt import Doc, TransactionEvent
+from pycrdt import Awareness, Doc, TransactionEvent
 
 from ._tasks import task_group
 from .channel import Channel, ChannelClosed
@@ -40,6 +39,7 @@ from .protocol import (
     sync_step1,
     sync_step2,
     sync_update,
+    validate_awareness_update,
 )
 from .wire import ClientWire, Flag
 
@@ -109,12 +109,23 @@ class ChannelClient(ClientWire):
         self._in_flight = 0
         self._idle = Flag()
         self._idle.set()
+        # Clear while local changes exist that the server may not have: made while
+        # disconnected, or queued on a connection that dropped before sending them.
+        self._delivered = Flag()
+        self._delivered.set()
         self._applying = False
         self._unpushed: list[bytes] = []
         self._unpulled: list[bytes] = []
         self._callbacks: list[Callable[[str, dict[str, Any]], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
+        # The room's epoch, for servers that announce one: a history the room may
+        # replace (a file whose history was lost), after which merging would duplicate.
+        self.epoch: str | None = None
+        # Sync step 1 messages sent in this session and not answered yet.
+        self._step2_pending = 0
+        self._doc_subscription: Any = None
+        self._awareness_subscription: Any = None
         self.log = log
 
     @abstractmethod
@@ -148,8 +159,8 @@ class ChannelClient(ClientWire):
     async def __asynccontextmanager__(self) -> AsyncIterator[ChannelClient]:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
-        doc_subscription = self._doc.observe(self._on_local_update)
-        awareness_subscription = self.awareness.observe(self._on_local_awareness)
+        self._doc_subscription = self._doc.observe(self._on_local_update)
+        self._awareness_subscription = self.awareness.observe(self._on_local_awareness)
         try:
             error: BaseException | None = None
             async with task_group() as tg:
@@ -173,19 +184,38 @@ class ChannelClient(ClientWire):
                 raise error
             if scope.cancelled_caught:
                 what = "to connect" if not self.connected else "for the first sync"
-                raise TimeoutError(f"waited {self.timeout} s {what} with {self._describe()}")
+                last = (
+                    f" (the last connection closed with {self.close_code}: {self.close_reason})"
+                    if self.close_code is not None
+                    else ""
+                )
+                raise TimeoutError(f"waited {self.timeout} s {what} with {self._describe()}{last}")
         finally:
-            self._doc.unobserve(doc_subscription)
-            self.awareness.unobserve(awareness_subscription)
+            self._doc.unobserve(self._doc_subscription)
+            self.awareness.unobserve(self._awareness_subscription)
             self._notify(ClientStatus.CLOSED)
 
     async def _leave(self) -> None:
-        """Say goodbye to the others' presence and send what is pending, within limits."""
+        """Say goodbye to the others' presence and deliver what is pending, within limits.
+
+        Changes made while disconnected wait for the next connection (up to ``timeout``
+        seconds, or less if the caller cancels) rather than being dropped unsent.
+        """
         if self.awareness.get_local_state():
             self.awareness.set_local_state(None)
-        with CancelScope(shield=True), move_on_after(self.timeout):
-            while self.connected and not self._idle:
-                await self._idle.wait()
+        # Not shielded: a caller's own deadline or cancellation cuts the wait short.
+        with move_on_after(self.timeout) as scope:
+            while not self._delivered or (self.connected and not self._idle):
+                if not self._delivered:
+                    await self._delivered.wait()
+                else:
+                    await self._idle.wait()
+        if scope.cancelled_caught:
+            self.log.warning(
+                "left %s after %s s with local changes it could not deliver",
+                self._describe(),
+                self.timeout,
+            )
 
     async def _run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
         attempt = 0
@@ -210,6 +240,8 @@ class ChannelClient(ClientWire):
                 self.log.info("connection to %s lost: %s", self._describe(), exc)
             finally:
                 self._outbox = None
+                if self._in_flight > 0:
+                    self._delivered.clear()
                 self._in_flight = 0
                 self._idle.set()
                 if self.connected:
@@ -239,6 +271,7 @@ class ChannelClient(ClientWire):
         self._notify(ClientStatus.CONNECTED)
         async with create_task_group() as tg:
             tg.start_soon(self._send_loop, channel, receive)
+            self._step2_pending = 1
             self._enqueue((sync_step1(self._doc.get_state()), None))
             if self.awareness.get_local_state():
                 self._send_local_awareness()
@@ -248,6 +281,10 @@ class ChannelClient(ClientWire):
             except ProtocolError as exc:
                 self.log.warning("%s sent a malformed message: %s", self._describe(), exc)
                 await channel.close(1002, str(exc))
+                # Ours to report: the server's echo of the close may not arrive.
+                self.close_code, self.close_reason = 1002, f"malformed message: {exc}"
+                tg.cancel_scope.cancel()
+                return
             tg.cancel_scope.cancel()
         self.close_code = getattr(channel, "close_code", None)
         self.close_reason = getattr(channel, "close_reason", "") or ""
@@ -260,6 +297,9 @@ class ChannelClient(ClientWire):
             self._loop.call_soon_threadsafe(self._enqueue, item)
             return
         if self._outbox is None:
+            if item[1] is not None:
+                # A local change while disconnected: the next handshake carries it.
+                self._delivered.clear()
             return
         try:
             self._outbox.send_nowait(item)
@@ -302,6 +342,8 @@ class ChannelClient(ClientWire):
                     raise ProtocolError(f"invalid state vector: {exc}") from None
                 if self.auto_push:
                     self._enqueue((sync_step2(update), None))
+                    # The reply carries every local change the server lacks.
+                    self._delivered.set()
                 else:
                     if update != EMPTY_UPDATE:
                         self._unpushed.append(update)
@@ -312,10 +354,13 @@ class ChannelClient(ClientWire):
                         self._apply(message.payload)
                     else:
                         self._unpulled.append(message.payload)
-                if message.sync_type == SyncType.STEP2 and not self.synchronized:
-                    self.synchronized.set()
-                    self._notify(ClientStatus.SYNCHRONIZED)
+                if message.sync_type == SyncType.STEP2:
+                    self._step2_pending -= 1
+                    if self._step2_pending <= 0 and not self.synchronized:
+                        self.synchronized.set()
+                        self._notify(ClientStatus.SYNCHRONIZED)
         elif message.type == MessageType.AWARENESS:
+            validate_awareness_update(message.payload)
             try:
                 self.awareness.apply_awareness_update(message.payload, "remote")
             except Exception as exc:
@@ -327,7 +372,40 @@ class ChannelClient(ClientWire):
         """Handle a notice from the server."""
         if notice["type"] == "error":
             self.log.warning("%s: %s", self._describe(), notice.get("reason", "error"))
+        elif notice["type"] == "epoch":
+            epoch = str(notice.get("epoch", ""))
+            if self.epoch is not None and epoch != self.epoch:
+                self._reset(epoch)
+            self.epoch = epoch
         self._notify(notice["type"], **{k: v for k, v in notice.items() if k != "type"})
+
+    def _reset(self, epoch: str) -> None:
+        """Replace the document by a new one synced from the room's new epoch.
+
+        The old document's history is unrelated to the new epoch's: merging it would
+        duplicate the content, so it is dropped (and ``doc`` and ``awareness`` are new
+        objects, announced by the ``reset`` status).
+        """
+        self.log.warning(
+            "%s started a new history (epoch %s): the document is replaced by the room's",
+            self._describe(),
+            epoch,
+        )
+        local_state = self.awareness.get_local_state()
+        self._doc.unobserve(self._doc_subscription)
+        self.awareness.unobserve(self._awareness_subscription)
+        self._doc = Doc()
+        self.awareness = Awareness(self._doc)
+        self._doc_subscription = self._doc.observe(self._on_local_update)
+        self._awareness_subscription = self.awareness.observe(self._on_local_awareness)
+        self._unpushed.clear()
+        self._unpulled.clear()
+        self.synchronized.clear()
+        self._step2_pending += 1
+        self._enqueue((sync_step1(self._doc.get_state()), None))
+        if local_state:
+            self.awareness.set_local_state(local_state)
+        self._notify(ClientStatus.RESET, epoch=epoch)
 
     def _apply(self, update: bytes) -> None:
         self._applying = True

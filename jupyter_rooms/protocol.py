@@ -30,10 +30,12 @@ __all__ = [
     "merged_update_message",
     "parse_control",
     "parse_message",
+    "parse_raw_request",
     "raw_message",
     "sync_step1",
     "sync_step2",
     "sync_update",
+    "validate_awareness_update",
     "validate_update",
 ]
 
@@ -137,8 +139,12 @@ def parse_message(data: bytes) -> Message:
         return Message(MessageType.SYNC, _read_payload(data, pos), SyncType(sync_type))
     if msg_type == MessageType.AWARENESS:
         return Message(MessageType.AWARENESS, _read_payload(data, pos))
-    if msg_type in (MessageType.RAW, MessageType.CONTROL):
-        return Message(MessageType(msg_type), _read_payload(data, pos))
+    if msg_type == MessageType.RAW:
+        # JupyterLab writes its own fields here (a string, then a number): keep the rest
+        # as it is for whoever speaks that dialect.
+        return Message(MessageType.RAW, data[pos:])
+    if msg_type == MessageType.CONTROL:
+        return Message(MessageType.CONTROL, _read_payload(data, pos))
     raise ProtocolError(f"unknown message type {msg_type}")
 
 
@@ -159,6 +165,39 @@ def validate_update(update: bytes) -> None:
         if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
             raise
         raise ProtocolError(f"invalid update: {exc}") from None
+
+
+def validate_awareness_update(update: bytes) -> None:
+    """Check that bytes decode as one awareness update, as a whole.
+
+    An awareness update is a count, then that many entries of a client id, a clock and
+    a JSON state (empty for none). pycrdt applies entries one by one as it decodes them,
+    so a message that breaks halfway would leave its first entries applied; checking
+    first keeps a malformed message from changing anything.
+
+    Args:
+        update: The payload of an awareness message.
+
+    Raises:
+        ProtocolError: The bytes are not exactly one well-formed awareness update.
+    """
+    count, pos = _read_var_uint(update, 0)
+    for _ in range(count):
+        _, pos = _read_var_uint(update, pos)  # client id
+        _, pos = _read_var_uint(update, pos)  # clock
+        length, pos = _read_var_uint(update, pos)
+        end = pos + length
+        if end > len(update):
+            raise ProtocolError("awareness state cut short")
+        try:
+            state = update[pos:end].decode()
+            if state:
+                json.loads(state)
+        except ValueError as exc:
+            raise ProtocolError(f"invalid awareness state: {exc}") from None
+        pos = end
+    if pos != len(update):
+        raise ProtocolError(f"{len(update) - pos} unexpected bytes after the awareness update")
 
 
 def _sync(sync_type: SyncType, payload: bytes) -> bytes:
@@ -225,16 +264,45 @@ def awareness_message(update: bytes) -> bytes:
     return bytes((MessageType.AWARENESS,)) + _write_var_uint(len(update)) + update
 
 
-def raw_message(payload: bytes) -> bytes:
-    """Encode a RAW message (JupyterLab's save requests and replies).
+def raw_message(text: str) -> bytes:
+    """Encode a RAW message as JupyterLab reads them: one length-prefixed string.
 
     Args:
-        payload: The payload, usually UTF-8 JSON.
+        text: The string, usually JSON (a save reply, a conflict notice).
 
     Returns:
         The message.
     """
+    payload = text.encode()
     return bytes((MessageType.RAW,)) + _write_var_uint(len(payload)) + payload
+
+
+def parse_raw_request(payload: bytes) -> tuple[str, int | None]:
+    """Read a RAW request as JupyterLab writes them: a string, then maybe a number.
+
+    Args:
+        payload: The payload of a parsed RAW message.
+
+    Returns:
+        The string (``"save"``, for one) and the number after it, if any.
+
+    Raises:
+        ProtocolError: The payload is not of that form.
+    """
+    length, pos = _read_var_uint(payload, 0)
+    end = pos + length
+    if end > len(payload):
+        raise ProtocolError("RAW message ends inside its string")
+    try:
+        name = payload[pos:end].decode()
+    except UnicodeDecodeError:
+        raise ProtocolError("RAW message's string is not UTF-8") from None
+    if end == len(payload):
+        return name, None
+    number, pos = _read_var_uint(payload, end)
+    if pos != len(payload):
+        raise ProtocolError("unexpected bytes after a RAW request")
+    return name, number
 
 
 def control_message(notice: dict[str, Any]) -> bytes:

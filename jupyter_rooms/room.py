@@ -37,6 +37,7 @@ from .protocol import (
     sync_step1,
     sync_step2,
     sync_update,
+    validate_awareness_update,
 )
 
 __all__ = ["CloseCode", "Room", "RoomManager"]
@@ -297,6 +298,7 @@ class Room(AsyncContextManagerMixin):
                     return
                 self._apply(conn, message.payload)
         elif message.type == MessageType.AWARENESS:
+            validate_awareness_update(message.payload)
             try:
                 self.awareness.apply_awareness_update(message.payload, conn)
             except Exception as exc:
@@ -432,6 +434,9 @@ class RoomManager(AsyncContextManagerMixin):
                 yield self
             finally:
                 for entry in self._entries.values():
+                    # A room waiting out its cleanup delay closes now, with the rest.
+                    if entry.cleanup is not None:
+                        entry.cleanup.cancel()
                     entry.stop.set()
                 self._task_group = None
 
@@ -443,9 +448,21 @@ class RoomManager(AsyncContextManagerMixin):
                 entry.room = room
                 task_status.started()
                 await entry.stop.wait()
+        except Exception:
+            if entry.room is None:
+                # It never opened: the client that asked for it gets the error.
+                raise
+            # A room that fails once open closes alone (its clients are disconnected and
+            # may come back to a new one): the server and its other rooms carry on.
+            log.exception("room %r failed and was closed", id)
         finally:
-            if self._entries.get(id) is entry:
-                del self._entries[id]
+            # A room closed before its cleanup delay ran out: its timer has nothing left
+            # to do, and must not hold the manager open.
+            if entry.cleanup is not None:
+                entry.cleanup.cancel()
+            # Under the id it has now, which a rename may have changed.
+            for key in [key for key, value in self._entries.items() if value is entry]:
+                del self._entries[key]
             entry.closed.set()
 
     async def acquire(self, id: str) -> Room:
@@ -519,7 +536,8 @@ class RoomManager(AsyncContextManagerMixin):
         try:
             yield room
         finally:
-            self.release(id)
+            # The room may have been renamed meanwhile: release it under its id now.
+            self.release(room.id)
 
     async def serve(self, id: str, client: Channel, *, read_only: bool = False) -> None:
         """Serve one client in the room it asked for, opening the room if needed.
@@ -531,6 +549,31 @@ class RoomManager(AsyncContextManagerMixin):
         """
         async with self.use(id) as room:
             await room.serve(client, read_only=read_only)
+
+    def rename_room(self, old: str, new: str) -> Room | None:
+        """Give an open room a new id: clients already in it stay, new clients join it
+        under the new id.
+
+        Args:
+            old: The room's id now.
+            new: Its new id; no other room may be open under it.
+
+        Returns:
+            The renamed room, or ``None`` if no room is open under ``old``.
+
+        Raises:
+            KeyError: A room is already open under ``new``.
+        """
+        entry = self._entries.get(old)
+        if entry is None or old == new:
+            return entry.room if entry is not None else None
+        if new in self._entries:
+            raise KeyError(f"a room is already open under {new!r}")
+        del self._entries[old]
+        self._entries[new] = entry
+        if entry.room is not None:
+            entry.room._id = new
+        return entry.room
 
     async def close_room(self, id: str, *, wait: bool = True) -> None:
         """Close a room now, disconnecting its clients.

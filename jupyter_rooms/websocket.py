@@ -148,6 +148,11 @@ class ClientChannel:
     def __init__(self, connection: WebSocketClientConnection, path: str) -> None:
         self._connection = connection
         self._path = path
+        # Updates are small messages sent in bursts (a handshake reply and the first
+        # edit, say): without this, the second waits for the server's delayed
+        # acknowledgement of the first, tens of milliseconds.
+        if connection.protocol is not None:
+            connection.protocol.set_nodelay(True)
 
     @property
     def path(self) -> str:

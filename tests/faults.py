@@ -3,7 +3,7 @@ server restarts or is killed. Seeded, bounded in time, and it says what it did.
 
 The short run is part of the test suite (tests/test_faults.py); a longer one is::
 
-    python -m tests.faults --seconds 300 --seed 7
+    python tests/faults.py --seconds 300 --seed 7
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import argparse
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,20 +23,15 @@ import anyio
 from anyio.abc import SocketStream, TaskGroup
 from pycrdt import Array, Doc, Map, Text
 
-from jupyter_rooms import ChannelClient, connect
+from jupyter_rooms import ChannelClient, ClientWire, connect
 from jupyter_rooms.logroom import log_path
 from jupyter_rooms.updatelog import UpdateLog
+
+from helpers import free_port
 
 ROOM = "shared/doc"
 # Tokens end with this, so an insert never lands inside another token.
 END = "|"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Proxy:
@@ -146,7 +140,10 @@ def tokens(text: str) -> list[str]:
     return [token + END for token in text.split(END) if token]
 
 
-def content(doc: Doc) -> tuple[str, dict[str, object], list[object]]:
+State = tuple[str, dict[str, object], list[object]]
+
+
+def content(doc: Doc) -> State:
     return (
         str(doc.get("text", type=Text)),
         doc.get("map", type=Map).to_py() or {},
@@ -165,6 +162,16 @@ class Writer:
         self.made: list[str] = []
         self.client: ChannelClient | None = None
 
+    def describe(self) -> str:
+        client = self.client
+        if client is None:
+            return f"w{self.number} not started"
+        return (
+            f"w{self.number} connected={client.connected.is_set()} "
+            f"synchronized={client.synchronized.is_set()} links={len(self.proxy._links)} "
+            f"close={client.close_code} {client.close_reason!r}"
+        )
+
     def edit(self, doc: Doc) -> None:
         token = f"w{self.number}.{len(self.made)}{END}"
         self.made.append(token)
@@ -182,15 +189,15 @@ class Writer:
             array.insert(self.rng.randint(0, len(array)), token)
         self.report.edits += 1
 
-    async def run(self, stop: anyio.Event) -> None:
+    async def run(self, stop_editing: anyio.Event, leave: anyio.Event) -> None:
         client = connect("websocket", id=ROOM, port=self.proxy.port, max_backoff=0.5)
         assert isinstance(client, ChannelClient)
         self.client = client
         async with client:
-            while not stop.is_set():
+            while not stop_editing.is_set():
                 self.edit(client.doc)
                 await anyio.sleep(self.rng.uniform(0.005, 0.05))
-            await stop.wait()
+            await leave.wait()
 
 
 def persisted(store: Path) -> Doc:
@@ -198,6 +205,63 @@ def persisted(store: Path) -> Doc:
     for update in UpdateLog(log_path(store, ROOM)).load().updates:
         doc.apply_update(update)
     return doc
+
+
+async def _inject_faults(
+    seconds: float,
+    rng: random.Random,
+    report: Report,
+    server: ServerProcess,
+    proxies: list[Proxy],
+    observer: ClientWire,
+    tg: TaskGroup,
+) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await anyio.sleep(rng.uniform(0.2, 1.0))
+        fault = rng.choice(["cut", "cut", "stall", "restart", "kill"])
+        report.faults[fault] += 1
+        if fault == "cut":
+            rng.choice(proxies).cut()
+        elif fault == "stall":
+            tg.start_soon(rng.choice(proxies).stall, rng.uniform(0.2, 2.0))
+        elif fault == "restart":
+            await server.stop(signal.SIGTERM)
+            await server.start()
+        else:
+            # What the observer got, the server had applied and written.
+            relayed = content(observer.doc)
+            await server.stop(signal.SIGKILL)
+            on_disk = content(persisted(server.store))
+            assert set(tokens(relayed[0])) <= set(tokens(on_disk[0]))
+            assert set(relayed[1]) <= set(on_disk[1])
+            assert set(map(str, relayed[2])) <= set(map(str, on_disk[2]))
+            report.checked_after_kill += len(tokens(relayed[0])) + len(relayed[1])
+            report.checked_after_kill += len(relayed[2])
+            await server.start()
+
+
+async def _converged(report: Report, observer: ClientWire, team: list[Writer]) -> State:
+    """Wait until every client holds the same document with every edit once; return it."""
+    made = sorted(token for writer in team for token in writer.made)
+    clients = [observer] + [w.client for w in team if w.client is not None]
+    names = ["observer"] + [f"w{w.number}" for w in team]
+    with anyio.move_on_after(60):
+        while True:
+            states = [content(c.doc) for c in clients]
+            if all(s == states[0] for s in states) and _holds(states[0], made):
+                return states[0]
+            await anyio.sleep(0.05)
+    for name, state in zip(names, states, strict=True):
+        found = Counter(tokens(state[0]) + list(state[1]) + list(map(str, state[2])))
+        missing = set(made) - set(found)
+        doubled = [token for token, n in found.items() if n > 1]
+        assert not missing and not doubled, (
+            f"{report}: {name} misses {len(missing)} edits {sorted(missing)[:5]} and "
+            f"has {len(doubled)} twice {doubled[:5]}; writers: "
+            + "; ".join(writer.describe() for writer in team)
+        )
+    raise AssertionError(f"{report}: clients differ")
 
 
 async def run(seconds: float, seed: int, store: Path, writers: int = 3) -> Report:
@@ -208,69 +272,31 @@ async def run(seconds: float, seed: int, store: Path, writers: int = 3) -> Repor
     await server.start()
     proxies = [Proxy(server.port) for _ in range(writers)]
     team = [Writer(i, proxies[i], random.Random(rng.random()), report) for i in range(writers)]
-    stop_all = anyio.Event()
+    stop_editing = anyio.Event()
+    leave = anyio.Event()
     try:
         async with (
-            anyio.create_task_group() as tg,
+            anyio.create_task_group() as relays,
             connect("websocket", id=ROOM, port=server.port, max_backoff=0.2) as observer,
         ):
             for proxy in proxies:
-                tg.start_soon(proxy.serve)
-            for writer in team:
-                tg.start_soon(writer.run, stop_all)
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
-                await anyio.sleep(rng.uniform(0.2, 1.0))
-                fault = rng.choice(["cut", "cut", "stall", "restart", "kill"])
-                report.faults[fault] += 1
-                if fault == "cut":
-                    rng.choice(proxies).cut()
-                elif fault == "stall":
-                    tg.start_soon(rng.choice(proxies).stall, rng.uniform(0.2, 2.0))
-                elif fault == "restart":
-                    await server.stop(signal.SIGTERM)
-                    await server.start()
-                else:
-                    # What the observer got, the server had applied and written.
-                    relayed = content(observer.doc)
-                    await server.stop(signal.SIGKILL)
-                    on_disk = content(persisted(store))
-                    assert set(tokens(relayed[0])) <= set(tokens(on_disk[0]))
-                    assert set(relayed[1]) <= set(on_disk[1])
-                    assert set(map(str, relayed[2])) <= set(map(str, on_disk[2]))
-                    report.checked_after_kill += len(tokens(relayed[0])) + len(relayed[1])
-                    report.checked_after_kill += len(relayed[2])
-                    await server.start()
-            stop_all.set()
-            made = sorted(token for writer in team for token in writer.made)
-            # Every client ends with the same document, holding every edit once.
-            clients = [observer] + [w.client for w in team if w.client is not None]
-            with anyio.move_on_after(60):
-                while True:
-                    states = [content(c.doc) for c in clients]
-                    if all(s == states[0] for s in states) and _holds(states[0], made):
-                        break
-                    await anyio.sleep(0.05)
-            for name, state in zip(
-                ["observer"] + [f"w{w.number}" for w in team], states, strict=True
-            ):
-                found = Counter(tokens(state[0]) + list(state[1]) + list(map(str, state[2])))
-                missing = set(made) - set(found)
-                doubled = [token for token, n in found.items() if n > 1]
-                assert not missing and not doubled, (
-                    f"{report}: {name} misses {len(missing)} edits {sorted(missing)[:5]} and "
-                    f"has {len(doubled)} twice {doubled[:5]}"
-                )
-            assert all(state == states[0] for state in states), f"{report}: clients differ"
-            final = states[0]
-            tg.cancel_scope.cancel()
+                relays.start_soon(proxy.serve)
+            async with anyio.create_task_group() as clients_group:
+                for writer in team:
+                    clients_group.start_soon(writer.run, stop_editing, leave)
+                await _inject_faults(seconds, rng, report, server, proxies, observer, relays)
+                stop_editing.set()
+                final = await _converged(report, observer, team)
+                # Leaving with nothing pending must be quick and clean.
+                leave.set()
+            relays.cancel_scope.cancel()
     finally:
         await server.stop(signal.SIGTERM)
     assert content(persisted(store)) == final, "the server's log differs from the clients"
     return report
 
 
-def _holds(state: tuple[str, dict[str, object], list[object]], made: list[str]) -> bool:
+def _holds(state: State, made: list[str]) -> bool:
     found = tokens(state[0]) + list(state[1]) + [str(item) for item in state[2]]
     return sorted(found) == made
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pycrdt import Text
+from pycrdt import Doc, Text
 
 from jupyter_rooms import bind, connect
 from jupyter_rooms.logroom import LogRoom, log_path
+from jupyter_rooms.updatelog import UpdateLog
 
-from .utils import wait_until
+from helpers import free_port, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -38,3 +39,22 @@ async def test_rooms_survive_a_restart_and_stay_in_their_directory(
     files = list(store.iterdir())
     assert files == [log_path(store, room_id)]
     assert files[0].parent == store
+
+
+async def test_leaving_while_disconnected_delivers_after_reconnecting(tmp_path: Path) -> None:
+    port = free_port()
+    factory = LogRoom.factory(tmp_path)
+    first = bind("websocket", port=port, room_factory=factory)
+    await first.__aenter__()
+    client = await connect("websocket", id="r", port=port, max_backoff=0.2).start()
+    await first.__aexit__(None, None, None)
+    await wait_until(lambda: not client.connected)
+
+    client.doc.get("text", type=Text).insert(0, "written offline")
+    async with bind("websocket", port=port, room_factory=factory):
+        # Leaving waits for the next connection and delivers the change.
+        await client.stop()
+    doc = Doc()
+    for update in UpdateLog(log_path(tmp_path, "r")).load().updates:
+        doc.apply_update(update)
+    assert str(doc.get("text", type=Text)) == "written offline"

@@ -12,8 +12,8 @@ from pycrdt import Map, Text
 from jupyter_rooms import bind, connect
 from jupyter_rooms.redis import RedisRoom
 
-from .redis_server import RedisServer
-from .utils import wait_until
+from helpers import wait_until
+from redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 

@@ -1,0 +1,131 @@
+"""The Jupyter server extension: rooms bound to the server's files at ``api/rooms/{path}``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Float, Int, Type, Unicode, default
+
+from .filerooms import DEFAULT_COMPACT_SIZE, FileRoom, FileRooms
+from .handlers import SETTINGS_KEY, RoomsHandler, RoomSocketHandler
+
+__all__ = ["RoomsApp"]
+
+
+class RoomsApp(ExtensionApp):
+    """Serves live, shared documents bound to the server's files.
+
+    A client joins the room of a file at ``{base_url}api/rooms/{path}`` (the y-websocket
+    protocol); ``{base_url}api/rooms`` lists the open rooms.
+    """
+
+    name = "jupyter_rooms"
+    description = "Live, shared CRDT documents bound to the server's files."
+    load_other_extensions = True
+
+    save_delay = Float(
+        1.0,
+        config=True,
+        help="Seconds after the last change before a room saves its file; during "
+        "continuous editing a room still saves every ten such delays. A room also saves "
+        "when its last client leaves and when the server stops.",
+    )
+    cleanup_delay = Float(
+        60.0,
+        config=True,
+        help="Seconds a room stays open after its last client left, so that a client "
+        "that reconnects finds it open.",
+    )
+    poll_interval = Float(
+        1.0,
+        config=True,
+        help="Seconds between two looks at an open room's file for changes made by "
+        "other programs, which are merged into the room. 0 looks only before saving.",
+    )
+    max_message_size = Int(
+        64 * 1024 * 1024,
+        config=True,
+        help="The largest message, in bytes, a client may send; a client that sends a "
+        "larger one is disconnected (close code 1009).",
+    )
+    max_backlog = Int(
+        1024,
+        config=True,
+        help="How many messages may wait for one client before it is disconnected as too "
+        "slow (it reconnects and resyncs).",
+    )
+    log_dir = Unicode(
+        config=True,
+        help="Where rooms keep their update logs (their history). By default "
+        "'rooms' under the Jupyter data directory (JUPYTER_DATA_DIR moves it); one "
+        "sub-directory per server root.",
+    )
+    compact_size = Int(
+        DEFAULT_COMPACT_SIZE,
+        config=True,
+        help="Size in bytes above which a room's log may be compacted into one update "
+        "(it is, once it is also four times larger than after its last compaction).",
+    )
+    shutdown_timeout = Float(
+        10.0,
+        config=True,
+        help="Seconds a room may take to save its file when it closes.",
+    )
+    room_class = Type(
+        FileRoom,
+        klass=FileRoom,
+        config=True,
+        help="The class of the rooms: FileRoom or a subclass.",
+    )
+
+    @default("log_dir")
+    def _default_log_dir(self) -> str:
+        return os.path.join(jupyter_data_dir(), "rooms")
+
+    file_rooms: FileRooms
+
+    def initialize_settings(self) -> None:
+        """Create the server's rooms and put them where the handlers find them."""
+        assert self.serverapp is not None
+        self.file_rooms = FileRooms(
+            self.serverapp.contents_manager,
+            log_dir=self.log_dir,
+            save_delay=self.save_delay,
+            poll_interval=self.poll_interval,
+            cleanup_delay=self.cleanup_delay,
+            max_backlog=self.max_backlog,
+            compact_size=self.compact_size,
+            shutdown_timeout=self.shutdown_timeout,
+            room_class=self.room_class,
+            logger=self.log,
+        )
+        self.settings[SETTINGS_KEY] = self.file_rooms
+        self.settings["jupyter_rooms_max_message_size"] = self.max_message_size
+        contents_manager = self.serverapp.contents_manager
+        schema_id = getattr(contents_manager, "event_schema_id", None)
+        if schema_id is not None and self.serverapp.event_logger is not None:
+            self.serverapp.event_logger.add_listener(schema_id=schema_id, listener=self._on_event)
+
+    def initialize_handlers(self) -> None:
+        """Route ``api/rooms`` and ``api/rooms/{path}``."""
+        self.handlers.extend(
+            [
+                (r"/api/rooms/?", RoomsHandler),
+                (r"/api/rooms/(.*)", RoomSocketHandler),
+            ]
+        )
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        """Start serving rooms (the first client would start them otherwise)."""
+        await self.file_rooms.start()
+
+    async def _on_event(self, logger: Any, schema_id: str, data: dict[str, Any]) -> None:
+        # Renames and deletions through the contents API move or close rooms.
+        await self.file_rooms.on_contents_event(data)
+
+    async def stop_extension(self) -> None:
+        """Save and close every room."""
+        await self.file_rooms.stop()

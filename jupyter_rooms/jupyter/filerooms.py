@@ -1,0 +1,1025 @@
+"""Rooms bound to files: each room of a Jupyter server is loaded from, saved to and kept
+merged with one file under the server's root, through its contents manager.
+
+A room's history lives in an update log of its own (outside the user's files), so that
+it is rebuilt after a restart or a crash exactly as it was: the log, not the file, is
+the room. The log also records the document as of the last time it matched the file
+(its last save, or the last change merged from the file). Comparing the file with that
+tells what happened to the file meanwhile: nothing (even if the file lags behind the log
+after a crash), or a change by someone else, which is merged three-way: the diff from
+that last-known content to the file is applied to the document as of then, and the
+result merged into the room, so that edits made in the room meanwhile are kept.
+
+Only when a file has no usable history (its log is gone or unreadable, or the file
+came back after it was deleted) does its room start a new *epoch*: clients that knew an
+older one are told and start afresh instead of merging an unrelated history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+from anyio import (
+    TASK_STATUS_IGNORED,
+    CancelScope,
+    Event,
+    create_task_group,
+    current_time,
+    get_cancelled_exc_class,
+    move_on_after,
+)
+from anyio.abc import TaskGroup, TaskStatus
+from jupyter_core.utils import ensure_async
+from pycrdt import Doc, TransactionEvent, merge_updates
+from tornado.web import HTTPError
+
+from .._tasks import task_group
+from ..channel import Channel, ChannelClosed
+from ..protocol import EMPTY_UPDATE, control_message
+from ..room import Room, RoomManager
+from ..updatelog import LogFormatError, UpdateLog
+from .documents import DocumentError, DocumentKind, kind_for_path, kind_named
+
+__all__ = ["FileRoom", "FileRooms", "RoomOpenError", "RoomPathError"]
+
+log = logging.getLogger("jupyter_rooms.jupyter")
+
+# Close codes a file-bound room gives (the client library does not reconnect after them).
+CLOSE_DELETED = 4404
+CLOSE_CANNOT_OPEN = 4400
+
+# Compaction: a log is rewritten as one update once it is larger than this many bytes
+# and more than COMPACT_GROWTH times its size after the previous compaction.
+DEFAULT_COMPACT_SIZE = 1024 * 1024
+COMPACT_GROWTH = 4
+
+# During continuous editing a room still saves at least every this many save delays.
+_MAX_SAVE_WAIT = 10
+
+# The extension of a room's log, after the file's own name.
+LOG_SUFFIX = ".ylog"
+
+
+class RoomPathError(Exception):
+    """A path that cannot have a room: outside the root, hidden, a directory...
+
+    Args:
+        status: The HTTP status that fits (400, 403 or 404).
+        message: What is wrong, for the user.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RoomOpenError(Exception):
+    """A room could not be opened (its file is unreadable and it has no history)."""
+
+
+class _FileUnreadable(Exception):
+    """The contents manager could not read the file as the room's kind."""
+
+
+@dataclass(frozen=True)
+class _Saved:
+    """What the room knows the file to hold: the document as of the last time they matched.
+
+    Attributes:
+        hash: The file's hash then, as the contents manager computes it; ``None`` if not
+            known (compare contents then).
+        exists: Whether the file existed then.
+        base: The document as of then, as an update.
+        at: How many of the log's first updates make up ``base``; ``None`` when ``base``
+            is kept in the log's metadata instead.
+        time: When the room last wrote the file (ISO 8601), if it did.
+    """
+
+    hash: str | None
+    exists: bool
+    base: bytes
+    at: int | None
+    time: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"hash": self.hash, "exists": self.exists, "time": self.time}
+        if self.at is not None:
+            record["updates"] = self.at
+        else:
+            record["doc"] = base64.b64encode(self.base).decode()
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], updates: list[bytes]) -> _Saved:
+        if "doc" in record:
+            base, at = base64.b64decode(record["doc"]), None
+        else:
+            at = min(int(record.get("updates", 0)), len(updates))
+            base = _merged(updates[:at])
+        return cls(record.get("hash"), bool(record.get("exists")), base, at, record.get("time"))
+
+
+def _merged(updates: list[bytes]) -> bytes:
+    if not updates:
+        return Doc().get_update()
+    return updates[0] if len(updates) == 1 else merge_updates(*updates)
+
+
+def _doc_of(update: bytes) -> Doc:
+    doc: Doc = Doc()
+    doc.apply_update(update)
+    return doc
+
+
+def _fingerprint(model: dict[str, Any]) -> tuple[Any, Any]:
+    return (str(model.get("last_modified")), model.get("size"))
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def normalize_path(path: str) -> str:
+    """Normalise an API path the way the contents manager does: no leading, trailing
+    or doubled slashes.
+
+    Args:
+        path: A path relative to the server's root.
+
+    Returns:
+        The normalised path.
+    """
+    return "/".join(part for part in path.split("/") if part)
+
+
+class FileRoom(Room):
+    """A room bound to a file under the server's root: its id is the file's path.
+
+    It is built from its update log (or, with no history, from the file), merges
+    changes made to the file by others, and saves its document to the file through the
+    contents manager, ``save_delay`` seconds after changes, when its last client leaves
+    and when it closes.
+
+    Args:
+        id: The file's path relative to the server's root, normalised.
+        rooms: The server's rooms, whose settings and contents manager it uses.
+        max_backlog: See [Room][jupyter_rooms.Room].
+    """
+
+    def __init__(self, id: str, *, rooms: FileRooms, max_backlog: int = 1024) -> None:
+        super().__init__(id, max_backlog=max_backlog)
+        self._rooms = rooms
+        self.log = rooms.log
+        self.kind: DocumentKind = kind_for_path(id)
+        self.epoch = ""
+        self.last_saved: str | None = None
+        self._log: UpdateLog | None = None
+        self._log_updates = 0
+        self._compact_at = rooms.compact_size
+        self._saved = _Saved(None, False, Doc().get_update(), 0)
+        self._saved_content: Any = None
+        self._fingerprint: tuple[Any, Any] | None = None
+        self._dirty = False
+        self._first_change = 0.0
+        self._last_change = 0.0
+        self._flush = False
+        self._check_soon = False
+        self._retry_at = 0.0
+        self._missing_since: float | None = None
+        self._file_error: str | None = None
+        self._deleted = False
+        # Whether changes go to the log: from the moment the log's own content is loaded.
+        self._logging = False
+        self._wake: Event | None = None
+        self._channels: set[Channel] = set()
+
+    @property
+    def unsaved(self) -> bool:
+        """Whether the document has changes the file does not have yet."""
+        return self._dirty
+
+    # Opening
+
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        """Load the room, keep it saved and merged with its file, and serve its changes.
+
+        Args:
+            task_status: Set once the room is loaded and forwards changes.
+
+        Raises:
+            RoomOpenError: The room has no history and its file cannot be read.
+        """
+        subscription = self.doc.observe(self._on_change)
+        try:
+            await self._open()
+            await self.task_group.start(self._keep_file)
+            await super().run(task_status=task_status)
+        finally:
+            self.doc.unobserve(subscription)
+
+    async def _open(self) -> None:
+        updatelog = UpdateLog(self._rooms.log_path(self.id))
+        contents = None
+        try:
+            contents = updatelog.load()
+        except LogFormatError as exc:
+            self._set_aside(updatelog.path, str(exc))
+        except OSError as exc:
+            raise RoomOpenError(f"cannot read the history of {self.id}: {exc}") from None
+        self._log = updatelog
+        meta = contents.meta if contents is not None else {}
+        usable = bool(contents and contents.updates) and isinstance(meta.get("saved"), dict)
+        try:
+            usable = usable and bool(meta.get("epoch")) and bool(kind_named(meta.get("kind", "")))
+        except DocumentError:
+            usable = False
+        if usable:
+            assert contents is not None
+            if await self._restore(contents.updates, meta):
+                return
+        elif contents is not None and (contents.updates or contents.meta):
+            self._set_aside(updatelog.path, "it lacks the room's epoch or save records")
+        await self._start_epoch()
+
+    def _set_aside(self, path: Path, why: str) -> None:
+        aside = path.with_name(f"{path.name}.unusable-{int(time.time())}")
+        try:
+            os.replace(path, aside)
+        except OSError:
+            return
+        self.log.warning("room %r: set its log aside as %s (%s)", self.id, aside, why)
+
+    async def _restore(self, updates: list[bytes], meta: dict[str, Any]) -> bool:
+        """Rebuild the room from its log; ``False`` if its file was deleted meanwhile."""
+        self.kind = kind_named(meta["kind"])
+        saved = _Saved.from_record(meta["saved"], updates)
+        try:
+            model = await self._read(self.kind, content=True)
+            content = self.kind.from_model(model) if model is not None else None
+        except (_FileUnreadable, DocumentError) as exc:
+            model, content = None, None
+            self._file_error = str(exc)
+        if model is None and self._file_error is None and saved.exists:
+            self.log.info("room %r: its file was deleted while the room was closed", self.id)
+            return False
+        self.epoch = meta["epoch"]
+        self.last_saved = saved.time
+        self.doc.apply_update(_merged(updates))
+        self._log_updates = len(updates)
+        self._logging = True
+        self._saved = saved
+        # Changes the log has and the file may lack (the server stopped before saving):
+        # the next save compares contents and writes only if they differ.
+        self._dirty = saved.at != self._log_updates
+        self._first_change = self._last_change = current_time()
+        if self._file_error is not None:
+            self.log.warning("room %r: cannot read its file: %s", self.id, self._file_error)
+            return True
+        if model is None:
+            return True
+        assert content is not None
+        self._fingerprint = _fingerprint(model)
+        saving = meta.get("saving")
+        if model.get("hash") != saved.hash and isinstance(saving, dict):
+            # A save was under way when the server stopped: did it reach the file?
+            at = min(int(saving.get("updates", 0)), len(updates))
+            pending = _Saved(model.get("hash"), True, _merged(updates[:at]), at)
+            if self.kind.same(content, self.kind.content(_doc_of(pending.base))):
+                self._set_saved(pending)
+                self._dirty = at != self._log_updates
+                return True
+        await self._take_file(model, content)
+        return True
+
+    async def _start_epoch(self) -> None:
+        """Start the room's history afresh, from its file if there is one."""
+        guess = kind_for_path(self.id)
+        try:
+            if guess.name in ("notebook", "room"):
+                model = await self._read(guess, content=True)
+                self.kind = guess
+            else:
+                model = await self._read(None, content=True)
+                self.kind = kind_for_path(self.id, model.get("format") if model else None)
+            content = self.kind.from_model(model) if model is not None else None
+        except (_FileUnreadable, DocumentError) as exc:
+            raise RoomOpenError(f"cannot open {self.id}: {exc}") from None
+        self.epoch = uuid4().hex
+        if content is not None:
+            self.kind.update(self.doc, self.kind.content(self.doc), content)
+        update = self.doc.get_update()
+        self._saved = _Saved(model.get("hash") if model else None, model is not None, update, 1)
+        self._saved_content = content
+        self._fingerprint = _fingerprint(model) if model is not None else None
+        assert self._log is not None
+        self._log.rewrite(update, self._meta())
+        self._log_updates = 1
+        self._logging = True
+        self._compact_at = max(self._rooms.compact_size, COMPACT_GROWTH * self._log.size)
+        self.log.info("room %r: new epoch %s (no earlier history)", self.id, self.epoch)
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "kind": self.kind.name,
+            "path": self.id,
+            "saved": self._saved.record(),
+            "saving": None,
+        }
+
+    # Clients
+
+    async def serve(
+        self,
+        client: Channel,
+        *,
+        read_only: bool = False,
+        task_status: TaskStatus[None] = TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve one client: tell it the room's epoch first, then sync as any room does.
+
+        Args:
+            client: The channel to the client.
+            read_only: Refuse the client's updates.
+            task_status: Set once the client is part of the room.
+        """
+        self._channels.add(client)
+        try:
+            notice = {"type": "epoch", "epoch": self.epoch, "path": self.id}
+            await client.send(control_message(notice))
+            if self._file_error is not None:
+                await client.send(control_message(self._file_error_notice()))
+            await super().serve(client, read_only=read_only, task_status=task_status)
+        except ChannelClosed:
+            pass
+        finally:
+            self._channels.discard(client)
+            if not self._channels:
+                # The last client left: save now rather than after the delay.
+                self._flush = True
+                self._wake_up()
+
+    def _file_error_notice(self) -> dict[str, Any]:
+        return {
+            "type": "error",
+            "reason": f"cannot read {self.id}: {self._file_error}; "
+            "changes are kept in the room and saved once the file can be read again",
+        }
+
+    def close_deleted(self, reason: str) -> None:
+        """Mark the room's file as deleted: disconnect its clients with ``reason``, never
+        save again, and drop the room's history when it closes.
+
+        Args:
+            reason: Why, for the clients.
+        """
+        self._deleted = True
+        for channel in list(self._channels):
+            self.disconnect(channel, CLOSE_DELETED, reason)
+        self._wake_up()
+
+    # Changes
+
+    def _on_change(self, event: TransactionEvent) -> None:
+        update = event.update
+        if update == EMPTY_UPDATE or self._log is None or not self._logging:
+            return
+        self._log.append([update])
+        self._log_updates += 1
+        now = current_time()
+        if not self._dirty:
+            self._first_change = now
+        self._dirty = True
+        self._last_change = now
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def check_file_soon(self) -> None:
+        """Compare the room with its file at once (someone saved it through the server)."""
+        self._check_soon = True
+        self._wake_up()
+
+    def _save_due(self) -> float:
+        if self._flush:
+            return self._retry_at
+        delay = self._rooms.save_delay
+        due = min(self._last_change + delay, self._first_change + _MAX_SAVE_WAIT * delay)
+        return max(due, self._retry_at)
+
+    def _retry_later(self) -> None:
+        self._retry_at = current_time() + max(
+            1.0, self._rooms.poll_interval, self._rooms.save_delay
+        )
+
+    async def _keep_file(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        poll = self._rooms.poll_interval
+        task_status.started()
+        try:
+            next_poll = current_time() + poll
+            while not self._deleted:
+                deadline = next_poll if poll > 0 else math.inf
+                if self._dirty or self._flush:
+                    deadline = min(deadline, self._save_due())
+                if self._check_soon:
+                    deadline = 0
+                self._wake = Event()
+                wait = deadline - current_time()
+                if wait > 0:
+                    with move_on_after(wait):
+                        await self._wake.wait()
+                if self._deleted:
+                    break
+                now = current_time()
+                if self._check_soon or (poll > 0 and now >= next_poll):
+                    self._check_soon = False
+                    await self._check_file()
+                    next_poll = current_time() + poll
+                if (self._dirty or self._flush) and current_time() >= self._save_due():
+                    await self._save()
+                self._maybe_compact()
+        finally:
+            with CancelScope(shield=True):
+                await self._close_file()
+
+    async def _close_file(self) -> None:
+        if not self._deleted and (self._dirty or self._flush):
+            self._retry_at = 0.0
+            with move_on_after(self._rooms.shutdown_timeout):
+                await self._save()
+        updatelog, self._log = self._log, None
+        if updatelog is None:
+            return
+        if self._deleted:
+            updatelog.close()
+            self._rooms.remove_logs(self.id)
+            return
+        self._maybe_compact(updatelog)
+        updatelog.close()
+
+    # The file
+
+    async def _read(
+        self, kind: DocumentKind | None, *, content: bool, hash: bool = True
+    ) -> dict[str, Any] | None:
+        """The file's model, or ``None`` if it does not exist."""
+        cm = self._rooms.contents_manager
+        try:
+            with CancelScope(shield=True):
+                model: dict[str, Any] = await ensure_async(
+                    cm.get(
+                        self.id,
+                        content=content,
+                        type=kind.model_type if kind is not None else "file",
+                        format=kind.model_format if kind is not None and content else None,
+                        require_hash=hash,
+                    )
+                )
+        except HTTPError as exc:
+            if exc.status_code == 404:
+                return None
+            raise _FileUnreadable(self._rooms.relative(exc.log_message or str(exc))) from None
+        except (OSError, ValueError) as exc:
+            raise _FileUnreadable(self._rooms.relative(str(exc))) from None
+        return model
+
+    async def _check_file(self) -> None:
+        """Merge what someone else changed in the file since the room last matched it."""
+        try:
+            model = await self._read(self.kind, content=False, hash=False)
+        except _FileUnreadable as exc:
+            self._file_problem(str(exc))
+            return
+        if model is None:
+            self._file_missing()
+            return
+        self._missing_since = None
+        if self._file_error is None and _fingerprint(model) == self._fingerprint:
+            return
+        try:
+            model = await self._read(self.kind, content=True)
+            content = self.kind.from_model(model) if model is not None else None
+        except (_FileUnreadable, DocumentError) as exc:
+            self._file_problem(str(exc))
+            return
+        if model is None:
+            self._file_missing()
+            return
+        self._fingerprint = _fingerprint(model)
+        if self._file_error is not None:
+            self._file_error = None
+            self.log.info("room %r: its file is readable again", self.id)
+        await self._take_file(model, content)
+
+    async def _take_file(self, model: dict[str, Any], content: Any) -> None:
+        file_hash = model.get("hash")
+        if file_hash is not None and file_hash == self._saved.hash:
+            return
+        if self.kind.same(content, self._saved_content_now()):
+            # Same content in other bytes (a touch, another writer's formatting).
+            self._set_saved(replace(self._saved, hash=file_hash, exists=True))
+            return
+        self._merge(content, file_hash)
+
+    def _merge(self, content: Any, file_hash: str | None) -> None:
+        """Apply the change from the last-known content to ``content`` to the document as
+        of then, and merge the result into the room."""
+        base = _doc_of(self._saved.base)
+        state = base.get_state()
+        self.kind.update(base, self.kind.content(base), content)
+        self.doc.apply_update(base.get_update(state))
+        if self.kind.same(self.kind.content(self.doc), content):
+            self._set_saved(_Saved(file_hash, True, self.doc.get_update(), self._log_updates))
+            self._saved_content = content
+            self._dirty = False
+        else:
+            self._set_saved(_Saved(file_hash, True, base.get_update(), None))
+            self._saved_content = content
+        self.log.info("room %r: merged a change made to its file outside the room", self.id)
+        self.broadcast(control_message({"type": "merged", "path": self.id}))
+
+    def _file_problem(self, error: str) -> None:
+        if error != self._file_error:
+            self.log.warning("room %r: cannot read its file: %s", self.id, error)
+            self._file_error = error
+            self.broadcast(control_message(self._file_error_notice()))
+        self._fingerprint = None
+
+    def _file_missing(self) -> None:
+        if not self._saved.exists:
+            # Not created yet: the first save creates it.
+            return
+        now = current_time()
+        if self._missing_since is None:
+            # It may be in the middle of a rename: look again before calling it deleted.
+            self._missing_since = now
+            return
+        self._rooms.file_gone(self.id)
+
+    def _saved_content_now(self) -> Any:
+        if self._saved_content is None:
+            self._saved_content = self.kind.content(_doc_of(self._saved.base))
+        return self._saved_content
+
+    def _set_saved(self, saved: _Saved) -> None:
+        if saved.base is not self._saved.base:
+            self._saved_content = None
+        self._saved = saved
+        if self._log is not None:
+            self._log.append(meta={"saved": saved.record(), "saving": None})
+
+    async def _save(self) -> None:
+        self._flush = False
+        await self._check_file()
+        if self._deleted or self._log is None:
+            return
+        if self._file_error is not None or self._missing_since is not None:
+            self._retry_later()
+            return
+        content = self.kind.content(self.doc)
+        self._dirty = False
+        if self.kind.same(content, self._saved_content_now()):
+            # Nothing to write (a file that does not exist yet stays so).
+            if self._saved.at != self._log_updates:
+                self._set_saved(
+                    replace(self._saved, base=self.doc.get_update(), at=self._log_updates)
+                )
+                self._saved_content = content
+            return
+        self.kind.prepare(self.doc)
+        content = self.kind.content(self.doc)
+        self._dirty = False
+        try:
+            self.kind.validate(content)
+        except DocumentError as exc:
+            self.log.warning("room %r: not saved: %s", self.id, exc)
+            self.broadcast(control_message({"type": "error", "reason": f"not saved: {exc}"}))
+            return
+        at, base = self._log_updates, self.doc.get_update()
+        self._log.append(meta={"saving": {"updates": at}})
+        cm = self._rooms.contents_manager
+        try:
+            with CancelScope(shield=True):
+                await ensure_async(cm.save(self.kind.to_model(content), self.id))
+            model = await self._read(self.kind, content=True)
+            written = self.kind.from_model(model) if model is not None else None
+        except get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            self._dirty = True
+            self._retry_later()
+            reason = exc.log_message if isinstance(exc, HTTPError) else str(exc)
+            self.log.warning("room %r: saving failed: %s", self.id, reason)
+            self.broadcast(control_message({"type": "error", "reason": f"not saved: {reason}"}))
+            return
+        file_hash = None
+        if model is not None and self.kind.same(written, content):
+            file_hash = model.get("hash")
+            self._fingerprint = _fingerprint(model)
+        else:
+            # Someone wrote the file right after: compare contents at the next check.
+            self._fingerprint = None
+        self.last_saved = _now_iso()
+        self._set_saved(_Saved(file_hash, True, base, at, self.last_saved))
+        self._saved_content = content
+        self.broadcast(control_message({"type": "saved", "path": self.id, "time": self.last_saved}))
+
+    def _maybe_compact(self, updatelog: UpdateLog | None = None) -> None:
+        updatelog = updatelog or self._log
+        if updatelog is None or updatelog.size <= self._compact_at:
+            return
+        saved = self._saved
+        at = 1 if saved.at == self._log_updates else None
+        self._saved = replace(saved, at=at)
+        updatelog.rewrite(self.doc.get_update(), self._meta())
+        self._log_updates = 1
+        self._compact_at = max(self._rooms.compact_size, COMPACT_GROWTH * updatelog.size)
+
+    # Renames
+
+    def move_log(self, new_path: Path, new_id: str) -> None:
+        """Move the room's log along with its file (the room is being renamed).
+
+        Args:
+            new_path: Where the log goes.
+            new_id: The room's new id.
+        """
+        if self._log is not None:
+            self._log.close()
+            if self._log.path.exists() and self._log.path != new_path:
+                new_path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self._log.path, new_path)
+            self._log = UpdateLog(new_path)
+            self._log.append(meta={"path": new_id})
+
+
+class _Ready:
+    """The task status of a task started by hand: resolves a future when started."""
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self._future = future
+
+    def started(self, value: None = None) -> None:
+        if not self._future.done():
+            self._future.set_result(None)
+
+
+class FileRooms:
+    """The rooms of a Jupyter server, each bound to the file its id names.
+
+    It owns the room manager and the tasks that serve clients; run it with
+    ``await rooms.start()`` / ``await rooms.stop()`` (or ``run``) in the server's loop.
+
+    Args:
+        contents_manager: The server's contents manager (sync or async).
+        log_dir: Where rooms' update logs go; one sub-directory per server root.
+        save_delay: Seconds after a change before a room saves its file.
+        poll_interval: Seconds between two looks at an open room's file for changes made
+            by others; ``0`` looks only before saving.
+        cleanup_delay: Seconds a room stays open after its last client left.
+        max_backlog: Messages that may wait for one client before it is dropped as too slow.
+        compact_size: Log size in bytes above which a room's log may be compacted.
+        shutdown_timeout: Seconds a room may take to save when it closes.
+        room_class: The class of the rooms (``FileRoom`` or a subclass).
+        logger: Where to log.
+    """
+
+    def __init__(
+        self,
+        contents_manager: Any,
+        *,
+        log_dir: str | os.PathLike[str],
+        save_delay: float = 1.0,
+        poll_interval: float = 1.0,
+        cleanup_delay: float = 60.0,
+        max_backlog: int = 1024,
+        compact_size: int = DEFAULT_COMPACT_SIZE,
+        shutdown_timeout: float = 10.0,
+        room_class: type[FileRoom] = FileRoom,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.contents_manager = contents_manager
+        self.save_delay = save_delay
+        self.poll_interval = poll_interval
+        self.max_backlog = max_backlog
+        self.compact_size = compact_size
+        self.shutdown_timeout = shutdown_timeout
+        self.room_class = room_class
+        self.log = logger or log
+        root = os.path.realpath(getattr(contents_manager, "root_dir", "") or "")
+        self.root_dir = root
+        key = hashlib.sha256(root.encode()).hexdigest()[:16]
+        self.log_root = Path(log_dir) / key
+        self._manager = RoomManager(self._make_room, cleanup_delay=cleanup_delay)
+        self._task_group: TaskGroup | None = None
+        self._stop: Event | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    @property
+    def manager(self) -> RoomManager:
+        """The room manager."""
+        return self._manager
+
+    def _make_room(self, id: str) -> Room:
+        return self.room_class(id, rooms=self, max_backlog=self.max_backlog)
+
+    def log_path(self, room_id: str) -> Path:
+        """Where the log of a room goes.
+
+        Args:
+            room_id: The room's id (a normalised path).
+
+        Returns:
+            The log's path: the file's path under this root's log directory, plus ``.ylog``.
+        """
+        return self.log_root / (room_id + LOG_SUFFIX)
+
+    def relative(self, message: str) -> str:
+        """Take the server's own directories out of a message meant for clients.
+
+        Args:
+            message: A message that may name files by their absolute paths.
+
+        Returns:
+            The message, with paths relative to the root.
+        """
+        if self.root_dir and os.path.isdir(self.root_dir):
+            message = message.replace(self.root_dir.rstrip(os.sep) + os.sep, "")
+        return message
+
+    def remove_logs(self, path: str) -> None:
+        """Remove the logs of a file, or of every file under a directory.
+
+        Args:
+            path: A normalised path.
+        """
+        self.log_path(path).unlink(missing_ok=True)
+        shutil.rmtree(self.log_root / path, ignore_errors=True)
+
+    # Lifetime
+
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        """Serve rooms until ``stop`` is called; then save and close every room.
+
+        Args:
+            task_status: Set once clients can be served.
+        """
+        self._stop = Event()
+        async with self._manager, task_group() as tg:
+            self._task_group = tg
+            task_status.started()
+            try:
+                await self._stop.wait()
+            finally:
+                self._task_group = None
+                with CancelScope(shield=True):
+                    async with create_task_group() as closing:
+                        for room_id in list(self._manager.rooms):
+                            closing.start_soon(self._manager.close_room, room_id)
+                tg.cancel_scope.cancel()
+
+    async def start(self) -> None:
+        """Start serving in a task of the running asyncio loop that ``stop`` ends.
+
+        Calls after the first return at once.
+
+        Raises:
+            RuntimeError: The rooms were stopped (the server is stopping).
+        """
+        if self._stopped:
+            raise RuntimeError("the rooms were stopped: the server is stopping")
+        if self._runner is not None:
+            return
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        self._runner = runner = loop.create_task(self.run(task_status=_Ready(ready)))
+        await asyncio.wait([ready, runner], return_when=asyncio.FIRST_COMPLETED)
+        if runner.done():
+            self._runner = None
+            runner.result()
+
+    async def stop(self) -> None:
+        """Save and close every room, and stop serving."""
+        self._stopped = True
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        if self._stop is not None:
+            self._stop.set()
+        await runner
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[FileRooms]:
+        """Serve rooms for the duration of a block.
+
+        Yields:
+            These rooms.
+        """
+        async with create_task_group() as tg:
+            await tg.start(self.run)
+            try:
+                yield self
+            finally:
+                if self._stop is not None:
+                    self._stop.set()
+
+    # Clients
+
+    async def resolve(self, path: str) -> str:
+        """Check that a path may have a room, before anything is opened or created.
+
+        Args:
+            path: The path the client asked for (URL-decoded), relative to the root.
+
+        Returns:
+            The room's id: the path normalised like the contents manager does.
+
+        Raises:
+            RoomPathError: The path is absolute, leaves the root (``..``, a symlink out),
+                is hidden while hidden files are not allowed, is a directory, or its
+                directory does not exist.
+        """
+        if "\x00" in path or "\\" in path:
+            raise RoomPathError(400, f"invalid path {path!r}")
+        if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+            raise RoomPathError(400, f"{path!r} is absolute: give a path relative to the root")
+        parts = [part for part in path.split("/") if part]
+        if not parts:
+            raise RoomPathError(400, "no path given: rooms are at api/rooms/{path}")
+        if any(part in (".", "..") for part in parts):
+            raise RoomPathError(400, f"{path!r} is not a plain path under the root")
+        room_id = "/".join(parts)
+        cm = self.contents_manager
+        if not getattr(cm, "allow_hidden", False):
+            hidden = any(part.startswith(".") for part in parts)
+            if not hidden and await ensure_async(cm.exists(room_id)):
+                hidden = await ensure_async(cm.is_hidden(room_id))
+            if hidden:
+                raise RoomPathError(403, f"{room_id} is hidden and hidden files are not allowed")
+        if self._leaves_root(parts):
+            raise RoomPathError(403, f"{room_id} leads outside the root")
+        if await ensure_async(cm.dir_exists(room_id)):
+            raise RoomPathError(400, f"{room_id} is a directory")
+        parent = "/".join(parts[:-1])
+        if parent and not await ensure_async(cm.dir_exists(parent)):
+            raise RoomPathError(404, f"the directory {parent} does not exist")
+        return room_id
+
+    def _leaves_root(self, parts: list[str]) -> bool:
+        """Whether a path under a local root resolves (through symlinks) outside it."""
+        if not self.root_dir or not os.path.isdir(self.root_dir):
+            return False
+        real = os.path.realpath(os.path.join(self.root_dir, *parts))
+        return not real.startswith(self.root_dir.rstrip(os.sep) + os.sep)
+
+    def serve(self, room_id: str, channel: Channel, *, read_only: bool = False) -> None:
+        """Serve a client in a room, in the background.
+
+        Args:
+            room_id: A room id, as ``resolve`` returns it.
+            channel: The channel to the client.
+            read_only: Refuse the client's updates.
+
+        Raises:
+            RuntimeError: The rooms are not running.
+        """
+        if self._task_group is None:
+            raise RuntimeError("the rooms are not running")
+        self._task_group.start_soon(self._serve_one, room_id, channel, read_only)
+
+    async def _serve_one(self, room_id: str, channel: Channel, read_only: bool) -> None:
+        try:
+            await self._manager.serve(room_id, channel, read_only=read_only)
+        except get_cancelled_exc_class():
+            raise
+        except RoomOpenError as exc:
+            self.log.warning("room %r: %s", room_id, exc)
+            await channel.close(CLOSE_CANNOT_OPEN, str(exc))
+        except Exception as exc:
+            self.log.exception("room %r failed", room_id)
+            await channel.close(1011, f"server error: {exc}")
+
+    def info(self) -> list[dict[str, Any]]:
+        """Describe the open rooms.
+
+        Returns:
+            One dict per room: ``id``, ``clients``, ``unsaved``, ``last_saved``, ``epoch``
+            and ``kind``.
+        """
+        rooms = []
+        for room_id, room in sorted(self._manager.rooms.items()):
+            if isinstance(room, FileRoom):
+                rooms.append(
+                    {
+                        "id": room_id,
+                        "clients": room.client_count,
+                        "unsaved": room.unsaved,
+                        "last_saved": room.last_saved,
+                        "epoch": room.epoch,
+                        "kind": room.kind.name,
+                    }
+                )
+        return rooms
+
+    # What the contents manager tells
+
+    def _rooms_under(self, path: str) -> list[FileRoom]:
+        return [
+            room
+            for room_id, room in self._manager.rooms.items()
+            if isinstance(room, FileRoom) and (room_id == path or room_id.startswith(path + "/"))
+        ]
+
+    def file_gone(self, path: str) -> None:
+        """Close the rooms of a deleted file or directory and drop their history.
+
+        Args:
+            path: The deleted path (normalised).
+        """
+        for room in self._rooms_under(path):
+            room.close_deleted(f"{room.id} was deleted")
+        if self._task_group is not None:
+            self._task_group.start_soon(self._close_deleted, path)
+        else:
+            self.remove_logs(path)
+
+    async def _close_deleted(self, path: str) -> None:
+        async with create_task_group() as tg:
+            for room in self._rooms_under(path):
+                tg.start_soon(self._manager.close_room, room.id)
+        self.remove_logs(path)
+
+    async def file_renamed(self, old: str, new: str) -> None:
+        """Move the rooms (and logs) of a renamed file or directory to its new path.
+
+        Args:
+            old: The path before (normalised).
+            new: The path after (normalised).
+        """
+        if not old or not new or old == new:
+            return
+        # A room open under the new path was for a file that did not exist (or the
+        # rename would have failed): the renamed file replaces it.
+        replaced = self._rooms_under(new)
+        for room in replaced:
+            room.close_deleted(f"{room.id} was replaced by {old}, renamed to it")
+        async with create_task_group() as tg:
+            for room in replaced:
+                tg.start_soon(self._manager.close_room, room.id)
+        self.remove_logs(new)
+        moving = self._rooms_under(old)
+        old_log, new_log = self.log_path(old), self.log_path(new)
+        if old_log.exists():
+            new_log.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(old_log, new_log)
+        if (self.log_root / old).is_dir():
+            (self.log_root / new).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.log_root / old, self.log_root / new)
+        for room in moving:
+            old_id, new_id = room.id, new + room.id[len(old) :]
+            self._manager.rename_room(old_id, new_id)
+            room.move_log(self.log_path(new_id), new_id)
+            self.log.info("room %r: renamed to %r with its file", old_id, new_id)
+
+    def file_saved(self, path: str) -> None:
+        """Have the room of a file saved through the server compare itself with it now.
+
+        Args:
+            path: The saved path (normalised).
+        """
+        room = self._manager.rooms.get(path)
+        if isinstance(room, FileRoom):
+            room.check_file_soon()
+
+    async def on_contents_event(self, data: dict[str, Any]) -> None:
+        """React to a contents manager event (rename, delete, save).
+
+        Args:
+            data: The event's data: ``action``, ``path``, and ``source_path`` for renames.
+        """
+        action = data.get("action")
+        path = normalize_path(str(data.get("path") or ""))
+        if action == "rename":
+            await self.file_renamed(normalize_path(str(data.get("source_path") or "")), path)
+        elif action == "delete" and path:
+            self.file_gone(path)
+        elif action in ("save", "upload") and path:
+            self.file_saved(path)

@@ -1,0 +1,576 @@
+"""The jupyter wire in a real Jupyter server (in this process), with real websocket clients:
+files saved and merged, renames, deletions, auth, bad paths and bad messages."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import anyio
+import nbformat
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jupyter_server.auth.authorizer import Authorizer
+from pycrdt import Array, Doc, Map, Text
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from jupyter_rooms import bind, connect
+from jupyter_rooms.client import ChannelClient
+from jupyter_rooms.jupyter.wire import JupyterServer, MissingServerError
+from jupyter_rooms.notebook import Notebook
+from jupyter_rooms.protocol import sync_step1, sync_update
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The server's root; Jupyter's own directories go to the test's directory."""
+    for name in ("JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_CONFIG_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    root = tmp_path / "root"
+    root.mkdir()
+    return root
+
+
+@asynccontextmanager
+async def serve(root: Path, **options: Any) -> AsyncIterator[JupyterServer]:
+    options.setdefault("save_delay", 0.1)
+    options.setdefault("poll_interval", 0.1)
+    options.setdefault("cleanup_delay", 0.0)
+    async with bind("jupyter", root_dir=root, **options) as server:
+        assert isinstance(server, JupyterServer)
+        yield server
+
+
+def join(server: JupyterServer, path: str, **options: Any) -> Any:
+    options.setdefault("token", server.token)
+    return connect("jupyter", id=path, url=server.url, **options)
+
+
+async def until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
+    with anyio.fail_after(seconds):
+        while not predicate():
+            await anyio.sleep(0.02)
+
+
+def read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return "<missing>"
+
+
+def notebook_on_disk(path: Path) -> nbformat.NotebookNode | None:
+    """The notebook in a file if it is a complete, valid one."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    except (FileNotFoundError, ValueError, nbformat.ValidationError):
+        return None
+    return nb
+
+
+def make_notebook(path: Path, sources: list[str]) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    nbformat.write(nb, path)
+    return nb
+
+
+async def fetch(server: JupyterServer, path: str, **kwargs: Any) -> Any:
+    headers = kwargs.pop("headers", {"Authorization": f"token {server.token}"})
+    response = await AsyncHTTPClient().fetch(server.url + path, headers=headers, **kwargs)
+    return json.loads(response.body) if response.body else None
+
+
+async def test_two_clients_edit_a_text_file(root: Path) -> None:
+    (root / "notes.txt").write_text("one\ntwo\n")
+    async with serve(root) as server:
+        async with join(server, "notes.txt") as alice, join(server, "notes.txt") as bob:
+            a = alice.doc.get("source", type=Text)
+            b = bob.doc.get("source", type=Text)
+            assert str(a) == str(b) == "one\ntwo\n"
+            a.insert(0, "zero\n")
+            b += "three\n"
+            expected = "zero\none\ntwo\nthree\n"
+            await until(lambda: str(a) == expected and str(b) == expected)
+            await until(lambda: read(root / "notes.txt") == expected)
+            rooms = (await fetch(server, "api/rooms"))["rooms"]
+            assert [(r["id"], r["clients"]) for r in rooms] == [("notes.txt", 2)]
+
+
+async def test_two_clients_edit_a_notebook(root: Path) -> None:
+    original = make_notebook(root / "nb.ipynb", ["a = 1", "print(a)"])
+    async with serve(root) as server:
+        async with join(server, "nb.ipynb") as alice, join(server, "nb.ipynb") as bob:
+            nb_a, nb_b = Notebook(alice.doc), Notebook(bob.doc)
+            assert [cell.source for cell in nb_a] == ["a = 1", "print(a)"]
+            nb_a[0].source = "a = 2"
+            nb_b.append_cell("# the end", cell_type="markdown")
+            await until(lambda: len(nb_a) == 3 and nb_b[0].source == "a = 2")
+
+            def saved() -> bool:
+                nb = notebook_on_disk(root / "nb.ipynb")
+                return nb is not None and [c.source for c in nb.cells] == [
+                    "a = 2",
+                    "print(a)",
+                    "# the end",
+                ]
+
+            await until(saved)
+    nb = nbformat.read(root / "nb.ipynb", as_version=4)
+    nbformat.validate(nb)
+    assert [cell.id for cell in nb.cells[:2]] == [cell.id for cell in original.cells]
+    assert nb.cells[2].cell_type == "markdown"
+
+
+async def test_new_paths_open_empty_and_appear_on_first_save(root: Path) -> None:
+    async with serve(root) as server:
+        async with join(server, "empty.txt") as client:
+            assert str(client.doc.get("source", type=Text)) == ""
+        async with join(server, "new.ipynb") as client:
+            assert len(Notebook(client.doc)) == 0
+            Notebook(client.doc).append_cell("x = 1")
+        async with join(server, "new.txt") as client:
+            client.doc.get("source", type=Text).insert(0, "hello")
+        await until(lambda: notebook_on_disk(root / "new.ipynb") is not None)
+        await until(lambda: read(root / "new.txt") == "hello")
+    # Opened, never changed: never written.
+    assert not (root / "empty.txt").exists()
+    nb = notebook_on_disk(root / "new.ipynb")
+    assert nb is not None and [cell.source for cell in nb.cells] == ["x = 1"]
+
+
+async def test_an_unchanged_document_is_not_saved(root: Path) -> None:
+    path = root / "keep.txt"
+    path.write_text("as it was\n")
+    os.utime(path, (1_000_000, 1_000_000))
+    async with serve(root) as server:
+        async with join(server, "keep.txt") as client:
+            assert str(client.doc.get("source", type=Text)) == "as it was\n"
+        await until(lambda: not server.room_manager.rooms)
+    assert path.stat().st_mtime == 1_000_000
+
+
+async def test_saves_at_shutdown_with_clients_connected(root: Path) -> None:
+    running = serve(root, save_delay=60.0)
+    server = await running.__aenter__()
+    try:
+        async with join(server, "late.txt", reconnect=False) as client:
+            client.doc.get("source", type=Text).insert(0, "saved on the way out")
+            room = server.room_manager.rooms["late.txt"]
+            await until(lambda: str(room.doc.get("source", type=Text)) == "saved on the way out")
+            assert not (root / "late.txt").exists()
+            with anyio.fail_after(10):
+                await running.__aexit__(None, None, None)
+            assert not client.connected
+    finally:
+        await running.__aexit__(None, None, None)
+    assert read(root / "late.txt") == "saved on the way out"
+
+
+async def test_out_of_band_text_edit_is_merged_as_a_diff(root: Path) -> None:
+    path = root / "a.txt"
+    path.write_text("alpha\nbeta\ngamma\n")
+    async with serve(root, save_delay=60.0) as server:
+        async with join(server, "a.txt") as client:
+            text = client.doc.get("source", type=Text)
+            # An edit the file does not have yet (saves are far off)...
+            text.insert(0, ">")
+            await until(lambda: server.room_manager.rooms["a.txt"].unsaved)
+            deltas: list[Any] = []
+            subscription = text.observe(lambda event: deltas.append(event.delta))
+            # ...while another program changes the file.
+            path.write_text("alpha\nBETA\ngamma\ndelta\n")
+            await until(lambda: str(text) == ">alpha\nBETA\ngamma\ndelta\n")
+            merged = [op for delta in deltas for op in delta]
+            deleted = sum(op.get("delete", 0) for op in merged)
+            inserted = "".join(op.get("insert", "") for op in merged)
+            # Only the changed characters moved: no clear-and-reinsert.
+            assert deleted <= len("beta")
+            assert len(inserted) <= len("BETA") + len("delta\n")
+            text.unobserve(subscription)
+
+
+async def test_out_of_band_notebook_edit_is_merged_per_cell(root: Path) -> None:
+    path = root / "nb.ipynb"
+    nb = make_notebook(path, ["a = 1", "b = 2", "c = 3"])
+    async with serve(root, save_delay=60.0) as server:
+        async with join(server, "nb.ipynb") as client:
+            notebook = Notebook(client.doc)
+            cells = client.doc.get("cells", type=Array)
+            cell_events: list[Any] = []
+            subscriptions = [cells.observe(lambda event: cell_events.append(event.delta))]
+            source_events: list[Any] = []
+            cell_b_source = client.doc.get("cells", type=Array)[1]["source"]
+            subscriptions.append(
+                cell_b_source.observe(lambda event: source_events.append(event.delta))
+            )
+            notebook[0].source = "a = 10"
+            nb.cells[1].source = "b = 20"
+            nb.cells.append(nbformat.v4.new_markdown_cell("added outside"))
+            nbformat.write(nb, path)
+            await until(lambda: len(notebook) == 4)
+            assert [cell.source for cell in notebook] == [
+                "a = 10",
+                "b = 20",
+                "c = 3",
+                "added outside",
+            ]
+            assert [cell.id for cell in notebook][:3] == [cell.id for cell in nb.cells[:3]]
+            # The cells array got one insertion; cell b's text got a character edit.
+            ops = [op for delta in cell_events for op in delta]
+            assert not any("delete" in op for op in ops)
+            assert sum(len(op.get("insert", [])) for op in ops) == 1
+            text_ops = [op for delta in source_events for op in delta]
+            assert "".join(op.get("insert", "") for op in text_ops) == "0"
+            assert not any("delete" in op for op in text_ops)
+            assert len(subscriptions) == 2
+
+
+async def test_an_unreadable_file_is_never_overwritten(root: Path) -> None:
+    path = root / "nb.ipynb"
+    nb = make_notebook(path, ["x = 1"])
+    async with serve(root) as server:
+        async with join(server, "nb.ipynb") as client:
+            errors: list[str] = []
+            client.on_status(
+                lambda status, details: (
+                    errors.append(details.get("reason", "")) if status == "error" else None
+                )
+            )
+            path.write_text("{ this is not json")
+            await until(lambda: any("cannot read" in e for e in errors))
+            Notebook(client.doc)[0].source = "x = 2"
+            await anyio.sleep(0.5)  # several save delays and polls: none may write
+            assert path.read_text() == "{ this is not json"
+            # Repaired by its author: the room's edit merges with it and is saved.
+            nb.cells.append(nbformat.v4.new_code_cell("y = 1"))
+            nbformat.write(nb, path)
+
+            def merged() -> bool:
+                nb = notebook_on_disk(path)
+                return nb is not None and [c.source for c in nb.cells] == ["x = 2", "y = 1"]
+
+            await until(merged)
+
+
+async def test_rename_keeps_the_room(root: Path) -> None:
+    (root / "old.txt").write_text("text\n")
+    async with serve(root) as server:
+        async with join(server, "old.txt") as client:
+            text = client.doc.get("source", type=Text)
+            await fetch(
+                server,
+                "api/contents/old.txt",
+                method="PATCH",
+                body=json.dumps({"path": "new.txt"}),
+                headers={"Authorization": f"token {server.token}"},
+            )
+            await until(lambda: "new.txt" in server.room_manager.rooms)
+            text += "more\n"
+            await until(lambda: read(root / "new.txt") == "text\nmore\n")
+            async with join(server, "new.txt") as other:
+                assert str(other.doc.get("source", type=Text)) == "text\nmore\n"
+                rooms = (await fetch(server, "api/rooms"))["rooms"]
+                assert [(r["id"], r["clients"]) for r in rooms] == [("new.txt", 2)]
+            assert client.connected
+        await anyio.sleep(0.3)
+    assert not (root / "old.txt").exists()
+
+
+async def test_delete_closes_the_room(root: Path) -> None:
+    (root / "gone.txt").write_text("bye\n")
+    async with serve(root) as server:
+        async with join(server, "gone.txt") as client:
+            statuses: list[tuple[str, dict[str, Any]]] = []
+            client.on_status(lambda status, details: statuses.append((status, details)))
+            await fetch(
+                server,
+                "api/contents/gone.txt",
+                method="DELETE",
+                headers={"Authorization": f"token {server.token}"},
+            )
+            await until(lambda: not client.connected)
+            assert client.close_code == 4404
+            assert "deleted" in client.close_reason
+            client.doc.get("source", type=Text).insert(0, "too late")
+            await anyio.sleep(0.3)
+        await until(lambda: not server.room_manager.rooms)
+    assert not (root / "gone.txt").exists()
+    assert not list(Path(os.environ["JUPYTER_DATA_DIR"]).rglob("gone.txt.ylog"))
+
+
+async def test_connect_needs_a_server_and_a_valid_token(root: Path) -> None:
+    with pytest.raises(MissingServerError, match="url="):
+        connect("jupyter", id="x.txt")
+    async with serve(root) as server:
+        for token in ("", "wrong"):
+            with pytest.raises(ConnectionError, match="403"):
+                async with join(server, "x.txt", token=token, timeout=5):
+                    pass
+        # The token as a query argument, and the websocket protocol from scratch.
+        url = server.url.replace("http", "ws") + f"api/rooms/x.txt?token={server.token}"
+        connection = await websocket_connect(url)
+        connection.write_message(sync_step1(b"\x00"), binary=True)
+        with anyio.fail_after(5):
+            first = await connection.read_message()
+        assert isinstance(first, bytes) and first[0] == 100  # the room's epoch notice
+        connection.close()
+    assert not (root / "x.txt").exists()
+
+
+async def login_cookie(server: JupyterServer) -> str:
+    """Log in as a browser does (token in the login form) and return its cookies."""
+    http = AsyncHTTPClient()
+    page = await http.fetch(server.url + "login")
+    cookies = dict(c.split(";")[0].split("=", 1) for c in page.headers.get_list("Set-Cookie"))
+    form = urlencode({"password": server.token, "_xsrf": cookies["_xsrf"]})
+    response = await http.fetch(
+        server.url + "login",
+        method="POST",
+        body=form,
+        headers={"Cookie": f"_xsrf={cookies['_xsrf']}"},
+        follow_redirects=False,
+        raise_error=False,
+    )
+    for cookie in response.headers.get_list("Set-Cookie"):
+        name, value = cookie.split(";")[0].split("=", 1)
+        cookies[name] = value
+    return "; ".join(f"{name}={value}" for name, value in cookies.items())
+
+
+async def test_origin_checks_follow_the_server(root: Path) -> None:
+    config = {"ServerApp": {"allow_origin": "https://ok.example"}}
+    async with serve(root, server_config=config) as server:
+        url = server.url.replace("http", "ws") + "api/rooms/x.txt"
+        cookie = await login_cookie(server)
+        for origin in ("https://evil.example", "http://127.0.0.1:1"):
+            request = HTTPRequest(url, headers={"Cookie": cookie, "Origin": origin})
+            with pytest.raises(HTTPClientError) as refused:
+                await websocket_connect(request)
+            assert refused.value.code == 403
+        for origin in ("https://ok.example", f"http://127.0.0.1:{server.port}"):
+            request = HTTPRequest(url, headers={"Cookie": cookie, "Origin": origin})
+            connection = await websocket_connect(request)
+            connection.close()
+
+
+class ReadOnlyAuthorizer(Authorizer):
+    """Lets users read, never write."""
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        return action == "read"
+
+
+async def test_a_read_only_user_receives_but_cannot_change(root: Path) -> None:
+    (root / "ro.txt").write_text("look, don't touch\n")
+    config = {"ServerApp": {"authorizer_class": ReadOnlyAuthorizer}}
+    async with serve(root, server_config=config) as server:
+        async with join(server, "ro.txt") as reader, join(server, "ro.txt") as other:
+            errors: list[str] = []
+            reader.on_status(lambda s, d: errors.append(d["reason"]) if s == "error" else None)
+            text = reader.doc.get("source", type=Text)
+            assert str(text) == "look, don't touch\n"
+            text.insert(0, "touched! ")
+            await until(lambda: any("read-only" in e for e in errors))
+            assert str(other.doc.get("source", type=Text)) == "look, don't touch\n"
+            await anyio.sleep(0.3)
+    assert (root / "ro.txt").read_text() == "look, don't touch\n"
+
+
+async def test_paths_outside_the_root_hidden_or_directories_are_refused(
+    root: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "sub").mkdir()
+    (root / "link").symlink_to(outside)
+    (root / ".hidden.txt").write_text("secret")
+    refused = {
+        "..%2Fescape.txt": 400,
+        "sub/..%2F..%2Fescape.txt": 400,
+        "%2Fetc%2Fpasswd": 400,
+        "link/escape.txt": 403,
+        ".hidden.txt": 403,
+        "sub": 400,
+        "nodir/x.txt": 404,
+    }
+    async with serve(root) as server:
+        base = server.url.replace("http", "ws") + "api/rooms/"
+        for path, status in refused.items():
+            request = HTTPRequest(base + path, headers={"Authorization": f"token {server.token}"})
+            with pytest.raises(HTTPClientError) as error:
+                await websocket_connect(request)
+            assert error.value.code == status, path
+        assert not server.room_manager.rooms
+    assert list(outside.iterdir()) == []
+    assert not list(Path(os.environ["JUPYTER_DATA_DIR"]).rglob("*.ylog"))
+
+
+async def test_an_oversized_message_closes_only_its_sender(root: Path) -> None:
+    async with serve(root, max_message_size=4096) as server:
+        async with join(server, "big.txt") as client:
+            url = server.url.replace("http", "ws") + "api/rooms/big.txt"
+            request = HTTPRequest(url, headers={"Authorization": f"token {server.token}"})
+            connection = await websocket_connect(request)
+            doc: Doc = Doc()
+            doc.get("source", type=Text).insert(0, "x" * 10_000)
+            connection.write_message(sync_update(doc.get_update()), binary=True)
+            with anyio.fail_after(5):
+                while await connection.read_message() is not None:
+                    pass
+            assert connection.close_code == 1009
+            text = client.doc.get("source", type=Text)
+            text.insert(0, "still fine")
+            async with join(server, "big.txt") as other:
+                other_text = other.doc.get("source", type=Text)
+                await until(lambda: str(other_text) == "still fine")
+
+
+@pytest.fixture
+async def shared_server(root: Path) -> AsyncIterator[tuple[JupyterServer, ChannelClient]]:
+    (root / "target.txt").write_text("intact\n")
+    async with serve(root) as server, join(server, "target.txt") as client:
+        yield server, client
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    message=st.one_of(
+        st.binary(max_size=64),
+        st.builds(lambda tail: b"\x00\x02" + tail, st.binary(max_size=32)),
+        st.builds(lambda tail: b"\x00\x00" + tail, st.binary(max_size=32)),
+        st.builds(lambda tail: b"\x01" + tail, st.binary(max_size=32)),
+        st.text(max_size=16),
+    )
+)
+async def test_malformed_messages_never_harm_the_room(
+    shared_server: tuple[JupyterServer, ChannelClient], message: bytes | str
+) -> None:
+    server, client = shared_server
+    url = server.url.replace("http", "ws") + "api/rooms/target.txt"
+    connection = await websocket_connect(
+        HTTPRequest(url, headers={"Authorization": f"token {server.token}"})
+    )
+    connection.write_message(message, binary=isinstance(message, bytes))
+    connection.close()
+    text = client.doc.get("source", type=Text)
+    assert str(text).endswith("intact\n")
+    assert client.connected
+    # The room still works for everyone else.
+    marker = f"{len(str(text))}|"
+    text.insert(0, marker)
+    async with join(server, "target.txt") as other:
+        other_text = other.doc.get("source", type=Text)
+        await until(lambda: str(other_text).startswith(marker))
+
+
+async def test_free_form_rooms_live_in_an_update_log_file(root: Path) -> None:
+    async with serve(root) as server:
+        async with join(server, "state.yroom") as client:
+            client.doc.get("settings", type=Map)["theme"] = "dark"
+            client.doc.get("items", type=Array).append("first")
+        await until(lambda: (root / "state.yroom").exists() and not server.room_manager.rooms)
+        # The file wire reads the same file...
+        async with connect("file", path=root / "state.yroom") as reader:
+            assert reader.doc.get("settings", type=Map).to_py() == {"theme": "dark"}
+            assert reader.doc.get("items", type=Array).to_py() == ["first"]
+        # ...and what it adds to it merges into the open room.
+        async with join(server, "state.yroom") as client:
+            items = client.doc.get("items", type=Array)
+            async with connect("file", path=root / "state.yroom") as writer:
+                writer.doc.get("items", type=Array).append("from the file")
+            await until(lambda: items.to_py() == ["first", "from the file"])
+
+
+async def test_the_log_is_compacted(root: Path) -> None:
+    async with serve(root, compact_size=16_384, save_delay=60.0) as server:
+        async with join(server, "busy.txt") as client:
+            text = client.doc.get("source", type=Text)
+            for i in range(3000):
+                text.insert(len(str(text)), f"{i % 10}")
+                if i % 100 == 99:
+                    del text[0:50]
+            room = server.room_manager.rooms["busy.txt"]
+            await until(lambda: room.doc.get("source", type=Text).to_py() == str(text))
+            logs = list(Path(os.environ["JUPYTER_DATA_DIR"]).rglob("busy.txt.ylog"))
+            assert len(logs) == 1
+            await until(lambda: logs[0].stat().st_size < 4 * 16_384)
+            expected = str(text)
+    assert read(root / "busy.txt") == expected
+    async with serve(root) as server, join(server, "busy.txt") as client:
+        assert str(client.doc.get("source", type=Text)) == expected
+
+
+async def test_a_room_without_history_starts_a_new_epoch(root: Path) -> None:
+    (root / "nb.ipynb").write_text("")
+    make_notebook(root / "nb.ipynb", ["one", "two"])
+    running = serve(root)
+    server = await running.__aenter__()
+    try:
+        client = join(server, "nb.ipynb", max_backoff=0.2)
+        resets: list[str] = []
+        client.on_status(
+            lambda status, details: resets.append(status) if status == "reset" else None
+        )
+        async with client:
+            first_epoch = client.epoch
+            assert [c.source for c in Notebook(client.doc)] == ["one", "two"]
+            await running.__aexit__(None, None, None)
+            await until(lambda: not client.connected)
+            # The history goes; the file comes back from elsewhere with other cells.
+            for log in Path(os.environ["JUPYTER_DATA_DIR"]).rglob("*.ylog"):
+                log.unlink()
+            make_notebook(root / "nb.ipynb", ["one", "two", "three"])
+            async with serve(root, port=server.port, token=server.token):
+                await until(lambda: client.synchronized.is_set() and resets == ["reset"])
+                assert client.epoch != first_epoch
+                # Replaced, not merged: no cell twice.
+                await until(
+                    lambda: [c.source for c in Notebook(client.doc)] == ["one", "two", "three"]
+                )
+    finally:
+        await running.__aexit__(None, None, None)
+
+
+async def test_renaming_a_directory_moves_its_rooms_and_their_history(root: Path) -> None:
+    (root / "dir").mkdir()
+    (root / "dir" / "open.txt").write_text("open\n")
+    (root / "dir" / "closed.txt").write_text("closed\n")
+    async with serve(root) as server:
+        async with join(server, "dir/closed.txt") as client:
+            closed_epoch = client.epoch
+            client.doc.get("source", type=Text).insert(0, "edited ")
+        await until(lambda: read(root / "dir" / "closed.txt") == "edited closed\n")
+        async with join(server, "dir/open.txt") as client:
+            await fetch(
+                server,
+                "api/contents/dir",
+                method="PATCH",
+                body=json.dumps({"path": "moved"}),
+                headers={"Authorization": f"token {server.token}"},
+            )
+            await until(lambda: "moved/open.txt" in server.room_manager.rooms)
+            client.doc.get("source", type=Text).insert(0, "still ")
+            await until(lambda: read(root / "moved" / "open.txt") == "still open\n")
+        # The closed room's history moved too: same epoch, no new start.
+        async with join(server, "moved/closed.txt") as client:
+            assert str(client.doc.get("source", type=Text)) == "edited closed\n"
+            assert client.epoch == closed_epoch
+            logs = list(Path(os.environ["JUPYTER_DATA_DIR"]).rglob("*.ylog"))
+            assert sorted(log.name for log in logs) == ["closed.txt.ylog", "open.txt.ylog"]
+            assert all(log.parent.name == "moved" for log in logs)
+    assert not (root / "dir").exists()

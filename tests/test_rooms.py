@@ -1,0 +1,262 @@
+"""Rooms as a server keeps them: opened by the first client, closed after the last, built
+by a ``room_factory`` that can give them work of their own; and wires that are missing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import ClassVar
+
+import anyio
+import pytest
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskStatus
+
+from jupyter_rooms import Room, UnknownWireError, bind, connect
+
+from helpers import capture_logs, content, edit_randomly, other_tasks, roots, serving, settle
+
+pytestmark = pytest.mark.anyio
+
+WIRES = ["memory", "websocket"]
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_room_closes_when_its_last_client_leaves(wire: str) -> None:
+    async with serving(wire) as (server, options):
+        manager = server.room_manager
+        async with connect(wire, id="a", **options) as first:
+            async with connect(wire, id="a", **options):
+                assert list(manager.rooms) == ["a"]
+                assert manager.client_count("a") == 2
+                roots(first.doc)[0].insert(0, "kept while someone is here")
+            # One client left, one remains: the room stays.
+            await settle(lambda: manager.client_count("a") == 1)
+            assert manager.client_count("a") == 1
+            assert list(manager.rooms) == ["a"]
+        await settle(lambda: not manager.rooms, timeout=2)
+        assert not manager.rooms
+        # The room's document went with it: a newcomer starts from an empty one.
+        async with connect(wire, id="a", **options) as newcomer:
+            assert str(roots(newcomer.doc)[0]) == ""
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_room_outlives_its_last_client_by_cleanup_delay(wire: str) -> None:
+    delay = 0.5
+    async with serving(wire, cleanup_delay=delay) as (server, options):
+        manager = server.room_manager
+        async with connect(wire, id="a", **options) as first:
+            roots(first.doc)[0].insert(0, "still here")
+            room = manager.rooms["a"]
+
+        # A client arriving within the delay finds the same room, document and all.
+        async with connect(wire, id="a", **options) as second:
+            assert manager.rooms["a"] is room
+            assert str(roots(second.doc)[0]) == "still here"
+            roots(second.doc)[0].insert(0, "I am ")
+        left = time.monotonic()
+        await settle(lambda: "a" not in manager.rooms, timeout=delay + 2)
+        waited = time.monotonic() - left
+        assert "a" not in manager.rooms
+        # The delay counts from the last departure, not from the first one.
+        assert waited >= delay * 0.9
+        async with connect(wire, id="a", **options) as third:
+            assert manager.rooms["a"] is not room
+            assert str(roots(third.doc)[0]) == ""
+
+
+async def test_rooms_are_separate() -> None:
+    async with serving("memory") as (server, options):
+        async with (
+            connect("memory", id="one", **options) as one,
+            connect("memory", id="two", **options) as two,
+            connect("memory", id="one", **options) as one_again,
+        ):
+            roots(one.doc)[0].insert(0, "for one")
+            roots(two.doc)[0].insert(0, "for two")
+            await settle(lambda: str(roots(one_again.doc)[0]) == "for one")
+            assert str(roots(one_again.doc)[0]) == "for one"
+            assert set(server.room_manager.rooms) == {"one", "two"}
+            assert str(roots(server.room_manager.rooms["two"].doc)[0]) == "for two"
+            assert str(roots(two.doc)[0]) == "for two"
+
+
+class RelayedRoom(Room):
+    """A room whose document is also a client of the same room on an upstream server."""
+
+    upstream_port = 0
+
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        relay_ready = anyio.Event()
+        self.task_group.start_soon(self._relay, relay_ready)
+        await relay_ready.wait()
+        await super().run(task_status=task_status)
+
+    async def _relay(self, ready: anyio.Event) -> None:
+        async with connect("websocket", id=self.id, doc=self.doc, port=self.upstream_port):
+            ready.set()
+            await anyio.sleep_forever()
+
+
+@asynccontextmanager
+async def relayed_server(upstream_port: int) -> AsyncIterator[tuple[object, int]]:
+    def factory(id: str) -> Room:
+        room = RelayedRoom(id)
+        room.upstream_port = upstream_port
+        return room
+
+    async with bind("websocket", room_factory=factory, host="127.0.0.1") as server:
+        yield server, server.port  # type: ignore[attr-defined]
+
+
+async def test_room_factory_rooms_relay_through_a_third_server() -> None:
+    baseline = other_tasks()
+    async with AsyncExitStack() as stack:
+        hub = await stack.enter_async_context(bind("websocket", host="127.0.0.1"))
+        hub_port = hub.port  # type: ignore[attr-defined]
+        server_a, port_a = await stack.enter_async_context(relayed_server(hub_port))
+        server_b, port_b = await stack.enter_async_context(relayed_server(hub_port))
+        on_a = await stack.enter_async_context(connect("websocket", id="team", port=port_a))
+        on_b = await stack.enter_async_context(connect("websocket", id="team", port=port_b))
+        also_on_a = await stack.enter_async_context(connect("websocket", id="team", port=port_a))
+
+        room_a = server_a.room_manager.rooms["team"]  # type: ignore[attr-defined]
+        room_b = server_b.room_manager.rooms["team"]  # type: ignore[attr-defined]
+        assert isinstance(room_a, RelayedRoom) and isinstance(room_b, RelayedRoom)
+        # The hub sees one client per relaying server, not the end users.
+        assert hub.room_manager.client_count("team") == 2
+
+        clients = [on_a, on_b, also_on_a]
+        async with anyio.create_task_group() as tg:
+            for i, client in enumerate(clients):
+                tg.start_soon(edit_randomly, client.doc, 7 + i, 40, f"done-{i}")
+        docs = [c.doc for c in clients] + [
+            room_a.doc,
+            room_b.doc,
+            hub.room_manager.rooms["team"].doc,
+        ]
+        markers = {f"done-{i}" for i in range(len(clients))}
+        await settle(
+            lambda: (
+                all(markers <= set(roots(d)[1].keys()) for d in docs)
+                and all(content(d) == content(docs[0]) for d in docs)
+            )
+        )
+        expected = content(docs[0])
+        assert markers <= set(expected["map"])
+        for doc in docs:
+            assert content(doc) == expected
+    # The relays were the rooms' own work: they stopped with them.
+    await settle(lambda: not (other_tasks() - baseline), timeout=2)
+    assert other_tasks() - baseline == set()
+
+
+async def test_a_room_closing_stops_its_relay() -> None:
+    async with bind("websocket", host="127.0.0.1") as hub:
+        async with relayed_server(hub.port) as (server, port):  # type: ignore[attr-defined]
+            async with connect("websocket", id="r", port=port) as client:
+                roots(client.doc)[0].insert(0, "relayed")
+                await settle(lambda: "r" in hub.room_manager.rooms)
+                hub_room = hub.room_manager.rooms["r"]
+                await settle(lambda: str(roots(hub_room.doc)[0]) == "relayed")
+                assert str(roots(hub_room.doc)[0]) == "relayed"
+            # The relayed room closed with its last client, and its relay left the hub.
+            await settle(lambda: not hub.room_manager.rooms, timeout=5)
+            assert not server.room_manager.rooms  # type: ignore[attr-defined]
+            assert not hub.room_manager.rooms
+
+
+@pytest.mark.parametrize("side", ["bind", "connect"])
+async def test_unknown_wire_names_it_and_what_to_install(side: str) -> None:
+    with pytest.raises(UnknownWireError) as info:
+        if side == "bind":
+            bind("carrier-pigeon")
+        else:
+            connect("carrier-pigeon", id="x")
+    message = str(info.value)
+    assert "'carrier-pigeon'" in message
+    assert "install" in message
+    # It lists what is installed, so a typo is easy to spot.
+    assert "memory" in message and "websocket" in message
+
+
+async def test_unknown_wire_from_an_extra_names_the_extra() -> None:
+    with pytest.raises(UnknownWireError, match=r"jupyter_rooms\[redis\]"):
+        connect("redis", id="x")
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_server_stops_promptly_while_a_room_waits_for_cleanup(wire: str) -> None:
+    with anyio.fail_after(5):
+        async with serving(wire, cleanup_delay=60) as (server, options):
+            async with connect(wire, id="a", **options):
+                pass
+            await settle(lambda: server.room_manager.client_count("a") == 0)
+            assert "a" in server.room_manager.rooms
+
+
+class FragileRoom(Room):
+    """A room whose own work fails once, when the test says so."""
+
+    failures: ClassVar[list[str]] = []
+    fail_now: ClassVar[anyio.Event]
+
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        if self.id == "fragile" and not self.failures:
+            self.task_group.start_soon(self._fail)
+        await super().run(task_status=task_status)
+
+    async def _fail(self) -> None:
+        await self.fail_now.wait()
+        self.failures.append(self.id)
+        raise RuntimeError("lost its file")
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_a_failing_room_closes_alone(wire: str) -> None:
+    FragileRoom.failures = []
+    FragileRoom.fail_now = anyio.Event()
+    with capture_logs() as logs:
+        async with (
+            serving(wire, room_factory=FragileRoom) as (server, options),
+            connect(wire, id="sturdy", **options) as sturdy,
+            connect(wire, id="fragile", **options) as fragile,
+        ):
+            roots(fragile.doc)[0].insert(0, "mine")
+            failed_room = server.room_manager.rooms["fragile"]
+            await settle(lambda: str(roots(failed_room.doc)[0]) == "mine")
+            FragileRoom.fail_now.set()
+            # The failed room is replaced; its client comes back and brings its document.
+            await settle(
+                lambda: (
+                    server.room_manager.rooms.get("fragile") not in (None, failed_room)
+                    and str(roots(server.room_manager.rooms["fragile"].doc)[0]) == "mine"
+                )
+            )
+            assert FragileRoom.failures == ["fragile"]
+            assert str(roots(server.room_manager.rooms["fragile"].doc)[0]) == "mine"
+            # The other room carried on as if nothing happened.
+            assert sturdy.connected  # type: ignore[attr-defined]
+            roots(sturdy.doc)[0].insert(0, "unaffected")
+            sturdy_room = server.room_manager.rooms["sturdy"]
+            await settle(lambda: str(roots(sturdy_room.doc)[0]) == "unaffected")
+            assert str(roots(sturdy_room.doc)[0]) == "unaffected"
+    assert any("lost its file" in str(r.exc_info) for r in logs.records if r.exc_info)
+
+
+@pytest.mark.parametrize("id", ["notes/week 1.md", "ça va?#1", "a%20b", ""])
+async def test_any_room_id_reaches_its_own_room_over_a_websocket(id: str) -> None:
+    async with (
+        serving("websocket") as (server, options),
+        connect("websocket", id=id, **options) as first,
+        connect("websocket", id=id, **options) as second,
+        connect("websocket", id=id + "x", **options) as elsewhere,
+    ):
+        roots(first.doc)[0].insert(0, "hello")
+        await settle(lambda: str(roots(second.doc)[0]) == "hello")
+        assert str(roots(second.doc)[0]) == "hello"
+        assert set(server.room_manager.rooms) == {id, id + "x"}
+        assert str(roots(server.room_manager.rooms[id].doc)[0]) == "hello"
+        assert str(roots(elsewhere.doc)[0]) == ""
