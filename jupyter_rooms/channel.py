@@ -27,6 +27,11 @@ class Channel(Protocol):
     Received messages are read with ``await channel.recv()`` or ``async for message in
     channel``; iteration ends when the channel closes. This is the protocol of
     ``pycrdt.Channel`` plus ``close``, which lets a server drop a client with a reason.
+
+    A channel may also offer ``send_nowait(message) -> bool``: send at once if that
+    needs no waiting, else return ``False``. Rooms use it, when present, to write to
+    clients that keep up without a task switch per message; it must keep the order of
+    messages with ``send``.
     """
 
     @property

@@ -76,8 +76,22 @@ class _Client:
         self.close_reason = ""
         self.cancel_scope = CancelScope()
         self._send, self._receive = create_memory_object_stream[_Item](max_backlog)
+        # A channel that can write without waiting takes messages straight from the
+        # fan-out while nothing is queued for it: no task switch per client and message.
+        # Once one message has to wait, the queue (bounded, merging) takes over until
+        # the send loop has emptied it, so the order of messages is kept.
+        self._send_now: Callable[[bytes], bool] | None = getattr(channel, "send_nowait", None)
+        self._queued = False
 
     def enqueue(self, item: _Item) -> None:
+        if self._send_now is not None and not self._queued:
+            try:
+                if self._send_now(item[0]):
+                    return
+            except ChannelClosed:
+                self.drop(CloseCode.GOING_AWAY, "connection closed")
+                return
+        self._queued = True
         try:
             self._send.send_nowait(item)
         except WouldBlock:
@@ -107,6 +121,8 @@ class _Client:
                         break
                 for message in _coalesce(batch):
                     await self.channel.send(message)
+                if not receive.statistics().current_buffer_used:
+                    self._queued = False
         except ChannelClosed:
             self.drop(CloseCode.GOING_AWAY, "connection closed")
 

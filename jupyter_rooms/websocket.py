@@ -8,6 +8,7 @@ came in by.
 from __future__ import annotations
 
 import logging
+from asyncio import Future
 from typing import Any
 
 from anyio import (
@@ -26,6 +27,11 @@ log = logging.getLogger("jupyter_rooms.websocket")
 
 # How many received messages may wait for the room before the socket stops reading.
 _RECEIVE_BUFFER = 64
+
+
+def _ignore_result(future: Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class HandlerChannel:
@@ -85,6 +91,36 @@ class HandlerChannel:
             await self._handler.write_message(message, binary=True)
         except WebSocketClosedError:
             raise ChannelClosed(self._path) from None
+
+    def send_nowait(self, message: bytes) -> bool:
+        """Send one message at once, if the socket has nothing else waiting to be written.
+
+        A room fans an update out to every client from one loop; writing straight to
+        each socket spares a task switch per client and message while the clients keep
+        up. Once a socket falls behind, this declines and the room queues instead.
+
+        Args:
+            message: The message.
+
+        Returns:
+            Whether the message was sent; ``False`` when earlier messages still wait in
+            the socket's buffer (so the caller should queue it and ``await send``).
+
+        Raises:
+            ChannelClosed: The channel is closed.
+        """
+        connection = self._handler.ws_connection
+        if connection is None or connection.is_closing():
+            raise ChannelClosed(self._path)
+        if connection.stream is None or connection.stream.writing():
+            return False
+        try:
+            written = self._handler.write_message(message, binary=True)
+        except WebSocketClosedError:
+            raise ChannelClosed(self._path) from None
+        # Nobody awaits this write: a failure shows up as the socket closing.
+        written.add_done_callback(_ignore_result)
+        return True
 
     async def recv(self) -> bytes:
         try:
