@@ -402,11 +402,13 @@ class FileRoom(Room):
         self._log.append([update])
         self._log_updates += 1
         now = current_time()
+        self._last_change = now
         if not self._dirty:
             self._first_change = now
-        self._dirty = True
-        self._last_change = now
-        self._wake_up()
+            self._dirty = True
+            # Only the first change sets a save deadline; later ones move it later, which
+            # the file keeper finds when it wakes at the earlier one.
+            self._wake_up()
 
     def _wake_up(self) -> None:
         if self._wake is not None:
