@@ -9,6 +9,7 @@ from anyio import (
     BrokenResourceError,
     ClosedResourceError,
     EndOfStream,
+    WouldBlock,
     create_memory_object_stream,
 )
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -31,7 +32,8 @@ class Channel(Protocol):
     A channel may also offer ``send_nowait(message) -> bool``: send at once if that
     needs no waiting, else return ``False``. Rooms use it, when present, to write to
     clients that keep up without a task switch per message; it must keep the order of
-    messages with ``send``.
+    messages with ``send``. And ``recv_nowait() -> bytes | None``: a message already
+    received, or ``None``; rooms use it to apply a client's backlog of updates as one.
     """
 
     @property
@@ -127,6 +129,13 @@ class MemoryChannel:
             await self._send_stream.send(message)
         except (BrokenResourceError, ClosedResourceError):
             raise ChannelClosed(self._path) from None
+
+    def recv_nowait(self) -> bytes | None:
+        """A message already received, or ``None`` when none is waiting."""
+        try:
+            return self._receive_stream.receive_nowait()
+        except (WouldBlock, EndOfStream, ClosedResourceError, BrokenResourceError):
+            return None
 
     async def recv(self) -> bytes:
         try:

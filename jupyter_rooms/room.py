@@ -20,7 +20,7 @@ from anyio import (
     sleep_forever,
 )
 from anyio.abc import TaskGroup, TaskStatus
-from pycrdt import Awareness, Doc, TransactionEvent
+from pycrdt import Awareness, Doc, TransactionEvent, merge_updates
 
 from ._tasks import task_group
 from .channel import Channel, ChannelClosed
@@ -273,17 +273,59 @@ class Room(AsyncContextManagerMixin):
                 await client.close(conn.close_code, conn.close_reason)
 
     async def _receive_loop(self, conn: _Client) -> None:
+        recv_nowait = getattr(conn.channel, "recv_nowait", None)
         try:
             async for data in conn.channel:
-                self._handle(conn, data)
+                if recv_nowait is None:
+                    self._handle(conn, parse_message(data))
+                    continue
+                # Take what else the client has sent meanwhile, and apply its run of
+                # live updates as one: one change for the room to log and fan out
+                # instead of one per keystroke.
+                updates: list[bytes] = []
+                next_data: bytes | None = data
+                while next_data is not None and len(updates) < _MAX_BATCH:
+                    message = parse_message(next_data)
+                    if self._is_live_update(conn, message):
+                        updates.append(message.payload)
+                    else:
+                        self._apply_all(conn, updates)
+                        updates = []
+                        self._handle(conn, message)
+                    next_data = recv_nowait()
+                self._apply_all(conn, updates)
+                if next_data is not None:
+                    self._handle(conn, parse_message(next_data))
         except ProtocolError as exc:
             self.log.warning("room %r: dropping a client: %s", self._id, exc)
             conn.drop(CloseCode.PROTOCOL_ERROR, f"protocol error: {exc}")
         except ChannelClosed:
             pass
 
-    def _handle(self, conn: _Client, data: bytes) -> None:
-        message = parse_message(data)
+    @staticmethod
+    def _is_live_update(conn: _Client, message: Message) -> bool:
+        return (
+            message.type == MessageType.SYNC
+            and message.sync_type != SyncType.STEP1
+            and message.payload != EMPTY_UPDATE
+            and not conn.read_only
+        )
+
+    def _apply_all(self, conn: _Client, updates: list[bytes]) -> None:
+        if len(updates) > 1:
+            try:
+                merged = merge_updates(*updates)
+            except ValueError:
+                # One of them is malformed: apply the good ones before it, in order,
+                # and let the bad one refuse the client.
+                pass
+            else:
+                self._apply(conn, merged)
+                return
+        for update in updates:
+            self._apply(conn, update)
+
+    def _handle(self, conn: _Client, message: Message) -> None:
         if message.type == MessageType.SYNC:
             if message.sync_type == SyncType.STEP1:
                 try:

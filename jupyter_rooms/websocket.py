@@ -15,6 +15,7 @@ from anyio import (
     BrokenResourceError,
     ClosedResourceError,
     EndOfStream,
+    WouldBlock,
     create_memory_object_stream,
 )
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError
@@ -121,6 +122,13 @@ class HandlerChannel:
         # Nobody awaits this write: a failure shows up as the socket closing.
         written.add_done_callback(_ignore_result)
         return True
+
+    def recv_nowait(self) -> bytes | None:
+        """A message already received, or ``None`` when none is waiting."""
+        try:
+            return self._receive.receive_nowait()
+        except (WouldBlock, EndOfStream, ClosedResourceError):
+            return None
 
     async def recv(self) -> bytes:
         try:
