@@ -18,6 +18,7 @@ from anyio import (
     WouldBlock,
     create_memory_object_stream,
 )
+from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError
 
 from .channel import ChannelClosed
@@ -115,9 +116,15 @@ class HandlerChannel:
             raise ChannelClosed(self._path)
         if connection.stream is None or connection.stream.writing():
             return False
+        write_frame = getattr(connection, "_write_frame", None)
         try:
-            written = self._handler.write_message(message, binary=True)
-        except WebSocketClosedError:
+            if write_frame is not None and getattr(connection, "_compressor", None) is None:
+                # One binary frame, straight to the stream: tornado's write_message would
+                # also wrap each write in a task of its own, the largest cost of a fan-out.
+                written = write_frame(True, 0x2, message)
+            else:
+                written = self._handler.write_message(message, binary=True)
+        except (WebSocketClosedError, StreamClosedError):
             raise ChannelClosed(self._path) from None
         # Nobody awaits this write: a failure shows up as the socket closing.
         written.add_done_callback(_ignore_result)
