@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Protocol, runtime_checkable
 
 from anyio import (
@@ -14,7 +15,12 @@ from anyio import (
 )
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-__all__ = ["Channel", "ChannelClosed", "MemoryChannel", "memory_channel_pair"]
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
+
+__all__ = ["Channel", "ChannelClosed", "ChannelIterator", "MemoryChannel", "memory_channel_pair"]
 
 
 class ChannelClosed(Exception):
@@ -77,6 +83,23 @@ class Channel(Protocol):
         ...
 
 
+class ChannelIterator:
+    """Gives a channel with ``recv`` the ``async for`` of the protocol: iteration ends
+    when ``recv`` says the channel closed."""
+
+    async def recv(self) -> bytes:
+        raise NotImplementedError
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.recv()
+        except ChannelClosed:
+            raise StopAsyncIteration from None
+
+
 class _CloseState:
     __slots__ = ("code", "reason")
 
@@ -85,7 +108,7 @@ class _CloseState:
         self.reason = ""
 
 
-class MemoryChannel:
+class MemoryChannel(ChannelIterator):
     """One end of an in-process channel. Create a connected pair with
     [memory_channel_pair][jupyter_rooms.channel.memory_channel_pair]."""
 
@@ -114,15 +137,6 @@ class MemoryChannel:
     @property
     def path(self) -> str:
         return self._path
-
-    def __aiter__(self) -> MemoryChannel:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self.recv()
-        except ChannelClosed:
-            raise StopAsyncIteration from None
 
     async def send(self, message: bytes) -> None:
         try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 from asyncio import Future
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from anyio import (
@@ -18,12 +20,14 @@ from anyio import (
     WouldBlock,
     create_memory_object_stream,
 )
+from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketClientConnection, WebSocketClosedError
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
-from .channel import ChannelClosed
+from .channel import ChannelClosed, ChannelIterator
+from .client import FatalClose
 
-__all__ = ["ClientChannel", "HandlerChannel"]
+__all__ = ["ClientChannel", "HandlerChannel", "open_client_channel"]
 
 log = logging.getLogger("jupyter_rooms.websocket")
 
@@ -36,7 +40,7 @@ def _ignore_result(future: Future[None]) -> None:
         future.exception()
 
 
-class HandlerChannel:
+class HandlerChannel(ChannelIterator):
     """The server's end of a websocket, as a [Channel][jupyter_rooms.Channel].
 
     The handler feeds it: ``await channel.feed(message)`` from ``on_message`` (which
@@ -58,15 +62,6 @@ class HandlerChannel:
     @property
     def path(self) -> str:
         return self._path
-
-    def __aiter__(self) -> HandlerChannel:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self.recv()
-        except ChannelClosed:
-            raise StopAsyncIteration from None
 
     async def feed(self, message: str | bytes) -> None:
         """Pass a received message on to the room.
@@ -152,7 +147,7 @@ class HandlerChannel:
         self._send_in.close()
 
 
-class ClientChannel:
+class ClientChannel(ChannelIterator):
     """A client's websocket connection, as a [Channel][jupyter_rooms.Channel].
 
     Args:
@@ -183,15 +178,6 @@ class ClientChannel:
         """The reason the connection was closed with, once closed."""
         return self._connection.close_reason or ""
 
-    def __aiter__(self) -> ClientChannel:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self.recv()
-        except ChannelClosed:
-            raise StopAsyncIteration from None
-
     async def send(self, message: bytes) -> None:
         try:
             await self._connection.write_message(message, binary=True)
@@ -206,3 +192,42 @@ class ClientChannel:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         self._connection.close(code, reason)
+
+
+@asynccontextmanager
+async def open_client_channel(
+    url: str,
+    path: str,
+    *,
+    headers: dict[str, str],
+    connect_timeout: float,
+    max_message_size: int,
+) -> AsyncIterator[ClientChannel]:
+    """Open a websocket to a room, as a channel; leaving the block closes it.
+
+    Args:
+        url: The room's websocket URL.
+        path: The room's id.
+        headers: HTTP headers for the upgrade request (credentials, for one).
+        connect_timeout: Seconds allowed to connect.
+        max_message_size: The largest message accepted, in bytes.
+
+    Yields:
+        The channel.
+
+    Raises:
+        FatalClose: The server refused the client (400, 401, 403, 404): retrying won't help.
+        ConnectionError: The server could not be reached, or failed.
+    """
+    request = HTTPRequest(url, headers=headers, connect_timeout=connect_timeout)
+    try:
+        connection = await websocket_connect(request, max_message_size=max_message_size)
+    except HTTPClientError as exc:
+        if exc.code in (400, 401, 403, 404):
+            message = exc.response.reason if exc.response is not None else str(exc)
+            raise FatalClose(f"{url} refused the connection ({exc.code}: {message})") from exc
+        raise ConnectionError(f"{url}: {exc}") from exc
+    try:
+        yield ClientChannel(connection, path)
+    finally:
+        connection.close()

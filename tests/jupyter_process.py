@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import anyio
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from jupyter_rooms import connect
+from jupyter_rooms.jupyter.kernelenv import kernel_token
 
 TOKEN = "secret-token"
 
@@ -65,6 +68,11 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+    def kernel_credential(self) -> str:
+        """The rooms credential this server gives the kernels it starts."""
+        with patch.dict(os.environ, {"JUPYTER_DATA_DIR": self.env["JUPYTER_DATA_DIR"]}):
+            return kernel_token()
 
     def join(self, path: str, **options: Any) -> Any:
         return connect("jupyter", id=path, url=self.url, token=TOKEN, **options)
