@@ -25,9 +25,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 @pytest.fixture
-async def lab(
-    make_server: Callable[..., ServerProcess], env: dict[str, str]
-) -> AsyncIterator[ServerProcess]:
+async def lab(make_server: Callable[..., ServerProcess]) -> AsyncIterator[ServerProcess]:
     server = make_server("--RoomsApp.save_delay=0.2", "--RoomsApp.poll_interval=0.2")
     await server.start()
     for notebook in NOTEBOOKS.glob("*.ipynb"):
