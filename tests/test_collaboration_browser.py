@@ -244,6 +244,7 @@ async def test_jupyterlab_editors_on_rooms(lab: JupyterLab, page: Any, tmp_path:
                 written,
             ],
         )
+        await page.evaluate("jupyterapp.commands.execute('application:toggle-left-area')")
         await page.mouse.move(0, 0)
         await page.screenshot(path=screenshot_dir(tmp_path) / "collaboration-kernel.png")
 
