@@ -89,6 +89,7 @@ def lab(tmp_path: Path) -> Iterator[JupyterLab]:
         root,
         TOKEN,
         "--LabApp.expose_app_in_browser=True",
+        "--JupyterNotebookApp.expose_app_in_browser=True",
         "--RoomsApp.save_delay=0.3",
     )
     lab.start()
@@ -289,3 +290,13 @@ async def test_jupyterlab_editors_on_rooms(lab: JupyterLab, page: Any, tmp_path:
         await until(lambda: ["".join(c["source"]) for c in saved()["cells"]] == after)
         await anyio.sleep(0.5)
         await no_dialog(page)
+
+        # Jupyter Notebook 7 opens the same room.
+        classic = await page.context.new_page()
+        await classic.goto(f"{lab.url}/notebooks/analysis.ipynb?token={TOKEN}")
+        await classic.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=60_000)
+        await wait_cells(classic, after)
+        notebook.append_cell("# seen in Notebook 7")
+        await wait_cells(classic, [*after, "# seen in Notebook 7"])
+        await wait_cells(page, [*after, "# seen in Notebook 7"])
+        await classic.close()

@@ -103,6 +103,10 @@ class RoomsApp(ExtensionApp):
     def initialize_settings(self) -> None:
         """Create the server's rooms and put them where the handlers find them."""
         assert self.serverapp is not None
+        if self.collaboration:
+            # jupyter_server_fileid, set up after this extension, keeps the file ids the
+            # collaboration API gives in a database there, and cannot create the directory.
+            os.makedirs(jupyter_data_dir(), exist_ok=True)
         self.file_rooms = FileRooms(
             self.serverapp.contents_manager,
             log_dir=self.log_dir,
