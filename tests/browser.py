@@ -148,7 +148,9 @@ class JupyterLab:
 
     def api(self, path: str) -> Any:
         """GET ``{url}/{path}`` with the token; the JSON answer."""
-        with urllib.request.urlopen(f"{self.url}/{path}?token={self.token}", timeout=5) as response:
+        separator = "&" if "?" in path else "?"
+        url = f"{self.url}/{path}{separator}token={self.token}"
+        with urllib.request.urlopen(url, timeout=5) as response:
             return json.load(response)
 
 
@@ -172,12 +174,15 @@ async def browser_page(chromium: str, tmp_path: Path) -> AsyncIterator[tuple[Any
         page = await context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
+        console = (tmp_path / "console.log").open("w")
+        page.on("console", lambda message: print(message.type, message.text, file=console))
         try:
             yield page, errors
         finally:
             # What the page looked like at the end, to see why when the test fails.
             await page.screenshot(path=tmp_path / "page.png")
             await browser.close()
+            console.close()
         assert outside == [], "the page reached beyond the machine"
 
 

@@ -15,7 +15,8 @@ from urllib.parse import quote
 import anyio
 import pytest
 from pycrdt import Array, Awareness, Doc, Map, Text
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
 
 from jupyter_rooms import bind, connect
 from jupyter_rooms.jupyter.collaboration import (
@@ -28,9 +29,11 @@ from jupyter_rooms.protocol import (
     MessageType,
     awareness_message,
     parse_message,
+    sync_update,
 )
+from jupyter_rooms.websocket import ClientChannel
 
-from collaboration_peer import TOKEN, Peer, closed, joined, request, room_socket, session
+from collaboration_peer import TOKEN, Peer, auth, closed, joined, request, room_socket, session
 from helpers import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -307,3 +310,25 @@ async def test_timeline_undo_redo_and_forks_are_refused_plainly(root: Path) -> N
             status, answer = await request(server, method, path, {} if method == "PUT" else None)
             assert status == 501, (path, answer)
             assert "not supported by jupyter_rooms" in answer["error"]
+
+
+async def test_changes_that_cannot_be_applied_are_reported_as_a_conflict(root: Path) -> None:
+    async with server_on(root) as server:
+        page = await joined(server, "field notes/day 1.txt", "text", "file")
+        await page.channel.send(sync_update(b"\x05\xff\xff not an update"))
+        await page.pump(lambda: {"type": "conflict"} in page.raw)
+        # The page stays connected, and its next changes are taken.
+        await page.edit(lambda doc: doc.get("source", type=Text).insert(0, "still here: "))
+        async with connect(
+            "jupyter", id="field notes/day 1.txt", url=server.url, token=TOKEN
+        ) as kernel:
+            text = kernel.doc.get("source", type=Text)
+            await wait_until(lambda: str(text).startswith("still here: "), within=5)
+        # A client of api/rooms is disconnected, as for any broken message.
+        url = server.url.replace("http", "ws", 1) + "api/rooms/" + quote("field notes/day 1.txt")
+        connection = await websocket_connect(HTTPRequest(url, headers=auth(server)))
+        other = Peer(ClientChannel(connection, "day 1.txt"))
+        with anyio.fail_after(5):
+            await other.sync()
+        await other.channel.send(sync_update(b"\x05\xff\xff not an update"))
+        assert (await closed(other.channel))[0] == 1002

@@ -148,6 +148,35 @@ async def shown_within(page: Any, marker: str, edit: Any) -> float:
     return float(seen - sent)
 
 
+# The hash of the file as the page's document context knows it.
+KNOWN_HASH = """(path) => {
+    for (const widget of jupyterapp.shell.widgets('main')) {
+        if (widget.context && widget.context.path === path) {
+            return widget.context.contentsModel && widget.context.contentsModel.hash;
+        }
+    }
+    return null;
+}"""
+
+
+async def settled(page: Any, lab: JupyterLab, path: str) -> None:
+    """Wait until the room has saved what it has and the page knows the file's hash.
+
+    JupyterLab compares the hash it knows with the file's before it saves; a save of the
+    room's in the instant before the page hears of it would look like someone else's
+    write. A person does not press Ctrl+S within milliseconds of a change they did not
+    make, so the test does not either.
+    """
+    with anyio.fail_after(15):
+        while True:
+            rooms = {room["id"]: room for room in lab.api("api/rooms")["rooms"]}
+            if not rooms[path]["unsaved"]:
+                model = lab.api(f"api/contents/{path}?content=0&hash=1")
+                if await page.evaluate(KNOWN_HASH, path) == model["hash"]:
+                    return
+            await anyio.sleep(0.05)
+
+
 async def no_dialog(page: Any) -> None:
     assert await page.locator(".jp-Dialog").count() == 0, await page.locator(
         ".jp-Dialog"
@@ -216,6 +245,7 @@ async def test_jupyterlab_editors_on_rooms(lab: JupyterLab, page: Any, tmp_path:
             await page.keyboard.press("Control+End")
             await page.keyboard.type("- typed in JupyterLab")
             await until(lambda: str(source).endswith("- typed in JupyterLab"))
+            await settled(page, lab, "notes.txt")
             await page.keyboard.press("Control+s")
             expected_notes = "Field notes\n- rain gauge read at 9:00\n- typed in JupyterLab"
             await until(lambda: (root / "notes.txt").read_text() == expected_notes)
@@ -252,6 +282,7 @@ async def test_jupyterlab_editors_on_rooms(lab: JupyterLab, page: Any, tmp_path:
         # Ctrl+S in the notebook: the file holds every edit once, with the cells' ids,
         # and no "File Changed" dialog (the page knows the hash of the server's saves).
         await cell_editor(analysis, 0).click()
+        await settled(page, lab, "analysis.ipynb")
         await page.keyboard.press("Control+s")
 
         def saved() -> dict[str, Any]:
@@ -286,6 +317,7 @@ async def test_jupyterlab_editors_on_rooms(lab: JupyterLab, page: Any, tmp_path:
         await wait_cells(page, after)
         await until(lambda: [cell.source for cell in notebook] == after, 15)
         await cell_editor(analysis, 0).click()
+        await settled(page, lab, "analysis.ipynb")
         await page.keyboard.press("Control+s")
         await until(lambda: ["".join(c["source"]) for c in saved()["cells"]] == after)
         await anyio.sleep(0.5)

@@ -134,7 +134,13 @@ class _YjsChannel(HandlerChannel):
     """A channel to a plain Yjs client: our CONTROL notices stay out of it (Yjs clients
     log every message type they do not know as an error). What they tell reaches
     JupyterLab another way: the epoch through the session id, saves through the
-    document's ``state`` map."""
+    document's ``state`` map.
+
+    Changes of the page that the room cannot apply are reported to it (a RAW
+    ``{"type": "conflict"}``, for which JupyterLab shows a dialog) instead of closing it.
+    """
+
+    reports_conflicts = True
 
     async def send(self, message: bytes) -> None:
         if message[:1] == bytes((MessageType.CONTROL,)):

@@ -749,6 +749,23 @@ class FileRoom(Room):
         if name == "save" and number is not None:
             self.task_group.start_soon(self._answer_save, client, number)
 
+    def on_rejected_update(self, client: Channel, error: ProtocolError) -> bool:
+        """Tell a JupyterLab page whose changes cannot be applied, and keep it (it offers
+        the person to save their copy elsewhere, or to revert); disconnect other clients.
+
+        Args:
+            client: The channel the update came from.
+            error: Why it cannot be applied.
+
+        Returns:
+            Whether the client stays connected.
+        """
+        if not getattr(client, "reports_conflicts", False):
+            return False
+        self.log.warning("room %r: a page's changes cannot be applied: %s", self.id, error)
+        self.send(client, raw_message(json.dumps({"type": "conflict"})))
+        return True
+
     async def _answer_save(self, client: Channel, number: int) -> None:
         status = await self.save_now()
         reply = {"type": "save", "responseTo": number, "status": status}
