@@ -332,3 +332,29 @@ async def test_changes_that_cannot_be_applied_are_reported_as_a_conflict(root: P
             await other.sync()
         await other.channel.send(sync_update(b"\x05\xff\xff not an update"))
         assert (await closed(other.channel))[0] == 1002
+
+
+async def test_autosave_as_the_pages_say(root: Path) -> None:
+    async with server_on(root) as server:
+        page = await joined(server, "field notes/day 1.txt", "text", "file")
+        presence = Awareness(page.doc)
+
+        async def wish(autosave: bool) -> None:
+            presence.set_local_state({"user": {"name": "ada"}, "autosave": autosave})
+            update = presence.encode_awareness_update([presence.client_id])
+            await page.channel.send(awareness_message(update))
+
+        await wish(False)
+        await page.edit(lambda doc: doc.get("source", type=Text).insert(0, "draft: "))
+        path = root / "field notes" / "day 1.txt"
+        # Several save delays go by: the file is left alone...
+        with anyio.move_on_after(1.0):
+            await page.pump(lambda: False)
+        assert path.read_text() == "rain at dawn\n"
+        # ...until the person saves.
+        assert (await page.save(1))["status"] == "success"
+        assert path.read_text() == "draft: rain at dawn\n"
+
+        await wish(True)
+        await page.edit(lambda doc: doc.get("source", type=Text).insert(0, "final "))
+        await wait_until(lambda: path.read_text() == "final draft: rain at dawn\n", within=5)

@@ -207,6 +207,11 @@ class FileRoom(Room):
         id: The file's path relative to the server's root, normalised.
         rooms: The server's rooms, whose settings and contents manager it uses.
         max_backlog: See [Room][jupyter_rooms.Room].
+
+    Attributes:
+        autosave: Whether the room saves by itself; JupyterLab pages turn it off through
+            their presence (``autosave``) when everyone present has it off. Saves asked
+            for by clients happen either way.
     """
 
     def __init__(self, id: str, *, rooms: FileRooms, max_backlog: int = 1024) -> None:
@@ -236,6 +241,7 @@ class FileRoom(Room):
         # While the room writes its own bookkeeping (the ``state`` map): not a change to save.
         self._stamping = False
         self._save_requests: list[_SaveRequest] = []
+        self.autosave = True
         self._wake: Event | None = None
         self._channels: set[Channel] = set()
 
@@ -256,6 +262,7 @@ class FileRoom(Room):
             RoomOpenError: The room has no history and its file cannot be read.
         """
         subscription = self.doc.observe(self._on_change)
+        presence = self.awareness.observe(self._on_presence)
         try:
             await self._open()
             self._stamp_state(path=self.id)
@@ -263,6 +270,17 @@ class FileRoom(Room):
             await super().run(task_status=task_status)
         finally:
             self.doc.unobserve(subscription)
+            self.awareness.unobserve(presence)
+
+    def _on_presence(self, topic: str, changes: tuple[dict[str, Any], Any]) -> None:
+        # JupyterLab pages say in their presence whether their person wants autosave.
+        # Like jupyter-collaboration: on if anyone present wants it (or does not say);
+        # when everyone has left, the last wish stands until someone comes.
+        if topic != "change":
+            return
+        wishes = [state.get("autosave", True) for state in self.awareness.states.values() if state]
+        if wishes:
+            self.autosave = any(wishes)
 
     async def _open(self) -> None:
         updatelog = UpdateLog(self._rooms.log_path(self.id))
@@ -470,7 +488,7 @@ class FileRoom(Room):
             next_poll = current_time() + poll
             while not self._deleted:
                 deadline = next_poll if poll > 0 else math.inf
-                if self._dirty or self._flush:
+                if (self._dirty or self._flush) and self.autosave:
                     deadline = min(deadline, self._save_due())
                 if self._check_soon or self._save_requests:
                     deadline = 0
@@ -491,7 +509,11 @@ class FileRoom(Room):
                     status = SaveStatus.SUCCESS if await self._save() else SaveStatus.FAILED
                     for request in requests:
                         request.answer(status)
-                elif (self._dirty or self._flush) and current_time() >= self._save_due():
+                elif (
+                    (self._dirty or self._flush)
+                    and self.autosave
+                    and current_time() >= self._save_due()
+                ):
                     await self._save()
                 self._maybe_compact()
         finally:
@@ -502,7 +524,9 @@ class FileRoom(Room):
                 await self._close_file()
 
     async def _close_file(self) -> None:
-        if not self._deleted and (self._dirty or self._flush):
+        # With autosave off, what was not saved stays in the room's log (the room
+        # reopens with it), not in the file.
+        if not self._deleted and (self._dirty or self._flush) and self.autosave:
             self._retry_at = 0.0
             with move_on_after(self._rooms.shutdown_timeout):
                 await self._save()
