@@ -37,8 +37,9 @@ KERNEL_CELL = """\
 from jupyter_rooms import connect
 from jupyter_rooms.notebook import Notebook
 
-async with connect("jupyter", id="analysis.ipynb") as client:
-    Notebook(client.doc).append_cell("print('written by the kernel of writer.ipynb')")
+async with connect("jupyter", id="analysis.ipynb") as room:
+    notebook = Notebook(room.doc)
+    notebook.append_cell("print('from writer.ipynb')")
 """
 
 
@@ -264,7 +265,7 @@ async def test_jupyterlab_editors_on_rooms(lab: JupyterLab, page: Any, tmp_path:
         writer = await panel(page, "writer.ipynb")
         await writer.locator(".jp-Cell").first.wait_for()
         await run_all_cells(page, lab.url, TOKEN, "writer.ipynb", writer)
-        written = "print('written by the kernel of writer.ipynb')"
+        written = "print('from writer.ipynb')"
         await until(lambda: len(notebook) == 4 and notebook[3].source == written, 30)
         await wait_cells(
             page,
