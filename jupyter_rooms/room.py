@@ -338,7 +338,11 @@ class Room(AsyncContextManagerMixin):
                     notice = {"type": "error", "reason": "read-only: your changes were refused"}
                     conn.enqueue((control_message(notice), None))
                     return
-                self._apply(conn, message.payload)
+                try:
+                    self._apply(conn, message.payload)
+                except ProtocolError as exc:
+                    if not self.on_rejected_update(conn.channel, exc):
+                        raise
         elif message.type == MessageType.AWARENESS:
             validate_awareness_update(message.payload)
             try:
@@ -367,6 +371,21 @@ class Room(AsyncContextManagerMixin):
             message: The parsed message.
         """
         self.log.debug("room %r: ignoring a %s message", self._id, message.type.name)
+
+    def on_rejected_update(self, client: Channel, error: ProtocolError) -> bool:
+        """Decide what happens to a client whose update cannot be applied.
+
+        The base room returns ``False``: the client is disconnected as any client that
+        breaks the protocol. A subclass may tell the client instead and keep it.
+
+        Args:
+            client: The channel the update came from.
+            error: Why it cannot be applied.
+
+        Returns:
+            Whether the client stays connected.
+        """
+        return False
 
     def send(self, client: Channel, message: bytes) -> None:
         """Queue a message for one client of this room, behind what it already awaits.

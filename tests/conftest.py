@@ -49,8 +49,8 @@ def make_server(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[..., S
     root.mkdir()
     servers: list[ServerProcess] = []
 
-    def make(*options: str, port: int | None = None) -> ServerProcess:
-        server = ServerProcess(root, env, port or free_port(), *options)
+    def make(*options: str, port: int | None = None, python: str = "") -> ServerProcess:
+        server = ServerProcess(root, env, port or free_port(), *options, python=python)
         servers.append(server)
         return server
 

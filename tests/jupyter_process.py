@@ -22,7 +22,11 @@ TOKEN = "secret-token"
 class ServerProcess:
     """A ``jupyter server`` started with no flag about the extension."""
 
-    def __init__(self, root: Path, env: dict[str, str], port: int, *options: str) -> None:
+    def __init__(
+        self, root: Path, env: dict[str, str], port: int, *options: str, python: str = ""
+    ) -> None:
+        self.python = python or sys.executable
+        self.token = TOKEN
         self.root = root
         self.env = env
         self.port = port
@@ -32,7 +36,7 @@ class ServerProcess:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         command = [
-            sys.executable,
+            self.python,
             "-m",
             "jupyter_server",
             "--no-browser",

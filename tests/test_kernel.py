@@ -167,7 +167,8 @@ async def test_a_client_lives_across_cells(lab: ServerProcess) -> None:
             assert printed.strip() == "False"
     finally:
         kernel.client.stop_channels()
-    await wait_until(lambda: (lab.root / "live.txt").read_text() == "one two three")
+    live = lab.root / "live.txt"
+    await wait_until(lambda: live.exists() and live.read_text() == "one two three")
 
 
 async def test_a_kernel_rides_through_a_server_restart(

@@ -139,7 +139,11 @@ class JupyterServer(ServerWire):
         config.ServerApp.ip = self.host
         config.ServerApp.base_url = self.base_url
         config.ServerApp.open_browser = False
-        config.ServerApp.jpserver_extensions = {"jupyter_rooms": True}
+        # File ids (for JupyterLab's collaborative front end) come from jupyter_server_fileid.
+        config.ServerApp.jpserver_extensions = {
+            "jupyter_rooms": True,
+            "jupyter_server_fileid": True,
+        }
         config.IdentityProvider.token = self.token
         config.RoomsApp.cleanup_delay = self._cleanup_delay
         config.RoomsApp.room_class = self._room_class
