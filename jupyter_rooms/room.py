@@ -338,11 +338,7 @@ class Room(AsyncContextManagerMixin):
                     notice = {"type": "error", "reason": "read-only: your changes were refused"}
                     conn.enqueue((control_message(notice), None))
                     return
-                try:
-                    self._apply(conn, message.payload)
-                except ProtocolError as exc:
-                    if not self.on_rejected_update(conn.channel, exc):
-                        raise
+                self._apply(conn, message.payload)
         elif message.type == MessageType.AWARENESS:
             validate_awareness_update(message.payload)
             try:
@@ -357,7 +353,9 @@ class Room(AsyncContextManagerMixin):
         try:
             self._doc.apply_update(update)
         except ValueError as exc:
-            raise ProtocolError(f"invalid update: {exc}") from None
+            error = ProtocolError(f"invalid update: {exc}")
+            if not self.on_rejected_update(conn.channel, error):
+                raise error from None
         finally:
             self._origin = None
 
