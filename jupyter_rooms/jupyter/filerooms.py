@@ -868,6 +868,14 @@ class FileRooms:
         if any(part in (".", "..") for part in parts):
             raise RoomPathError(400, f"{path!r} is not a plain path under the root")
         room_id = "/".join(parts)
+        try:
+            await self._check_path(room_id, parts)
+        except OSError as exc:
+            # A symlink loop, a name too long...: the contents manager cannot look at it.
+            raise RoomPathError(400, f"{room_id} cannot be opened: {exc.strerror or exc}") from None
+        return room_id
+
+    async def _check_path(self, room_id: str, parts: list[str]) -> None:
         cm = self.contents_manager
         if not getattr(cm, "allow_hidden", False):
             hidden = any(part.startswith(".") for part in parts)
@@ -884,7 +892,6 @@ class FileRooms:
         parent = "/".join(parts[:-1])
         if parent and not await ensure_async(cm.dir_exists(parent)):
             raise RoomPathError(404, f"the directory {parent} does not exist")
-        return room_id
 
     def _leaves_root(self, parts: list[str]) -> bool:
         """Whether a path under a local root resolves (through symlinks) outside it."""
@@ -900,7 +907,7 @@ class FileRooms:
             return False
         try:
             mode = os.stat(os.path.join(self.root_dir, *parts)).st_mode
-        except OSError:
+        except FileNotFoundError:
             return False
         return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
