@@ -109,6 +109,9 @@ class ChannelClient(ClientWire):
         self._in_flight = 0
         self._idle = Flag()
         self._idle.set()
+        # Set when the client stops trying to connect (a close it cannot get past).
+        self._ended = Flag()
+        self._was_synchronized = False
         # Clear while local changes exist that the server may not have: made while
         # disconnected, or queued on a connection that dropped before sending them.
         self._delivered = Flag()
@@ -170,9 +173,14 @@ class ChannelClient(ClientWire):
                 with move_on_after(self.timeout) as scope:
                     try:
                         await tg.start(self._run)
-                        await self.synchronized.wait()
+                        await self._first_sync()
                     except Exception as exc:
                         error = exc
+                    if error is None and self._ended and not self._was_synchronized:
+                        error = FatalClose(
+                            f"{self._describe()} closed the connection before the first sync "
+                            f"({self.close_code}: {self.close_reason}); not reconnecting"
+                        )
                 if error is None and not scope.cancelled_caught:
                     exc_raised = True
                     try:
@@ -197,6 +205,18 @@ class ChannelClient(ClientWire):
             self._doc.unobserve(self._doc_subscription)
             self.awareness.unobserve(self._awareness_subscription)
             self._notify(ClientStatus.CLOSED)
+
+    async def _first_sync(self) -> None:
+        """Wait for the first sync, or for the client to give up connecting (the server
+        refused it for good), whichever comes first."""
+        async with create_task_group() as waiting:
+
+            async def until(flag: Flag) -> None:
+                await flag.wait()
+                waiting.cancel_scope.cancel()
+
+            waiting.start_soon(until, self.synchronized)
+            waiting.start_soon(until, self._ended)
 
     async def _leave(self) -> None:
         """Say goodbye to the others' presence and deliver what is pending, within limits.
@@ -242,6 +262,7 @@ class ChannelClient(ClientWire):
             except FatalClose:
                 if not started:
                     raise
+                self._ended.set()
                 return
             except (OSError, ChannelClosed) as exc:
                 if not started:
@@ -268,6 +289,7 @@ class ChannelClient(ClientWire):
                     self.close_code,
                     self.close_reason,
                 )
+                self._ended.set()
                 return
             delay = min(self.max_backoff, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
             attempt += 1
@@ -368,6 +390,7 @@ class ChannelClient(ClientWire):
                 if message.sync_type == SyncType.STEP2:
                     self._step2_pending -= 1
                     if self._step2_pending <= 0 and not self.synchronized:
+                        self._was_synchronized = True
                         self.synchronized.set()
                         self._notify(ClientStatus.SYNCHRONIZED)
         elif message.type == MessageType.AWARENESS:

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import shutil
+import stat
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -1013,8 +1014,8 @@ class FileRooms:
 
         Raises:
             RoomPathError: The path is absolute, leaves the root (``..``, a symlink out),
-                is hidden while hidden files are not allowed, is a directory, or its
-                directory does not exist.
+                is hidden while hidden files are not allowed, is a directory or a special
+                file (a FIFO, a device), or its directory does not exist.
         """
         if "\x00" in path or "\\" in path:
             raise RoomPathError(400, f"invalid path {path!r}")
@@ -1026,6 +1027,14 @@ class FileRooms:
         if any(part in (".", "..") for part in parts):
             raise RoomPathError(400, f"{path!r} is not a plain path under the root")
         room_id = "/".join(parts)
+        try:
+            await self._check_path(room_id, parts)
+        except OSError as exc:
+            # A symlink loop, a name too long...: the contents manager cannot look at it.
+            raise RoomPathError(400, f"{room_id} cannot be opened: {exc.strerror or exc}") from None
+        return room_id
+
+    async def _check_path(self, room_id: str, parts: list[str]) -> None:
         cm = self.contents_manager
         if not getattr(cm, "allow_hidden", False):
             hidden = any(part.startswith(".") for part in parts)
@@ -1037,10 +1046,11 @@ class FileRooms:
             raise RoomPathError(403, f"{room_id} leads outside the root")
         if await ensure_async(cm.dir_exists(room_id)):
             raise RoomPathError(400, f"{room_id} is a directory")
+        if self._is_special(parts):
+            raise RoomPathError(400, f"{room_id} is not a regular file")
         parent = "/".join(parts[:-1])
         if parent and not await ensure_async(cm.dir_exists(parent)):
             raise RoomPathError(404, f"the directory {parent} does not exist")
-        return room_id
 
     def _leaves_root(self, parts: list[str]) -> bool:
         """Whether a path under a local root resolves (through symlinks) outside it."""
@@ -1048,6 +1058,17 @@ class FileRooms:
             return False
         real = os.path.realpath(os.path.join(self.root_dir, *parts))
         return not real.startswith(self.root_dir.rstrip(os.sep) + os.sep)
+
+    def _is_special(self, parts: list[str]) -> bool:
+        """Whether a path under a local root is a FIFO, a device or a socket: reading
+        one may block or never end, and saving would replace it with a file."""
+        if not self.root_dir or not os.path.isdir(self.root_dir):
+            return False
+        try:
+            mode = os.stat(os.path.join(self.root_dir, *parts)).st_mode
+        except FileNotFoundError:
+            return False
+        return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
     def serve(self, room_id: str, channel: Channel, *, read_only: bool = False) -> None:
         """Serve a client in a room, in the background.
