@@ -735,6 +735,7 @@ class FileRoom(Room):
             changes["path"] = path
         if not changes:
             return
+        clean = self._saved.at == self._log_updates
         self._stamping = True
         try:
             with self.doc.transaction():
@@ -742,6 +743,11 @@ class FileRoom(Room):
                     state[key] = value
         finally:
             self._stamping = False
+        if clean and self._log is not None:
+            # The stamp is not content: the file still holds the document as saved.
+            # Saying so now spares the next opening a record of its own (a read-only
+            # visit then changes nothing on disk).
+            self._set_saved(replace(self._saved, at=self._log_updates))
 
     # Requests from clients
 
