@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -80,3 +81,13 @@ class ServerProcess:
 
     def join(self, path: str, **options: Any) -> Any:
         return connect("jupyter", id=path, url=self.url, token=TOKEN, **options)
+
+    async def rooms(self) -> dict[str, dict[str, Any]]:
+        """The open rooms as ``GET api/rooms`` lists them, by id."""
+        headers = {"Authorization": f"token {TOKEN}"}
+        response = await AsyncHTTPClient().fetch(self.url + "api/rooms", headers=headers)
+        return {room["id"]: room for room in json.loads(response.body)["rooms"]}
+
+    def log_text(self) -> str:
+        """What the server wrote to its log so far."""
+        return (self.root.parent / f"server-{self.port}.log").read_text(errors="replace")

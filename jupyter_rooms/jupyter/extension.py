@@ -8,14 +8,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Int, Type, Unicode, default
+from traitlets import Bool, Float, Int, Type, Unicode, default, validate
 
 from .collaboration import collaboration_handlers
 from .filerooms import DEFAULT_COMPACT_SIZE, FileRoom, FileRooms
 from .handlers import KERNEL_TOKEN_KEY, SETTINGS_KEY, RoomsHandler, RoomSocketHandler
 from .kernelenv import kernel_token, publish
 
-__all__ = ["RoomsApp"]
+__all__ = ["REDIS_URL_ENV", "RoomsApp"]
+
+# The environment variable that shares the rooms through Redis when no setting does.
+REDIS_URL_ENV = "JUPYTER_ROOMS_REDIS_URL"
 
 
 class RoomsApp(ExtensionApp):
@@ -94,6 +97,40 @@ class RoomsApp(ExtensionApp):
         "set this to False to leave them to it (its rooms are then separate from these).",
     )
 
+    redis_url = Unicode(
+        config=True,
+        help="Share every room with the other servers that use this Redis, so that "
+        "clients of different servers (replicas, the servers of a JupyterHub on shared "
+        "storage) edit the same rooms, and one server at a time saves each file. "
+        "redis://[:password@]host:port/db, or rediss:// for TLS. Empty: rooms are this "
+        "server's own. By default the JUPYTER_ROOMS_REDIS_URL environment variable. "
+        "Needs pip install 'jupyter_rooms[redis]'.",
+    )
+    redis_prefix = Unicode(
+        "jupyter_rooms:",
+        config=True,
+        help="Put before every Redis key, so that several deployments can share one Redis: "
+        "servers share rooms only with servers that use the same prefix.",
+    )
+    redis_lock_ttl = Float(
+        10.0,
+        config=True,
+        help="Seconds after which the server that saves a room shared through Redis loses "
+        "that role if it stops renewing it (it died or lost Redis); another server then "
+        "takes over. It is renewed every third of this.",
+    )
+
+    @default("redis_url")
+    def _default_redis_url(self) -> str:
+        return os.environ.get(REDIS_URL_ENV, "")
+
+    @validate("redis_lock_ttl")
+    def _validate_lock_ttl(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if value <= 0:
+            raise ValueError("redis_lock_ttl must be positive")
+        return value
+
     @default("log_dir")
     def _default_log_dir(self) -> str:
         return os.path.join(jupyter_data_dir(), "rooms")
@@ -107,6 +144,22 @@ class RoomsApp(ExtensionApp):
             # jupyter_server_fileid, set up after this extension, keeps the file ids the
             # collaboration API gives in a database there, and cannot create the directory.
             os.makedirs(jupyter_data_dir(), exist_ok=True)
+        room_factory = None
+        if self.redis_url:
+            # Imported only now: a server that does not share its rooms never loads redis.
+            from ..redis import redis_room_factory
+
+            room_factory = redis_room_factory(
+                self.redis_url,
+                self.room_class,
+                prefix=self.redis_prefix,
+                lock_ttl=self.redis_lock_ttl,
+            )
+            self.log.info(
+                "rooms: shared through Redis at %s (keys %s*)",
+                _without_password(self.redis_url),
+                self.redis_prefix,
+            )
         self.file_rooms = FileRooms(
             self.serverapp.contents_manager,
             log_dir=self.log_dir,
@@ -117,6 +170,7 @@ class RoomsApp(ExtensionApp):
             compact_size=self.compact_size,
             shutdown_timeout=self.shutdown_timeout,
             room_class=self.room_class,
+            room_factory=room_factory,
             logger=self.log,
         )
         self.settings[SETTINGS_KEY] = self.file_rooms
@@ -194,3 +248,12 @@ class RoomsApp(ExtensionApp):
     async def stop_extension(self) -> None:
         """Save and close every room."""
         await self.file_rooms.stop()
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))

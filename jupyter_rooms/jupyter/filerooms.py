@@ -13,6 +13,12 @@ result merged into the room, so that edits made in the room meanwhile are kept.
 Only when a file has no usable history (its log is gone or unreadable, or the file
 came back after it was deleted) does its room start a new *epoch*: clients that knew an
 older one are told and start afresh instead of merging an unrelated history.
+
+A room may also be shared with the same room on other servers (see
+[jupyter_rooms.redis][]). Then the history the servers share is the room's, and one
+server at a time, the *saver*, does what touches the file: it loads a room that has no
+shared history yet, looks at the file, merges others' changes, saves, and keeps the log.
+What the file was last saved with is shared too, so that the next saver knows it.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -43,6 +49,7 @@ from anyio import (
     current_time,
     get_cancelled_exc_class,
     move_on_after,
+    sleep,
 )
 from anyio.abc import TaskGroup, TaskStatus
 from jupyter_core.utils import ensure_async
@@ -82,6 +89,13 @@ _MAX_SAVE_WAIT = 10
 
 # The extension of a room's log, after the file's own name.
 LOG_SUFFIX = ".ylog"
+
+# The fields of the shared metadata that hold the saved document, in turns.
+_BASE_FIELDS = ("base0", "base1")
+
+# Seconds a room shared with other servers may wait, when it opens, for the server that
+# loads it (one that died holding the saver lock holds it until the lock expires).
+_SHARED_OPEN_TIMEOUT = 30.0
 
 
 class RoomPathError(Exception):
@@ -245,11 +259,24 @@ class FileRoom(Room):
         self.autosave = True
         self._wake: Event | None = None
         self._channels: set[Channel] = set()
+        # Whether this server does what touches the file (always, unless the room is
+        # shared with other servers), as the loop that keeps the file last saw it.
+        self._saver_role = False
+        self._publish_due = False
+        # A save that was under way when the previous saver stopped: the doc it wrote.
+        self._shared_saving: bytes | None = None
+        # The shared metadata keeps two documents, the last saved and the one being
+        # saved, in two fields that swap roles: which one holds the saved document, and
+        # the bytes this server last knew there.
+        self._shared_field = _BASE_FIELDS[0]
+        self._shared_base: bytes | None = None
+        self.saves = 0
 
     @property
-    def unsaved(self) -> bool:
-        """Whether the document has changes the file does not have yet."""
-        return self._dirty
+    def unsaved(self) -> bool | None:
+        """Whether the document has changes the file does not have yet; ``None`` when
+        another server saves the room (it is shared), since that server knows."""
+        return self._dirty if self._saver_role else None
 
     # Opening
 
@@ -265,7 +292,13 @@ class FileRoom(Room):
         subscription = self.doc.observe(self._on_change)
         presence = self.awareness.observe(self._on_presence)
         try:
-            await self._open()
+            shared = await self._shared_history()
+            if shared is not None:
+                self._join(shared)
+            else:
+                await self._open()
+                self._saver_role = True
+                await self._publish_saved(opening=True)
             self._stamp_state(path=self.id)
             await self.task_group.start(self._keep_file)
             await super().run(task_status=task_status)
@@ -284,6 +317,10 @@ class FileRoom(Room):
             self.autosave = any(wishes)
 
     async def _open(self) -> None:
+        if self.doc.get_state() != Doc().get_state():
+            # Shared with other servers that left no metadata: their history wins.
+            await self._adopt_history()
+            return
         updatelog = UpdateLog(self._rooms.log_path(self.id))
         contents = None
         try:
@@ -384,6 +421,23 @@ class FileRoom(Room):
         self._compact_at = max(self._rooms.compact_size, COMPACT_GROWTH * self._log.size)
         self.log.info("room %r: new epoch %s (no earlier history)", self.id, self.epoch)
 
+    async def _adopt_history(self) -> None:
+        """Bind a history that came without metadata to the file: the file gets the doc."""
+        try:
+            model = await self._read(None, content=False)
+        except _FileUnreadable:
+            model = None
+        self.kind = kind_for_path(self.id, model.get("format") if model else None)
+        self.epoch = uuid4().hex
+        update = self.doc.get_update()
+        self._saved = _Saved(model.get("hash") if model else None, model is not None, update, 1)
+        self._log = UpdateLog(self._rooms.log_path(self.id))
+        self._log.rewrite(update, self._meta())
+        self._log_updates = 1
+        self._logging = True
+        self._dirty = self._flush = True
+        self.log.info("room %r: new epoch %s for a history without metadata", self.id, self.epoch)
+
     def _meta(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
@@ -392,6 +446,170 @@ class FileRoom(Room):
             "saved": self._saved.record(),
             "saving": None,
         }
+
+    # Sharing with other servers. A room class that shares the room (RedisRoom, mixed in
+    # before this one) overrides the first four; alone, a server is the saver and
+    # shares nothing.
+
+    @property
+    def is_saver(self) -> bool:
+        """Whether this server saves the room: always, unless it is shared with others."""
+        return True
+
+    async def load_shared_meta(self) -> dict[str, bytes] | None:
+        """The room's metadata as the servers that share it stored it; ``None`` if none."""
+        return None
+
+    async def store_shared_meta(self, fields: Mapping[str, bytes | str]) -> None:
+        """Share fields of the room's metadata with the other servers.
+
+        Args:
+            fields: The fields to set.
+        """
+
+    async def drop_shared(self) -> None:
+        """Forget what the servers share about the room (its file was deleted)."""
+
+    def saver_changed(self) -> None:
+        """Have the room take over or give up the file, as ``is_saver`` now says."""
+        self._wake_up()
+
+    async def _shared_history(self) -> dict[str, bytes] | None:
+        """The room's metadata from the servers it is shared with, once one of them loaded
+        it; ``None`` when this server is the one to load it (always so, alone)."""
+        with move_on_after(_SHARED_OPEN_TIMEOUT):
+            while True:
+                meta = await self.load_shared_meta()
+                if meta is not None and meta.get("epoch"):
+                    return meta
+                if self.is_saver:
+                    # Whoever held the lock before may have loaded it meanwhile.
+                    meta = await self.load_shared_meta()
+                    return meta if meta is not None and meta.get("epoch") else None
+                await sleep(0.05)
+        raise RoomOpenError(f"cannot open {self.id}: no server could load it in time")
+
+    def _join(self, meta: dict[str, bytes]) -> None:
+        """Take on the history the other servers share (the document has it already)."""
+        try:
+            self.kind = kind_named(meta.get("kind", b"").decode())
+        except DocumentError as exc:
+            raise RoomOpenError(f"cannot open {self.id}: {exc}") from None
+        self.epoch = meta["epoch"].decode()
+        self._adopt_saved(meta)
+        self._logging = True
+
+    def _adopt_saved(self, meta: dict[str, bytes]) -> None:
+        record = json.loads(meta.get("saved") or b"{}")
+        field = record.get("base") if record.get("base") in _BASE_FIELDS else _BASE_FIELDS[0]
+        base = meta.get(field) or Doc().get_update()
+        self._saved = _Saved(
+            record.get("hash"), bool(record.get("exists")), base, None, record.get("time")
+        )
+        self._shared_field, self._shared_base = field, base
+        self._saved_content = None
+        self._fingerprint = None
+        self.last_saved = record.get("time")
+        spare = meta.get(self._spare_field()) if record.get("saving") else None
+        self._shared_saving = spare or None
+
+    def _spare_field(self) -> str:
+        return _BASE_FIELDS[1] if self._shared_field == _BASE_FIELDS[0] else _BASE_FIELDS[0]
+
+    def _saved_record(self, field: str, *, saving: bool = False) -> str:
+        saved = self._saved
+        record = {"hash": saved.hash, "exists": saved.exists, "time": saved.time}
+        return json.dumps({**record, "base": field, "saving": saving})
+
+    async def _publish_saved(self, *, opening: bool = False, stored_in: str | None = None) -> None:
+        """Share what the file was last saved with; ``stored_in`` names the field that
+        already holds the document (a save put it there before writing the file)."""
+        self._publish_due = False
+        base = self._saved.base
+        fields: dict[str, bytes | str] = {}
+        if stored_in is not None:
+            field = stored_in
+        elif base is self._shared_base:
+            field = self._shared_field
+        else:
+            field = self._spare_field()
+            fields[field] = base
+        fields["saved"] = self._saved_record(field)
+        if opening:
+            fields.update(epoch=self.epoch, kind=self.kind.name)
+        await self.store_shared_meta(fields)
+        self._shared_field, self._shared_base = field, base
+
+    async def _follow_saver(self) -> None:
+        if self.is_saver and not self._saver_role:
+            try:
+                await self._take_over()
+            except Exception as exc:
+                self.log.warning("room %r: could not take over saving: %s", self.id, exc)
+        elif not self.is_saver and self._saver_role:
+            self._saver_role = False
+            self._publish_due = False
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+            self.log.debug(
+                "room %r: stopped saving: it is no longer this server's to save", self.id
+            )
+
+    async def _take_over(self) -> None:
+        """This server saves the room from now on: learn what the file was last saved with,
+        keep the log, and save what the room has (after merging the file's changes)."""
+        meta = await self.load_shared_meta()
+        if meta is not None and meta.get("epoch", b"").decode() == self.epoch:
+            self._adopt_saved(meta)
+        self._open_shared_log()
+        if self._shared_saving is not None:
+            await self._settle_interrupted_save(self._shared_saving)
+        self._saver_role = True
+        self._flush = True
+        self._check_soon = True
+        self.log.debug("room %r: took over saving", self.id)
+
+    def _open_shared_log(self) -> None:
+        """Keep the log again, starting from the whole document; a log of the same epoch
+        may hold changes that never reached the others (a saver killed before sending)."""
+        if self._log is not None:
+            return
+        updatelog = UpdateLog(self._rooms.log_path(self.id))
+        try:
+            contents = updatelog.load()
+        except LogFormatError as exc:
+            self._set_aside(updatelog.path, str(exc))
+            contents = None
+        except OSError as exc:
+            self.log.warning("room %r: cannot read its log: %s", self.id, exc)
+            contents = None
+        if contents is not None and contents.updates and contents.meta.get("epoch") == self.epoch:
+            self.doc.apply_update(_merged(contents.updates))
+        elif contents is not None and (contents.updates or contents.meta):
+            self._set_aside(updatelog.path, "it holds another epoch's history")
+        self._saved = replace(self._saved, at=None)
+        try:
+            updatelog.rewrite(self.doc.get_update(), self._meta())
+        except OSError as exc:
+            self.log.warning("room %r: cannot write its log: %s", self.id, exc)
+            return
+        self._log = updatelog
+        self._log_updates = 1
+        self._compact_at = max(self._rooms.compact_size, COMPACT_GROWTH * updatelog.size)
+
+    async def _settle_interrupted_save(self, doc_update: bytes) -> None:
+        """Did the previous saver's last save reach the file? Then that is what it holds."""
+        self._shared_saving = None
+        try:
+            model = await self._read(self.kind, content=True)
+            content = self.kind.from_model(model) if model is not None else None
+        except (_FileUnreadable, DocumentError):
+            return
+        if model is None or model.get("hash") == self._saved.hash:
+            return
+        if self.kind.same(content, self.kind.content(_doc_of(doc_update))):
+            self._set_saved(_Saved(model.get("hash"), True, doc_update, None))
 
     # Clients
 
@@ -448,10 +666,11 @@ class FileRoom(Room):
 
     def _on_change(self, event: TransactionEvent) -> None:
         update = event.update
-        if update == EMPTY_UPDATE or self._log is None or not self._logging:
+        if update == EMPTY_UPDATE or not self._logging:
             return
-        self._log.append([update])
-        self._log_updates += 1
+        if self._log is not None:
+            self._log.append([update])
+            self._log_updates += 1
         if self._stamping:
             return
         now = current_time()
@@ -461,7 +680,8 @@ class FileRoom(Room):
             self._dirty = True
             # Only the first change sets a save deadline; later ones move it later, which
             # the file keeper finds when it wakes at the earlier one.
-            self._wake_up()
+            if self._saver_role:
+                self._wake_up()
 
     def _wake_up(self) -> None:
         if self._wake is not None:
@@ -490,18 +710,35 @@ class FileRoom(Room):
         try:
             next_poll = current_time() + poll
             while not self._deleted:
-                deadline = next_poll if poll > 0 else math.inf
-                if (self._dirty or self._flush) and self.autosave:
-                    deadline = min(deadline, self._save_due())
-                if self._check_soon or self._save_requests:
-                    deadline = 0
+                # Only the saver touches the file; the others wait to become it.
                 self._wake = Event()
+                await self._follow_saver()
+                deadline = math.inf
+                if self.is_saver and not self._saver_role:
+                    # Taking over failed (Redis went away meanwhile): try again soon.
+                    deadline = current_time() + 1.0
+                if self._saver_role:
+                    deadline = next_poll if poll > 0 else math.inf
+                    if (self._dirty or self._flush) and self.autosave:
+                        deadline = min(deadline, self._save_due())
+                    if self._check_soon or self._save_requests:
+                        deadline = 0
                 wait = deadline - current_time()
                 if wait > 0:
                     with move_on_after(wait):
                         await self._wake.wait()
                 if self._deleted:
                     break
+                if not self._saver_role or not self.is_saver:
+                    if self._save_requests:
+                        # Another server saves this file; it does so on its own schedule.
+                        self.log.info(
+                            "room %r: a save asked of a server that does not save it", self.id
+                        )
+                        requests, self._save_requests = self._save_requests, []
+                        for request in requests:
+                            request.answer(SaveStatus.FAILED)
+                    continue
                 now = current_time()
                 if self._check_soon or (poll > 0 and now >= next_poll):
                     self._check_soon = False
@@ -519,6 +756,8 @@ class FileRoom(Room):
                 ):
                     await self._save()
                 self._maybe_compact()
+                if self._publish_due:
+                    await self._try_publish()
         finally:
             for request in self._save_requests:
                 request.answer(SaveStatus.FAILED)
@@ -526,15 +765,34 @@ class FileRoom(Room):
             with CancelScope(shield=True):
                 await self._close_file()
 
+    async def _try_publish(self, stored_in: str | None = None) -> None:
+        try:
+            await self._publish_saved(stored_in=stored_in)
+        except Exception as exc:
+            self._publish_due = True
+            self.log.warning("room %r: could not share its save record: %s", self.id, exc)
+
     async def _close_file(self) -> None:
         # With autosave off, what was not saved stays in the room's log (the room
         # reopens with it), not in the file.
-        if not self._deleted and (self._dirty or self._flush) and self.autosave:
+        saver = self._saver_role and self.is_saver
+        if saver and not self._deleted and (self._dirty or self._flush) and self.autosave:
             self._retry_at = 0.0
             with move_on_after(self._rooms.shutdown_timeout):
                 await self._save()
+        if saver and self._publish_due and not self._deleted:
+            with move_on_after(self._rooms.shutdown_timeout):
+                await self._try_publish()
+        if self._deleted:
+            with move_on_after(self._rooms.shutdown_timeout):
+                try:
+                    await self.drop_shared()
+                except Exception as exc:
+                    self.log.warning("room %r: could not drop its shared history: %s", self.id, exc)
         updatelog, self._log = self._log, None
         if updatelog is None:
+            if self._deleted:
+                self._rooms.remove_logs(self.id)
             return
         if self._deleted:
             updatelog.close()
@@ -653,6 +911,7 @@ class FileRoom(Room):
         if saved.base is not self._saved.base:
             self._saved_content = None
         self._saved = saved
+        self._publish_due = True
         if self._log is not None:
             self._log.append(meta={"saved": saved.record(), "saving": None})
 
@@ -686,11 +945,23 @@ class FileRoom(Room):
             self.broadcast(control_message({"type": "error", "reason": f"not saved: {exc}"}))
             return False
         at, base = self._log_updates, self.doc.get_update()
-        self._log.append(meta={"saving": {"updates": at}})
+        if self._log is not None:
+            self._log.append(meta={"saving": {"updates": at}})
+        spare = self._spare_field()
+        try:
+            # Whoever saves next must be able to tell this save's file from another's.
+            saving = self._saved_record(self._shared_field, saving=True)
+            await self.store_shared_meta({spare: base, "saved": saving})
+        except Exception as exc:
+            self._dirty = True
+            self._retry_later()
+            self.log.warning("room %r: not saved yet: %s", self.id, exc)
+            return False
         cm = self._rooms.contents_manager
         try:
             with CancelScope(shield=True):
                 await ensure_async(cm.save(self.kind.to_model(content), self.id))
+            self.saves += 1
             model = await self._read(self.kind, content=True)
             written = self.kind.from_model(model) if model is not None else None
         except get_cancelled_exc_class():
@@ -713,6 +984,7 @@ class FileRoom(Room):
         self._set_saved(_Saved(file_hash, True, base, at, self.last_saved))
         self._saved_content = content
         self._stamp_state(file_hash)
+        await self._try_publish(stored_in=spare)
         self.broadcast(control_message({"type": "saved", "path": self.id, "time": self.last_saved}))
         return True
 
@@ -862,6 +1134,9 @@ class FileRooms:
         compact_size: Log size in bytes above which a room's log may be compacted.
         shutdown_timeout: Seconds a room may take to save when it closes.
         room_class: The class of the rooms (``FileRoom`` or a subclass).
+        room_factory: Builds the rooms instead of ``room_class`` (a room's id and the
+            class's keyword arguments in, a ``FileRoom`` out), as
+            [redis_room_factory][jupyter_rooms.redis.redis_room_factory] does.
         logger: Where to log.
     """
 
@@ -877,6 +1152,7 @@ class FileRooms:
         compact_size: int = DEFAULT_COMPACT_SIZE,
         shutdown_timeout: float = 10.0,
         room_class: type[FileRoom] = FileRoom,
+        room_factory: Callable[..., Room] | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self.contents_manager = contents_manager
@@ -886,6 +1162,7 @@ class FileRooms:
         self.compact_size = compact_size
         self.shutdown_timeout = shutdown_timeout
         self.room_class = room_class
+        self.room_factory: Callable[..., Room] = room_factory or room_class
         self.log = logger or log
         root = os.path.realpath(getattr(contents_manager, "root_dir", "") or "")
         self.root_dir = root
@@ -905,7 +1182,7 @@ class FileRooms:
         return self._manager
 
     def _make_room(self, id: str) -> Room:
-        return self.room_class(id, rooms=self, max_backlog=self.max_backlog)
+        return self.room_factory(id, rooms=self, max_backlog=self.max_backlog)
 
     def log_path(self, room_id: str) -> Path:
         """Where the log of a room goes.
@@ -1164,8 +1441,9 @@ class FileRooms:
         """Describe the open rooms.
 
         Returns:
-            One dict per room: ``id``, ``clients``, ``unsaved``, ``last_saved``, ``epoch``
-            and ``kind``.
+            One dict per room: ``id``, ``clients``, ``unsaved``, ``last_saved``, ``epoch``,
+            ``kind``, ``saver`` (whether this server saves the room: always, unless it is
+            shared with other servers) and ``saves`` (how often this server wrote the file).
         """
         rooms = []
         for room_id, room in sorted(self._manager.rooms.items()):
@@ -1178,6 +1456,8 @@ class FileRooms:
                         "last_saved": room.last_saved,
                         "epoch": room.epoch,
                         "kind": room.kind.name,
+                        "saver": room.is_saver,
+                        "saves": room.saves,
                     }
                 )
         return rooms

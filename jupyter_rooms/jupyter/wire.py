@@ -98,6 +98,11 @@ class JupyterServer(ServerWire):
                 f"unknown options for the jupyter wire: {', '.join(sorted(unknown))}; "
                 f"known: {', '.join(sorted(known))}"
             )
+        if options.get("redis_url"):
+            # Say what to install now, rather than as a warning of the server's log.
+            from ..redis import _import_redis
+
+            _import_redis()
         if not os.path.isdir(root_dir):
             raise NotADirectoryError(f"root_dir {os.fspath(root_dir)!r} is not a directory")
         self.root_dir = os.path.abspath(root_dir)
