@@ -578,9 +578,12 @@ class Run:
             kinds += ["outside"] * 4
         deadline = time.monotonic() + self.seconds
         writers = self.proxies[:-1]
-        while time.monotonic() < deadline:
+        # Every kind once first, in a seeded order, so that even a short run on a slow
+        # machine tries them all; then at random.
+        first = self.rng.sample(sorted(set(kinds)), k=len(set(kinds)))
+        while time.monotonic() < deadline or first:
             await anyio.sleep(self.rng.uniform(0.2, 1.0))
-            fault = self.rng.choice(kinds)
+            fault = first.pop() if first else self.rng.choice(kinds)
             self.report.faults[fault] += 1
             if fault == "cut":
                 self.rng.choice(writers).cut()
