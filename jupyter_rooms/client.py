@@ -109,10 +109,15 @@ class ChannelClient(ClientWire):
         self._in_flight = 0
         self._idle = Flag()
         self._idle.set()
+        # Set when the client stops trying to connect (a close it cannot get past).
+        self._ended = Flag()
+        self._was_synchronized = False
         # Clear while local changes exist that the server may not have: made while
         # disconnected, or queued on a connection that dropped before sending them.
         self._delivered = Flag()
         self._delivered.set()
+        # Set once the client stops trying to connect (a final close, or reconnect=False).
+        self._given_up = Flag()
         self._applying = False
         self._unpushed: list[bytes] = []
         self._unpulled: list[bytes] = []
@@ -159,6 +164,7 @@ class ChannelClient(ClientWire):
     async def __asynccontextmanager__(self) -> AsyncIterator[ChannelClient]:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
+        self._given_up.clear()
         self._doc_subscription = self._doc.observe(self._on_local_update)
         self._awareness_subscription = self.awareness.observe(self._on_local_awareness)
         try:
@@ -167,9 +173,14 @@ class ChannelClient(ClientWire):
                 with move_on_after(self.timeout) as scope:
                     try:
                         await tg.start(self._run)
-                        await self.synchronized.wait()
+                        await self._first_sync()
                     except Exception as exc:
                         error = exc
+                    if error is None and self._ended and not self._was_synchronized:
+                        error = FatalClose(
+                            f"{self._describe()} closed the connection before the first sync "
+                            f"({self.close_code}: {self.close_reason}); not reconnecting"
+                        )
                 if error is None and not scope.cancelled_caught:
                     exc_raised = True
                     try:
@@ -195,6 +206,18 @@ class ChannelClient(ClientWire):
             self.awareness.unobserve(self._awareness_subscription)
             self._notify(ClientStatus.CLOSED)
 
+    async def _first_sync(self) -> None:
+        """Wait for the first sync, or for the client to give up connecting (the server
+        refused it for good), whichever comes first."""
+        async with create_task_group() as waiting:
+
+            async def until(flag: Flag) -> None:
+                await flag.wait()
+                waiting.cancel_scope.cancel()
+
+            waiting.start_soon(until, self.synchronized)
+            waiting.start_soon(until, self._ended)
+
     async def _leave(self) -> None:
         """Say goodbye to the others' presence and deliver what is pending, within limits.
 
@@ -204,20 +227,28 @@ class ChannelClient(ClientWire):
         if self.awareness.get_local_state():
             self.awareness.set_local_state(None)
         # Not shielded: a caller's own deadline or cancellation cuts the wait short.
-        with move_on_after(self.timeout) as scope:
-            while not self._delivered or (self.connected and not self._idle):
+        with move_on_after(self.timeout):
+            while not self._given_up and (
+                not self._delivered or (self.connected and not self._idle)
+            ):
                 if not self._delivered:
-                    await self._delivered.wait()
+                    await _first_of(self._delivered, self._given_up)
                 else:
                     await self._idle.wait()
-        if scope.cancelled_caught:
+        if not self._delivered:
             self.log.warning(
-                "left %s after %s s with local changes it could not deliver",
+                "left %s with local changes it could not deliver (%s)",
                 self._describe(),
-                self.timeout,
+                "it will not reconnect" if self._given_up else f"waited {self.timeout} s",
             )
 
     async def _run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._connect_and_reconnect(task_status)
+        finally:
+            self._given_up.set()
+
+    async def _connect_and_reconnect(self, task_status: TaskStatus[None]) -> None:
         attempt = 0
         started = False
         while True:
@@ -231,6 +262,7 @@ class ChannelClient(ClientWire):
             except FatalClose:
                 if not started:
                     raise
+                self._ended.set()
                 return
             except (OSError, ChannelClosed) as exc:
                 if not started:
@@ -257,6 +289,7 @@ class ChannelClient(ClientWire):
                     self.close_code,
                     self.close_reason,
                 )
+                self._ended.set()
                 return
             delay = min(self.max_backoff, 0.05 * 2**attempt) * (0.5 + random.random() / 2)
             attempt += 1
@@ -357,6 +390,7 @@ class ChannelClient(ClientWire):
                 if message.sync_type == SyncType.STEP2:
                     self._step2_pending -= 1
                     if self._step2_pending <= 0 and not self.synchronized:
+                        self._was_synchronized = True
                         self.synchronized.set()
                         self._notify(ClientStatus.SYNCHRONIZED)
         elif message.type == MessageType.AWARENESS:
@@ -452,3 +486,15 @@ class ChannelClient(ClientWire):
             updates, self._unpulled = self._unpulled, []
             for update in updates:
                 self._apply(update)
+
+
+async def _first_of(*flags: Flag) -> None:
+    """Wait until any of the flags is set."""
+    async with create_task_group() as tg:
+
+        async def wait(flag: Flag) -> None:
+            await flag.wait()
+            tg.cancel_scope.cancel()
+
+        for flag in flags:
+            tg.start_soon(wait, flag)

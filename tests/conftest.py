@@ -9,7 +9,7 @@ import pytest
 
 from jupyter_rooms.jupyter.kernelenv import ENV_ROOT, ENV_TOKEN, ENV_URL
 
-from helpers import free_port
+from helpers import INPUTS_TRIED, free_port
 from jupyter_process import ServerProcess
 from redis_server import RedisServer
 
@@ -51,15 +51,30 @@ def make_server(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[..., S
     servers: list[ServerProcess] = []
 
     def make(
-        *options: str, port: int | None = None, extra_env: dict[str, str] | None = None
+        *options: str,
+        port: int | None = None,
+        python: str = "",
+        extra_env: dict[str, str] | None = None,
     ) -> ServerProcess:
-        server = ServerProcess(root, {**env, **(extra_env or {})}, port or free_port(), *options)
+        server = ServerProcess(
+            root, {**env, **(extra_env or {})}, port or free_port(), *options, python=python
+        )
         servers.append(server)
         return server
 
     yield make
     for server in servers:
         server.stop(signal.SIGKILL)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many hostile inputs (malformed messages, bad paths, credentials...) the
+    tests tried: a fuzz test that tried none proves nothing."""
+    if not INPUTS_TRIED:
+        return
+    terminalreporter.write_sep("-", f"hostile inputs tried: {INPUTS_TRIED.total()}")
+    for kind, count in sorted(INPUTS_TRIED.items()):
+        terminalreporter.write_line(f"{count:7d}  {kind}")
 
 
 @pytest.fixture

@@ -1,9 +1,21 @@
-"""A randomized fault run: clients edit one room while connections drop, stall, and the
-server restarts or is killed. Seeded, bounded in time, and it says what it did.
+"""A randomized fault run: clients edit a notebook room, a text room and a free-form room
+while connections drop and stall, the server restarts or is killed, and (on the jupyter
+wire) other programs change the rooms' files. Seeded, bounded in time, and it says what
+it did.
 
-The short run is part of the test suite (tests/test_faults.py); a longer one is::
+Two wires, one harness: ``websocket`` (``python -m jupyter_rooms --store DIR``) and
+``jupyter`` (a ``jupyter server`` process with the extension). Short runs are part of the
+test suite (tests/test_fault_run.py); a longer one is::
 
-    python tests/faults.py --seconds 300 --seed 7
+    python tests/faults.py --wire jupyter --seconds 300 --seed 7
+
+What it checks:
+
+- after every restart and every SIGKILL, each room holds everything an observer client
+  had seen from the server just before (read by a fresh client before anyone else
+  reconnects);
+- at the end, every client, and the room's file (or log) on disk, hold the same content,
+  with every edit (the clients' and the other programs') exactly once.
 """
 
 from __future__ import annotations
@@ -11,31 +23,40 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
+import nbformat
 from anyio.abc import SocketStream, TaskGroup
 from pycrdt import Array, Doc, Map, Text
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from jupyter_rooms import ChannelClient, ClientWire, connect
+from jupyter_rooms import ChannelClient, connect
 from jupyter_rooms.logroom import log_path
+from jupyter_rooms.notebook import Notebook
 from jupyter_rooms.updatelog import UpdateLog
 
 from helpers import free_port
 
-ROOM = "shared/doc"
 # Tokens end with this, so an insert never lands inside another token.
 END = "|"
+TOKEN = re.compile(r"[^|\s]+\|")
+JUPYTER_TOKEN = "fault-run-token"
 
 
 class Proxy:
-    """A TCP relay between one client and the server, which can cut or stall the link."""
+    """A TCP relay between clients and the server, which can cut, stall or hold the link."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -43,12 +64,16 @@ class Proxy:
         self._links: set[TaskGroup] = set()
         self._resume = anyio.Event()
         self._resume.set()
+        self.held = False
 
     async def serve(self) -> None:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
         await listener.serve(self._link)
 
     async def _link(self, client: SocketStream) -> None:
+        if self.held:
+            await client.aclose()
+            return
         try:
             server = await anyio.connect_tcp("127.0.0.1", self.target_port)
         except OSError:
@@ -85,28 +110,36 @@ class Proxy:
         resume.set()
 
 
-class ServerProcess:
-    """``python -m jupyter_rooms`` keeping its rooms in a directory, on a fixed port."""
+class ServerProcess(ABC):
+    """A server in a process of its own, on a fixed port, keeping its state under ``store``."""
 
     def __init__(self, store: Path) -> None:
         self.store = store
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
+    @abstractmethod
+    def command(self) -> list[str]:
+        """The command that runs the server."""
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    @abstractmethod
+    async def ready(self) -> bool:
+        """Whether the server accepts clients."""
+
     async def start(self) -> None:
-        command = [sys.executable, "-m", "jupyter_rooms", "--port", str(self.port)]
-        command += ["--store", str(self.store), "--log-level", "WARNING"]
-        # Popen returns at once; the wait for the port below is asynchronous.
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: ASYNC220
-        with anyio.fail_after(20):
-            while True:
-                try:
-                    stream = await anyio.connect_tcp("127.0.0.1", self.port)
-                except OSError:
-                    await anyio.sleep(0.05)
-                    continue
-                await stream.aclose()
-                return
+        with open(self.store / "server.log", "ab") as output:
+            # Popen returns at once; the wait for the server below is asynchronous.
+            self.process = subprocess.Popen(  # noqa: ASYNC220
+                self.command(), env=self.env(), stdout=output, stderr=output
+            )
+        with anyio.fail_after(60):
+            while not await self.ready():
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"the server exited with {self.process.returncode}")
+                await anyio.sleep(0.05)
 
     async def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None:
@@ -114,203 +147,558 @@ class ServerProcess:
         self.process.send_signal(sig)
         process = self.process
         self.process = None
-        with anyio.fail_after(20):
+        with anyio.fail_after(30):
             while process.poll() is None:
                 await anyio.sleep(0.02)
         if sig == signal.SIGTERM and process.returncode != 0:
             raise RuntimeError(f"the server exited with {process.returncode} on SIGTERM")
 
 
+class WebsocketProcess(ServerProcess):
+    """``python -m jupyter_rooms`` keeping its rooms in update logs in ``store``."""
+
+    def command(self) -> list[str]:
+        command = [sys.executable, "-m", "jupyter_rooms", "--port", str(self.port)]
+        return [*command, "--store", str(self.store / "logs"), "--log-level", "WARNING"]
+
+    async def ready(self) -> bool:
+        try:
+            stream = await anyio.connect_tcp("127.0.0.1", self.port)
+        except OSError:
+            return False
+        await stream.aclose()
+        return True
+
+
+class JupyterProcess(ServerProcess):
+    """``jupyter server`` (the extension enabled by its installation) on ``store/root``,
+    with Jupyter's own directories (the rooms' logs among them) under ``store``."""
+
+    def __init__(self, store: Path, *options: str) -> None:
+        super().__init__(store)
+        self.root = store / "root"
+        self.root.mkdir(exist_ok=True)
+        self.options = options
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--ServerApp.root_dir={self.root}",
+            f"--IdentityProvider.token={JUPYTER_TOKEN}",
+            *self.options,
+        ]
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for name in ("JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_CONFIG_DIR"):
+            env[name] = str(self.store / name.lower())
+        return env
+
+    async def ready(self) -> bool:
+        url = f"http://127.0.0.1:{self.port}/api/rooms"
+        try:
+            await AsyncHTTPClient().fetch(
+                url, headers={"Authorization": f"token {JUPYTER_TOKEN}"}, request_timeout=5
+            )
+        except (OSError, HTTPClientError):
+            return False
+        return True
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    # The server saves by replacing the file: a new inode, whatever the clock's grain.
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def replace_file(path: Path, change: Callable[[bytes], bytes]) -> None:
+    """Change a file the way another program saving it would, and only if it did not
+    change while the new content was made (so a save of the room's is never undone)."""
+    while True:
+        before = _identity(path)
+        data = change(path.read_bytes())
+        temporary = path.with_name(f".{path.name}.outside")
+        temporary.write_bytes(data)
+        if _identity(path) == before:
+            os.replace(temporary, path)
+            return
+        temporary.unlink()
+
+
+class RoomKind(ABC):
+    """One room of the run: how clients edit it, and how its content is read back."""
+
+    name: str
+    file: str
+
+    @abstractmethod
+    def edit(self, doc: Doc, token: str, rng: random.Random, number: int) -> None:
+        """Put ``token`` somewhere in the document (once)."""
+
+    @abstractmethod
+    def state(self, doc: Doc) -> Any:
+        """The content a user would compare."""
+
+    @abstractmethod
+    def tokens(self, state: Any) -> list[str]:
+        """The tokens in a content, as often as each occurs."""
+
+    @abstractmethod
+    def from_file(self, path: Path) -> Any:
+        """The content of the room's file."""
+
+    @abstractmethod
+    def edit_file(self, path: Path, token: str) -> None:
+        """Put ``token`` in the room's file, as another program would."""
+
+    def check(self, state: Any) -> str | None:
+        """What is wrong with a content besides its tokens, if anything."""
+        return None
+
+
+def _text_insert(text: Text, token: str, rng: random.Random) -> None:
+    current = str(text)
+    boundaries = [0] + [i + 1 for i, char in enumerate(current) if char == END]
+    index = rng.choice(boundaries)
+    text.insert(len(current[:index].encode()), token)
+
+
+class TextRoom(RoomKind):
+    name = "text"
+    file = "notes.txt"
+
+    def edit(self, doc: Doc, token: str, rng: random.Random, number: int) -> None:
+        _text_insert(doc.get("source", type=Text), token, rng)
+
+    def state(self, doc: Doc) -> str:
+        return str(doc.get("source", type=Text))
+
+    def tokens(self, state: str) -> list[str]:
+        return TOKEN.findall(state)
+
+    def from_file(self, path: Path) -> str:
+        return path.read_text() if path.exists() else ""
+
+    def edit_file(self, path: Path, token: str) -> None:
+        replace_file(path, lambda data: data + f"{token}\n".encode())
+
+
+class NotebookRoom(RoomKind):
+    name = "notebook"
+    file = "notebook.ipynb"
+
+    def edit(self, doc: Doc, token: str, rng: random.Random, number: int) -> None:
+        notebook = Notebook(doc)
+        if len(notebook) == 0 or rng.random() < 0.3:
+            notebook.insert_cell(rng.randint(0, len(notebook)), token)
+        else:
+            cell = notebook[rng.randrange(len(notebook))]
+            size = len(cell.source)
+            cell.edit(size, size, token)
+
+    def state(self, doc: Doc) -> list[tuple[str, str]]:
+        return [(cell.cell_type, cell.source) for cell in Notebook(doc)]
+
+    def tokens(self, state: list[tuple[str, str]]) -> list[str]:
+        return [token for _, source in state for token in TOKEN.findall(source)]
+
+    def check(self, state: list[tuple[str, str]]) -> str | None:
+        # Every cell starts with the token that made it: an empty cell came from nowhere.
+        empty = sum(1 for _, source in state if not source)
+        return f"{empty} empty cells" if empty else None
+
+    def from_file(self, path: Path) -> list[tuple[str, str]]:
+        if not path.exists():
+            return []
+        notebook = nbformat.read(path, as_version=4)
+        nbformat.validate(notebook)
+        return [(cell.cell_type, cell.source) for cell in notebook.cells]
+
+    def edit_file(self, path: Path, token: str) -> None:
+        def add_cell(data: bytes) -> bytes:
+            notebook = nbformat.reads(data.decode(), as_version=4)
+            notebook.cells.append(nbformat.v4.new_markdown_cell(token))
+            return nbformat.writes(notebook).encode()
+
+        replace_file(path, add_cell)
+
+
+def _doc_of_log(path: Path) -> Doc:
+    doc: Doc = Doc()
+    if path.exists():
+        for update in UpdateLog(path).load().updates:
+            doc.apply_update(update)
+    return doc
+
+
+class FreeformRoom(RoomKind):
+    name = "free-form"
+    file = "state.yroom"
+
+    def edit(self, doc: Doc, token: str, rng: random.Random, number: int) -> None:
+        if rng.random() < 0.5:
+            doc.get("map", type=Map)[token] = number
+        else:
+            array = doc.get("array", type=Array)
+            array.insert(rng.randint(0, len(array)), token)
+
+    def state(self, doc: Doc) -> tuple[dict[str, Any], list[Any]]:
+        return doc.get("map", type=Map).to_py() or {}, doc.get("array", type=Array).to_py() or []
+
+    def tokens(self, state: tuple[dict[str, Any], list[Any]]) -> list[str]:
+        return list(state[0]) + [str(item) for item in state[1]]
+
+    def from_file(self, path: Path) -> tuple[dict[str, Any], list[Any]]:
+        return self.state(_doc_of_log(path))
+
+    def edit_file(self, path: Path, token: str) -> None:
+        # Another writer of the file: an update of its own appended to the log.
+        def append(data: bytes) -> bytes:
+            with tempfile.TemporaryDirectory() as tmp:
+                copy = Path(tmp) / path.name
+                copy.write_bytes(data)
+                doc: Doc = Doc()
+                doc.get("map", type=Map)[token] = -1
+                updatelog = UpdateLog(copy)
+                updatelog.append([doc.get_update()])
+                updatelog.close()
+                return copy.read_bytes()
+
+        replace_file(path, append)
+
+
+ROOMS: list[RoomKind] = [NotebookRoom(), TextRoom(), FreeformRoom()]
+
+
+class Wire(ABC):
+    """How the run reaches a server of one wire and reads what it keeps on disk."""
+
+    name: str
+    # Whether the rooms are files that other programs may change.
+    files = False
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+
+    @abstractmethod
+    def server(self) -> ServerProcess: ...
+
+    @abstractmethod
+    def client(self, room: RoomKind, port: int, **options: Any) -> ChannelClient: ...
+
+    @abstractmethod
+    def on_disk(self, room: RoomKind) -> Any:
+        """The content of a room as the stopped server left it on disk."""
+
+
+class WebsocketWire(Wire):
+    name = "websocket"
+
+    def server(self) -> ServerProcess:
+        return WebsocketProcess(self.store)
+
+    def client(self, room: RoomKind, port: int, **options: Any) -> ChannelClient:
+        client = connect("websocket", id=f"rooms/{room.file}", port=port, **options)
+        assert isinstance(client, ChannelClient)
+        return client
+
+    def on_disk(self, room: RoomKind) -> Any:
+        return room.state(_doc_of_log(log_path(self.store / "logs", f"rooms/{room.file}")))
+
+
+class JupyterWire(Wire):
+    name = "jupyter"
+    files = True
+
+    def server(self) -> ServerProcess:
+        # Saves are rare enough that another program's change seldom meets one, and
+        # the file is looked at often, so such changes merge quickly.
+        options = ("--RoomsApp.save_delay=0.5", "--RoomsApp.poll_interval=0.2")
+        return JupyterProcess(self.store, *options)
+
+    def client(self, room: RoomKind, port: int, **options: Any) -> ChannelClient:
+        url = f"http://127.0.0.1:{port}/"
+        client = connect("jupyter", id=room.file, url=url, token=JUPYTER_TOKEN, **options)
+        assert isinstance(client, ChannelClient)
+        return client
+
+    def path(self, room: RoomKind) -> Path:
+        return self.store / "root" / room.file
+
+    def on_disk(self, room: RoomKind) -> Any:
+        return room.from_file(self.path(room))
+
+
+WIRES: dict[str, Callable[[Path], Wire]] = {"websocket": WebsocketWire, "jupyter": JupyterWire}
+
+
 @dataclass
 class Report:
+    wire: str
     seed: int
     edits: int = 0
+    outside_edits: int = 0
     faults: Counter[str] = field(default_factory=Counter)
-    checked_after_kill: int = 0
+    checked_after_restarts: int = 0
+    resets: int = 0
 
     def __str__(self) -> str:
         faults = ", ".join(f"{n} {kind}" for kind, n in sorted(self.faults.items())) or "none"
         return (
-            f"seed {self.seed}: {self.edits} edits; faults: {faults}; "
-            f"{self.checked_after_kill} relayed edits checked on disk after kills"
+            f"{self.wire} wire, seed {self.seed}: {self.edits} edits by clients, "
+            f"{self.outside_edits} by other programs in the files; faults: {faults}; "
+            f"{self.checked_after_restarts} edits the server had were checked after "
+            f"restarts and kills"
         )
-
-
-def tokens(text: str) -> list[str]:
-    return [token + END for token in text.split(END) if token]
-
-
-State = tuple[str, dict[str, object], list[object]]
-
-
-def content(doc: Doc) -> State:
-    return (
-        str(doc.get("text", type=Text)),
-        doc.get("map", type=Map).to_py() or {},
-        doc.get("array", type=Array).to_py() or [],
-    )
 
 
 class Writer:
-    """One client making random edits through its own proxy."""
+    """One user: a client per room, all through one proxy, making random edits."""
 
-    def __init__(self, number: int, proxy: Proxy, rng: random.Random, report: Report) -> None:
+    def __init__(
+        self, number: int, wire: Wire, proxy: Proxy, rng: random.Random, report: Report
+    ) -> None:
         self.number = number
+        self.wire = wire
         self.proxy = proxy
         self.rng = rng
         self.report = report
-        self.made: list[str] = []
-        self.client: ChannelClient | None = None
+        self.made: dict[str, list[str]] = {room.name: [] for room in ROOMS}
+        self.clients: dict[str, ChannelClient] = {}
 
     def describe(self) -> str:
-        client = self.client
-        if client is None:
-            return f"w{self.number} not started"
-        return (
-            f"w{self.number} connected={client.connected.is_set()} "
-            f"synchronized={client.synchronized.is_set()} links={len(self.proxy._links)} "
-            f"close={client.close_code} {client.close_reason!r}"
-        )
+        parts = []
+        for name, client in self.clients.items():
+            parts.append(
+                f"w{self.number}/{name} connected={client.connected.is_set()} "
+                f"synchronized={client.synchronized.is_set()} "
+                f"close={client.close_code} {client.close_reason!r}"
+            )
+        return "; ".join(parts) or f"w{self.number} not started"
 
-    def edit(self, doc: Doc) -> None:
-        token = f"w{self.number}.{len(self.made)}{END}"
-        self.made.append(token)
-        kind = self.rng.randrange(3)
-        if kind == 0:
-            text = doc.get("text", type=Text)
-            current = str(text)
-            boundaries = [0] + [i + 1 for i, char in enumerate(current) if char == END]
-            index = self.rng.choice(boundaries)
-            text.insert(len(current[:index].encode()), token)
-        elif kind == 1:
-            doc.get("map", type=Map)[token] = self.number
-        else:
-            array = doc.get("array", type=Array)
-            array.insert(self.rng.randint(0, len(array)), token)
-        self.report.edits += 1
+    async def run(self, stop_editing: anyio.Event, leave: anyio.Event, *, task_status: Any) -> None:
+        """Join every room (then report started), edit until told to stop, then leave."""
+        async with anyio.create_task_group() as tg:
+            for room in ROOMS:
+                await tg.start(self._use, room, stop_editing, leave)
+            task_status.started()
 
-    async def run(self, stop_editing: anyio.Event, leave: anyio.Event) -> None:
-        client = connect("websocket", id=ROOM, port=self.proxy.port, max_backoff=0.5)
-        assert isinstance(client, ChannelClient)
-        self.client = client
+    async def _use(
+        self, room: RoomKind, stop_editing: anyio.Event, leave: anyio.Event, *, task_status: Any
+    ) -> None:
+        client = self.wire.client(room, self.proxy.port, max_backoff=0.5)
+        client.on_status(self._count_resets)
+        self.clients[room.name] = client
+        made = self.made[room.name]
         async with client:
+            task_status.started()
             while not stop_editing.is_set():
-                self.edit(client.doc)
-                await anyio.sleep(self.rng.uniform(0.005, 0.05))
+                token = f"w{self.number}.{len(made)}{END}"
+                made.append(token)
+                room.edit(client.doc, token, self.rng, self.number)
+                self.report.edits += 1
+                await anyio.sleep(self.rng.uniform(0.01, 0.1))
             await leave.wait()
 
-
-def persisted(store: Path) -> Doc:
-    doc = Doc()
-    for update in UpdateLog(log_path(store, ROOM)).load().updates:
-        doc.apply_update(update)
-    return doc
+    def _count_resets(self, status: str, details: dict[str, Any]) -> None:
+        if status == "reset":
+            self.report.resets += 1
 
 
-async def _inject_faults(
-    seconds: float,
-    rng: random.Random,
-    report: Report,
-    server: ServerProcess,
-    proxies: list[Proxy],
-    observer: ClientWire,
-    tg: TaskGroup,
-) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        await anyio.sleep(rng.uniform(0.2, 1.0))
-        fault = rng.choice(["cut", "cut", "stall", "restart", "kill"])
-        report.faults[fault] += 1
-        if fault == "cut":
-            rng.choice(proxies).cut()
-        elif fault == "stall":
-            tg.start_soon(rng.choice(proxies).stall, rng.uniform(0.2, 2.0))
-        elif fault == "restart":
-            await server.stop(signal.SIGTERM)
-            await server.start()
-        else:
-            # What the observer got, the server had applied and written.
-            relayed = content(observer.doc)
-            await server.stop(signal.SIGKILL)
-            on_disk = content(persisted(server.store))
-            assert set(tokens(relayed[0])) <= set(tokens(on_disk[0]))
-            assert set(relayed[1]) <= set(on_disk[1])
-            assert set(map(str, relayed[2])) <= set(map(str, on_disk[2]))
-            report.checked_after_kill += len(tokens(relayed[0])) + len(relayed[1])
-            report.checked_after_kill += len(relayed[2])
-            await server.start()
+class Run:
+    """One fault run: a server, its writers and observers, and the faults."""
+
+    def __init__(self, wire: Wire, seconds: float, seed: int, writers: int) -> None:
+        self.wire = wire
+        self.seconds = seconds
+        self.rng = random.Random(seed)
+        self.report = Report(wire.name, seed)
+        self.server = wire.server()
+        self.proxies = [Proxy(self.server.port) for _ in range(writers + 1)]
+        # The observers' proxy is never cut: they see what the server has.
+        self.observer_proxy = self.proxies[-1]
+        self.team = [
+            Writer(i, wire, self.proxies[i], random.Random(self.rng.random()), self.report)
+            for i in range(writers)
+        ]
+        self.observers: dict[str, ChannelClient] = {}
+        self.outside: dict[str, list[str]] = {room.name: [] for room in ROOMS}
+
+    async def go(self) -> Report:
+        await self.server.start()
+        stop_editing = anyio.Event()
+        leave = anyio.Event()
+        try:
+            async with anyio.create_task_group() as relays:
+                for proxy in self.proxies:
+                    relays.start_soon(proxy.serve)
+                async with anyio.create_task_group() as clients:
+                    for room in ROOMS:
+                        client = self.wire.client(room, self.observer_proxy.port, max_backoff=0.2)
+                        client.on_status(self.team[0]._count_resets)
+                        self.observers[room.name] = client
+                        await clients.start(self._observe, client, leave)
+                    # Faults start once everyone is in: a first connection does not retry.
+                    for writer in self.team:
+                        await clients.start(writer.run, stop_editing, leave)
+                    await self._inject_faults(relays)
+                    stop_editing.set()
+                    final = await self._converged()
+                    # Leaving with nothing pending must be quick and clean.
+                    leave.set()
+                relays.cancel_scope.cancel()
+        finally:
+            await self.server.stop(signal.SIGTERM)
+        for room in ROOMS:
+            on_disk = self.wire.on_disk(room)
+            assert on_disk == final[room.name], (
+                f"{self.report}: the {room.name} room on disk differs from the clients: "
+                f"{on_disk!r:.300} != {final[room.name]!r:.300}"
+            )
+        assert self.report.resets == 0, f"{self.report}: {self.report.resets} clients reset"
+        return self.report
+
+    async def _observe(
+        self, client: ChannelClient, leave: anyio.Event, *, task_status: Any
+    ) -> None:
+        async with client:
+            task_status.started()
+            await leave.wait()
+
+    async def _inject_faults(self, tg: TaskGroup) -> None:
+        kinds = ["cut", "cut", "stall", "restart", "kill"]
+        if self.wire.files:
+            kinds += ["outside"] * 4
+        deadline = time.monotonic() + self.seconds
+        writers = self.proxies[:-1]
+        # Every kind once first, in a seeded order, so that even a short run on a slow
+        # machine tries them all; then at random.
+        first = self.rng.sample(sorted(set(kinds)), k=len(set(kinds)))
+        while time.monotonic() < deadline or first:
+            await anyio.sleep(self.rng.uniform(0.2, 1.0))
+            fault = first.pop() if first else self.rng.choice(kinds)
+            self.report.faults[fault] += 1
+            if fault == "cut":
+                self.rng.choice(writers).cut()
+            elif fault == "stall":
+                tg.start_soon(self.rng.choice(writers).stall, self.rng.uniform(0.2, 2.0))
+            elif fault == "outside":
+                self._edit_outside()
+            else:
+                await self._restart(signal.SIGKILL if fault == "kill" else signal.SIGTERM)
+
+    def _edit_outside(self) -> None:
+        assert isinstance(self.wire, JupyterWire)
+        room = self.rng.choice(ROOMS)
+        path = self.wire.path(room)
+        if not path.exists():
+            # Not saved yet: the room creates it.
+            return
+        made = self.outside[room.name]
+        token = f"o.{len(made)}{END}"
+        made.append(token)
+        room.edit_file(path, token)
+        self.report.outside_edits += 1
+
+    async def _restart(self, sig: int) -> None:
+        """Stop the server (gracefully or not) and start it again; before anyone else
+        reconnects, check that each room has all the observer had seen."""
+        seen = {room.name: room.tokens(room.state(self.observers[room.name].doc)) for room in ROOMS}
+        for proxy in self.proxies:
+            proxy.held = True
+        try:
+            await self.server.stop(sig)
+            await self.server.start()
+            for room in ROOMS:
+                fresh = self.wire.client(room, self.server.port, reconnect=False)
+                async with fresh:
+                    found = set(room.tokens(room.state(fresh.doc)))
+                lost = [token for token in seen[room.name] if token not in found]
+                assert not lost, (
+                    f"{self.report}: after a restart with {signal.Signals(sig).name}, the "
+                    f"{room.name} room lacks {len(lost)} edits it had: {lost[:5]}"
+                )
+                self.report.checked_after_restarts += len(seen[room.name])
+        finally:
+            for proxy in self.proxies:
+                proxy.held = False
+
+    async def _converged(self) -> dict[str, Any]:
+        """Wait until every client holds the same content with every edit once."""
+        final: dict[str, Any] = {}
+        for room in ROOMS:
+            made = [token for writer in self.team for token in writer.made[room.name]]
+            expected = sorted(made + self.outside[room.name])
+            clients = {"observer": self.observers[room.name]}
+            clients.update({f"w{w.number}": w.clients[room.name] for w in self.team})
+            with anyio.move_on_after(60):
+                while True:
+                    states = {name: room.state(c.doc) for name, c in clients.items()}
+                    first = states["observer"]
+                    if (
+                        all(state == first for state in states.values())
+                        and sorted(room.tokens(first)) == expected
+                        and room.check(first) is None
+                    ):
+                        final[room.name] = first
+                        break
+                    await anyio.sleep(0.05)
+            if room.name not in final:
+                raise AssertionError(self._difference(room, states, expected))
+        return final
+
+    def _difference(self, room: RoomKind, states: dict[str, Any], expected: list[str]) -> str:
+        problems = []
+        for name, state in states.items():
+            found = Counter(room.tokens(state))
+            missing = sorted(set(expected) - set(found))
+            doubled = [token for token, n in found.items() if n > 1]
+            extra = room.check(state)
+            if missing or doubled or extra:
+                problems.append(
+                    f"{name} misses {len(missing)} edits {missing[:5]}, has {len(doubled)} "
+                    f"twice {doubled[:5]}{'; ' + extra if extra else ''}"
+                )
+        if not problems:
+            problems.append("the clients differ")
+        writers = "; ".join(writer.describe() for writer in self.team)
+        return f"{self.report}: {room.name} room: {' / '.join(problems)}; writers: {writers}"
 
 
-async def _converged(report: Report, observer: ClientWire, team: list[Writer]) -> State:
-    """Wait until every client holds the same document with every edit once; return it."""
-    made = sorted(token for writer in team for token in writer.made)
-    clients = [observer] + [w.client for w in team if w.client is not None]
-    names = ["observer"] + [f"w{w.number}" for w in team]
-    with anyio.move_on_after(60):
-        while True:
-            states = [content(c.doc) for c in clients]
-            if all(s == states[0] for s in states) and _holds(states[0], made):
-                return states[0]
-            await anyio.sleep(0.05)
-    for name, state in zip(names, states, strict=True):
-        found = Counter(tokens(state[0]) + list(state[1]) + list(map(str, state[2])))
-        missing = set(made) - set(found)
-        doubled = [token for token, n in found.items() if n > 1]
-        assert not missing and not doubled, (
-            f"{report}: {name} misses {len(missing)} edits {sorted(missing)[:5]} and "
-            f"has {len(doubled)} twice {doubled[:5]}; writers: "
-            + "; ".join(writer.describe() for writer in team)
-        )
-    raise AssertionError(f"{report}: clients differ")
+async def run(
+    seconds: float, seed: int, store: Path, writers: int = 3, wire: str = "websocket"
+) -> Report:
+    """Run the fault run and check its outcome; raise AssertionError on any loss.
 
+    Args:
+        seconds: How long to inject faults (convergence and checks come after).
+        seed: The seed of every random choice the run makes.
+        store: An empty directory for the server's state.
+        writers: How many users edit (each with one client per room).
+        wire: ``"websocket"`` or ``"jupyter"``.
 
-async def run(seconds: float, seed: int, store: Path, writers: int = 3) -> Report:
-    """Run the fault run and check its outcome; raise AssertionError on any loss."""
-    rng = random.Random(seed)
-    report = Report(seed)
-    server = ServerProcess(store)
-    await server.start()
-    proxies = [Proxy(server.port) for _ in range(writers)]
-    team = [Writer(i, proxies[i], random.Random(rng.random()), report) for i in range(writers)]
-    stop_editing = anyio.Event()
-    leave = anyio.Event()
-    try:
-        async with (
-            anyio.create_task_group() as relays,
-            connect("websocket", id=ROOM, port=server.port, max_backoff=0.2) as observer,
-        ):
-            for proxy in proxies:
-                relays.start_soon(proxy.serve)
-            async with anyio.create_task_group() as clients_group:
-                for writer in team:
-                    clients_group.start_soon(writer.run, stop_editing, leave)
-                await _inject_faults(seconds, rng, report, server, proxies, observer, relays)
-                stop_editing.set()
-                final = await _converged(report, observer, team)
-                # Leaving with nothing pending must be quick and clean.
-                leave.set()
-            relays.cancel_scope.cancel()
-    finally:
-        await server.stop(signal.SIGTERM)
-    assert content(persisted(store)) == final, "the server's log differs from the clients"
-    return report
-
-
-def _holds(state: State, made: list[str]) -> bool:
-    found = tokens(state[0]) + list(state[1]) + [str(item) for item in state[2]]
-    return sorted(found) == made
+    Returns:
+        What the run did.
+    """
+    return await Run(WIRES[wire](store), seconds, seed, writers).go()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--wire", choices=sorted(WIRES), default="jupyter")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(2), "big"))
     parser.add_argument("--writers", type=int, default=3)
     args = parser.parse_args()
-    import tempfile
-
     with tempfile.TemporaryDirectory() as store:
-        report = anyio.run(run, args.seconds, args.seed, Path(store), args.writers)
+        report = anyio.run(run, args.seconds, args.seed, Path(store), args.writers, args.wire)
     print(report)
 
 

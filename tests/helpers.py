@@ -6,12 +6,15 @@ import asyncio
 import logging
 import random
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
+from urllib.parse import urlencode
 
 import anyio
 from pycrdt import Array, Doc, Map, Text
+from tornado.httpclient import AsyncHTTPClient
 
 from jupyter_rooms import ServerWire, bind
 from jupyter_rooms.channel import Channel, ChannelClosed
@@ -22,6 +25,9 @@ from jupyter_rooms.protocol import (
     sync_step1,
     sync_step2,
 )
+
+# Hostile inputs the tests tried, by kind; the run's summary prints them (conftest.py).
+INPUTS_TRIED: Counter[str] = Counter()
 
 WORDS = ("a", "bc", "def", "ghij", " ", "k\n", "lmnop", "xyz")
 
@@ -192,3 +198,23 @@ async def serving(wire: str, **options: Any) -> AsyncIterator[tuple[ServerWire, 
             yield server, {"server": server}
         else:
             yield server, {"host": "127.0.0.1", "port": server.port}  # type: ignore[attr-defined]
+
+
+async def login_cookie(server: Any) -> str:
+    """Log in as a browser does (token in the login form) and return its cookies."""
+    http = AsyncHTTPClient()
+    page = await http.fetch(server.url + "login")
+    cookies = dict(c.split(";")[0].split("=", 1) for c in page.headers.get_list("Set-Cookie"))
+    form = urlencode({"password": server.token, "_xsrf": cookies["_xsrf"]})
+    response = await http.fetch(
+        server.url + "login",
+        method="POST",
+        body=form,
+        headers={"Cookie": f"_xsrf={cookies['_xsrf']}"},
+        follow_redirects=False,
+        raise_error=False,
+    )
+    for cookie in response.headers.get_list("Set-Cookie"):
+        name, value = cookie.split(";")[0].split("=", 1)
+        cookies[name] = value
+    return "; ".join(f"{name}={value}" for name, value in cookies.items())

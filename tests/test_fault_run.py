@@ -1,4 +1,4 @@
-"""A short randomized fault run (a longer one: python tests/faults.py --seconds 300)."""
+"""Short randomized fault runs, one per wire (a longer one: see tests/faults.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,15 @@ from faults import run
 
 pytestmark = pytest.mark.anyio
 
+SEED = int(os.environ.get("FAULTS_SEED", "1"))
 
-@pytest.mark.parametrize("seed", [int(os.environ.get("FAULTS_SEED", "1"))])
-async def test_nothing_is_lost_or_duplicated_under_faults(tmp_path: Path, seed: int) -> None:
-    report = await run(seconds=15, seed=seed, store=tmp_path)
+
+@pytest.mark.parametrize("wire", ["websocket", "jupyter"])
+async def test_nothing_is_lost_or_duplicated_under_faults(tmp_path: Path, wire: str) -> None:
+    report = await run(seconds=20, seed=SEED, store=tmp_path, wire=wire)
     print(report)
-    assert report.edits > 100
-    assert report.faults["kill"] + report.faults["restart"] > 0
+    assert report.edits > 300
+    assert report.faults["kill"] > 0 and report.faults["restart"] > 0
+    assert report.checked_after_restarts > 0
+    if wire == "jupyter":
+        assert report.outside_edits > 0

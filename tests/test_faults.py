@@ -20,7 +20,16 @@ from jupyter_rooms.channel import memory_channel_pair
 from jupyter_rooms.protocol import awareness_message, sync_step1, sync_step2, sync_update
 from jupyter_rooms.websocket import ClientChannel
 
-from helpers import RawPeer, capture_logs, content, edit_randomly, roots, serving, settle
+from helpers import (
+    INPUTS_TRIED,
+    RawPeer,
+    capture_logs,
+    content,
+    edit_randomly,
+    roots,
+    serving,
+    settle,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -211,6 +220,7 @@ def assert_logged(logs: Any, reason: str) -> None:
 async def test_malformed_message_over_a_channel_drops_only_its_sender(
     bad: bytes, handshake: bool
 ) -> None:
+    INPUTS_TRIED["malformed messages (memory wire)"] += 1
     async with a_room_in_use("memory") as (_, options, good, room):
         before = content(room.doc)
         client_end, server_end = memory_channel_pair("fuzz")
@@ -243,6 +253,7 @@ async def raw_websocket(port: int, path: str = "fuzz") -> AsyncIterator[WebSocke
 async def test_malformed_message_over_a_websocket_drops_only_its_sender(
     bad: bytes | str, handshake: bool
 ) -> None:
+    INPUTS_TRIED["malformed messages (websocket wire)"] += 1
     async with a_room_in_use("websocket") as (_, options, good, room):
         before = content(room.doc)
         with capture_logs() as logs, anyio.fail_after(5):

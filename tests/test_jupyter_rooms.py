@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import anyio
 import nbformat
@@ -26,6 +25,8 @@ from jupyter_rooms.client import ChannelClient
 from jupyter_rooms.jupyter.wire import JupyterServer, MissingServerError
 from jupyter_rooms.notebook import Notebook
 from jupyter_rooms.protocol import sync_step1, sync_update
+
+from helpers import INPUTS_TRIED, login_cookie
 
 pytestmark = pytest.mark.anyio
 
@@ -328,26 +329,6 @@ async def test_connect_needs_a_server_and_a_valid_token(root: Path) -> None:
     assert not (root / "x.txt").exists()
 
 
-async def login_cookie(server: JupyterServer) -> str:
-    """Log in as a browser does (token in the login form) and return its cookies."""
-    http = AsyncHTTPClient()
-    page = await http.fetch(server.url + "login")
-    cookies = dict(c.split(";")[0].split("=", 1) for c in page.headers.get_list("Set-Cookie"))
-    form = urlencode({"password": server.token, "_xsrf": cookies["_xsrf"]})
-    response = await http.fetch(
-        server.url + "login",
-        method="POST",
-        body=form,
-        headers={"Cookie": f"_xsrf={cookies['_xsrf']}"},
-        follow_redirects=False,
-        raise_error=False,
-    )
-    for cookie in response.headers.get_list("Set-Cookie"):
-        name, value = cookie.split(";")[0].split("=", 1)
-        cookies[name] = value
-    return "; ".join(f"{name}={value}" for name, value in cookies.items())
-
-
 async def test_origin_checks_follow_the_server(root: Path) -> None:
     config = {"ServerApp": {"allow_origin": "https://ok.example"}}
     async with serve(root, server_config=config) as server:
@@ -460,6 +441,7 @@ async def shared_server(root: Path) -> AsyncIterator[tuple[JupyterServer, Channe
 async def test_malformed_messages_never_harm_the_room(
     shared_server: tuple[JupyterServer, ChannelClient], message: bytes | str
 ) -> None:
+    INPUTS_TRIED["malformed messages (jupyter wire)"] += 1
     server, client = shared_server
     url = server.url.replace("http", "ws") + "api/rooms/target.txt"
     connection = await websocket_connect(

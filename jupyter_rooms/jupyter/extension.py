@@ -8,8 +8,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Int, Type, Unicode, default, validate
+from traitlets import Bool, Float, Int, Type, Unicode, default, validate
 
+from .collaboration import collaboration_handlers
 from .filerooms import DEFAULT_COMPACT_SIZE, FileRoom, FileRooms
 from .handlers import KERNEL_TOKEN_KEY, SETTINGS_KEY, RoomsHandler, RoomSocketHandler
 from .kernelenv import kernel_token, publish
@@ -86,6 +87,16 @@ class RoomsApp(ExtensionApp):
         help="The class of the rooms: FileRoom or a subclass.",
     )
 
+    collaboration = Bool(
+        True,
+        config=True,
+        help="Serve the API of JupyterLab's collaborative front end (api/collaboration/..., "
+        "as jupyter-docprovider and jupyter-collaboration-ui speak it) on the rooms, so that "
+        "JupyterLab's editors and kernels share one room per file. When jupyter_server_ydoc "
+        "(jupyter-collaboration's server) is enabled too, these endpoints take its place; "
+        "set this to False to leave them to it (its rooms are then separate from these).",
+    )
+
     redis_url = Unicode(
         config=True,
         help="Share every room with the other servers that use this Redis, so that "
@@ -129,6 +140,10 @@ class RoomsApp(ExtensionApp):
     def initialize_settings(self) -> None:
         """Create the server's rooms and put them where the handlers find them."""
         assert self.serverapp is not None
+        if self.collaboration:
+            # jupyter_server_fileid, set up after this extension, keeps the file ids the
+            # collaboration API gives in a database there, and cannot create the directory.
+            os.makedirs(jupyter_data_dir(), exist_ok=True)
         room_factory = None
         if self.redis_url:
             # Imported only now: a server that does not share its rooms never loads redis.
@@ -166,13 +181,45 @@ class RoomsApp(ExtensionApp):
             self.serverapp.event_logger.add_listener(schema_id=schema_id, listener=self._on_event)
 
     def initialize_handlers(self) -> None:
-        """Route ``api/rooms`` and ``api/rooms/{path}``."""
+        """Route ``api/rooms``, ``api/rooms/{path}`` and, unless switched off, JupyterLab's
+        ``api/collaboration/...``."""
         self.handlers.extend(
             [
                 (r"/api/rooms/?", RoomsHandler),
                 (r"/api/rooms/(.*)", RoomSocketHandler),
             ]
         )
+        assert self.serverapp is not None
+        ydoc = self._ydoc_enabled()
+        if not self.collaboration:
+            if ydoc:
+                self.log.warning(
+                    "rooms: api/collaboration is left to jupyter_server_ydoc "
+                    "(RoomsApp.collaboration=False): JupyterLab's editors and kernels "
+                    "edit separate copies of a file"
+                )
+            return
+        # jupyter-collaboration's server part sets these when it is installed; without
+        # it the front end's defaults are the same: collaborative, kernels over websockets.
+        page_config = self.serverapp.web_app.settings.setdefault("page_config_data", {})
+        page_config.setdefault("disableRTC", False)
+        page_config.setdefault("serverSideExecution", False)
+        # Extensions set up their routes in the order of their names, and the first route
+        # that matches wins: ours come before jupyter_server_ydoc's.
+        self.handlers.extend(collaboration_handlers())
+        if ydoc:
+            self.log.warning(
+                "rooms: jupyter_server_ydoc is enabled too; jupyter_rooms serves "
+                "api/collaboration (one room per file for JupyterLab and kernels). "
+                "Set RoomsApp.collaboration=False to leave it to jupyter_server_ydoc."
+            )
+        else:
+            self.log.info("rooms: JupyterLab's collaborative editors use rooms (api/collaboration)")
+
+    def _ydoc_enabled(self) -> bool:
+        assert self.serverapp is not None
+        extensions = getattr(self.serverapp, "jpserver_extensions", {}) or {}
+        return bool(extensions.get("jupyter_server_ydoc"))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Start serving rooms, and tell the kernels started from now on where they are."""

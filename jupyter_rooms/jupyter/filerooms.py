@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import shutil
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -52,12 +53,20 @@ from anyio import (
 )
 from anyio.abc import TaskGroup, TaskStatus
 from jupyter_core.utils import ensure_async
-from pycrdt import Doc, TransactionEvent, merge_updates
+from pycrdt import Doc, Map, TransactionEvent, merge_updates
 from tornado.web import HTTPError
 
 from .._tasks import task_group
 from ..channel import Channel, ChannelClosed
-from ..protocol import EMPTY_UPDATE, control_message
+from ..protocol import (
+    EMPTY_UPDATE,
+    Message,
+    MessageType,
+    ProtocolError,
+    control_message,
+    parse_raw_request,
+    raw_message,
+)
 from ..room import Room, RoomManager
 from ..updatelog import LogFormatError, UpdateLog
 from .documents import DocumentError, DocumentKind, kind_for_path, kind_named
@@ -101,6 +110,25 @@ class RoomPathError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class SaveStatus:
+    """How a save asked for by a client ended, as JupyterLab's save replies say it."""
+
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+class _SaveRequest:
+    """A client's request to save now, answered once the room's saver has run."""
+
+    def __init__(self) -> None:
+        self.done = Event()
+        self.status = SaveStatus.FAILED
+
+    def answer(self, status: str) -> None:
+        self.status = status
+        self.done.set()
 
 
 class RoomOpenError(Exception):
@@ -194,6 +222,11 @@ class FileRoom(Room):
         id: The file's path relative to the server's root, normalised.
         rooms: The server's rooms, whose settings and contents manager it uses.
         max_backlog: See [Room][jupyter_rooms.Room].
+
+    Attributes:
+        autosave: Whether the room saves by itself; JupyterLab pages turn it off through
+            their presence (``autosave``) when everyone present has it off. Saves asked
+            for by clients happen either way.
     """
 
     def __init__(self, id: str, *, rooms: FileRooms, max_backlog: int = 1024) -> None:
@@ -220,6 +253,10 @@ class FileRoom(Room):
         self._deleted = False
         # Whether changes go to the log: from the moment the log's own content is loaded.
         self._logging = False
+        # While the room writes its own bookkeeping (the ``state`` map): not a change to save.
+        self._stamping = False
+        self._save_requests: list[_SaveRequest] = []
+        self.autosave = True
         self._wake: Event | None = None
         self._channels: set[Channel] = set()
         # Whether this server does what touches the file (always, unless the room is
@@ -253,6 +290,7 @@ class FileRoom(Room):
             RoomOpenError: The room has no history and its file cannot be read.
         """
         subscription = self.doc.observe(self._on_change)
+        presence = self.awareness.observe(self._on_presence)
         try:
             shared = await self._shared_history()
             if shared is not None:
@@ -261,10 +299,22 @@ class FileRoom(Room):
                 await self._open()
                 self._saver_role = True
                 await self._publish_saved(opening=True)
+            self._stamp_state(path=self.id)
             await self.task_group.start(self._keep_file)
             await super().run(task_status=task_status)
         finally:
             self.doc.unobserve(subscription)
+            self.awareness.unobserve(presence)
+
+    def _on_presence(self, topic: str, changes: tuple[dict[str, Any], Any]) -> None:
+        # JupyterLab pages say in their presence whether their person wants autosave.
+        # Like jupyter-collaboration: on if anyone present wants it (or does not say);
+        # when everyone has left, the last wish stands until someone comes.
+        if topic != "change":
+            return
+        wishes = [state.get("autosave", True) for state in self.awareness.states.values() if state]
+        if wishes:
+            self.autosave = any(wishes)
 
     async def _open(self) -> None:
         if self.doc.get_state() != Doc().get_state():
@@ -621,13 +671,17 @@ class FileRoom(Room):
         if self._log is not None:
             self._log.append([update])
             self._log_updates += 1
+        if self._stamping:
+            return
         now = current_time()
+        self._last_change = now
         if not self._dirty:
             self._first_change = now
-        self._dirty = True
-        self._last_change = now
-        if self._saver_role:
-            self._wake_up()
+            self._dirty = True
+            # Only the first change sets a save deadline; later ones move it later, which
+            # the file keeper finds when it wakes at the earlier one.
+            if self._saver_role:
+                self._wake_up()
 
     def _wake_up(self) -> None:
         if self._wake is not None:
@@ -665,9 +719,9 @@ class FileRoom(Room):
                     deadline = current_time() + 1.0
                 if self._saver_role:
                     deadline = next_poll if poll > 0 else math.inf
-                    if self._dirty or self._flush:
+                    if (self._dirty or self._flush) and self.autosave:
                         deadline = min(deadline, self._save_due())
-                    if self._check_soon:
+                    if self._check_soon or self._save_requests:
                         deadline = 0
                 wait = deadline - current_time()
                 if wait > 0:
@@ -676,18 +730,38 @@ class FileRoom(Room):
                 if self._deleted:
                     break
                 if not self._saver_role or not self.is_saver:
+                    if self._save_requests:
+                        # Another server saves this file; it does so on its own schedule.
+                        self.log.info(
+                            "room %r: a save asked of a server that does not save it", self.id
+                        )
+                        requests, self._save_requests = self._save_requests, []
+                        for request in requests:
+                            request.answer(SaveStatus.FAILED)
                     continue
                 now = current_time()
                 if self._check_soon or (poll > 0 and now >= next_poll):
                     self._check_soon = False
                     await self._check_file()
                     next_poll = current_time() + poll
-                if (self._dirty or self._flush) and current_time() >= self._save_due():
+                if self._save_requests:
+                    requests, self._save_requests = self._save_requests, []
+                    status = SaveStatus.SUCCESS if await self._save() else SaveStatus.FAILED
+                    for request in requests:
+                        request.answer(status)
+                elif (
+                    (self._dirty or self._flush)
+                    and self.autosave
+                    and current_time() >= self._save_due()
+                ):
                     await self._save()
                 self._maybe_compact()
                 if self._publish_due:
                     await self._try_publish()
         finally:
+            for request in self._save_requests:
+                request.answer(SaveStatus.FAILED)
+            self._save_requests = []
             with CancelScope(shield=True):
                 await self._close_file()
 
@@ -699,8 +773,10 @@ class FileRoom(Room):
             self.log.warning("room %r: could not share its save record: %s", self.id, exc)
 
     async def _close_file(self) -> None:
+        # With autosave off, what was not saved stays in the room's log (the room
+        # reopens with it), not in the file.
         saver = self._saver_role and self.is_saver
-        if saver and not self._deleted and (self._dirty or self._flush):
+        if saver and not self._deleted and (self._dirty or self._flush) and self.autosave:
             self._retry_at = 0.0
             with move_on_after(self._rooms.shutdown_timeout):
                 await self._save()
@@ -786,8 +862,10 @@ class FileRoom(Room):
         if self.kind.same(content, self._saved_content_now()):
             # Same content in other bytes (a touch, another writer's formatting).
             self._set_saved(replace(self._saved, hash=file_hash, exists=True))
+            self._stamp_state(file_hash)
             return
         self._merge(content, file_hash)
+        self._stamp_state(file_hash)
 
     def _merge(self, content: Any, file_hash: str | None) -> None:
         """Apply the change from the last-known content to ``content`` to the document as
@@ -837,14 +915,15 @@ class FileRoom(Room):
         if self._log is not None:
             self._log.append(meta={"saved": saved.record(), "saving": None})
 
-    async def _save(self) -> None:
+    async def _save(self) -> bool:
+        """Write the document to the file if it differs; whether the file now holds it."""
         self._flush = False
         await self._check_file()
         if self._deleted:
-            return
+            return False
         if self._file_error is not None or self._missing_since is not None:
             self._retry_later()
-            return
+            return False
         content = self.kind.content(self.doc)
         self._dirty = False
         if self.kind.same(content, self._saved_content_now()):
@@ -854,7 +933,8 @@ class FileRoom(Room):
                     replace(self._saved, base=self.doc.get_update(), at=self._log_updates)
                 )
                 self._saved_content = content
-            return
+            self._stamp_state(self._saved.hash)
+            return True
         self.kind.prepare(self.doc)
         content = self.kind.content(self.doc)
         self._dirty = False
@@ -863,7 +943,7 @@ class FileRoom(Room):
         except DocumentError as exc:
             self.log.warning("room %r: not saved: %s", self.id, exc)
             self.broadcast(control_message({"type": "error", "reason": f"not saved: {exc}"}))
-            return
+            return False
         at, base = self._log_updates, self.doc.get_update()
         if self._log is not None:
             self._log.append(meta={"saving": {"updates": at}})
@@ -876,7 +956,7 @@ class FileRoom(Room):
             self._dirty = True
             self._retry_later()
             self.log.warning("room %r: not saved yet: %s", self.id, exc)
-            return
+            return False
         cm = self._rooms.contents_manager
         try:
             with CancelScope(shield=True):
@@ -893,7 +973,7 @@ class FileRoom(Room):
             reason = exc.log_message if isinstance(exc, HTTPError) else str(exc)
             self.log.warning("room %r: saving failed: %s", self.id, reason)
             self.broadcast(control_message({"type": "error", "reason": f"not saved: {reason}"}))
-            return
+            return False
         file_hash = None
         if model is not None and self.kind.same(written, content):
             file_hash = model.get("hash")
@@ -904,8 +984,98 @@ class FileRoom(Room):
         self.last_saved = _now_iso()
         self._set_saved(_Saved(file_hash, True, base, at, self.last_saved))
         self._saved_content = content
+        self._stamp_state(file_hash)
         await self._try_publish(stored_in=spare)
         self.broadcast(control_message({"type": "saved", "path": self.id, "time": self.last_saved}))
+        return True
+
+    # What JupyterLab's documents keep beside their content (jupyter_ydoc's ``state`` map)
+
+    def _stamp_state(self, file_hash: str | None = None, path: str | None = None) -> None:
+        """Tell clients the file's hash after a save (its editors compare it with the file's
+        before their next save) and the file's path after a rename. This bookkeeping is
+        not a change to save."""
+        if self.kind.name == "room":
+            return
+        state = self.doc.get("state", type=Map)
+        changes: dict[str, Any] = {}
+        if file_hash is not None:
+            if state.get("hash") != file_hash:
+                changes["hash"] = file_hash
+            if state.get("dirty") is not False:
+                changes["dirty"] = False
+        if path is not None and state.get("path") != path:
+            changes["path"] = path
+        if not changes:
+            return
+        clean = self._saved.at == self._log_updates
+        self._stamping = True
+        try:
+            with self.doc.transaction():
+                for key, value in changes.items():
+                    state[key] = value
+        finally:
+            self._stamping = False
+        if clean and self._log is not None:
+            # The stamp is not content: the file still holds the document as saved.
+            # Saying so now spares the next opening a record of its own (a read-only
+            # visit then changes nothing on disk).
+            self._set_saved(replace(self._saved, at=self._log_updates))
+
+    # Requests from clients
+
+    async def save_now(self) -> str:
+        """Save at once, as the room's saver does (never beside it), and wait for the end.
+
+        Returns:
+            ``"success"`` when the file holds the document (written now, or already
+            holding it), ``"failed"`` otherwise (clients get the reason as a notice).
+        """
+        request = _SaveRequest()
+        self._save_requests.append(request)
+        self._wake_up()
+        await request.done.wait()
+        return request.status
+
+    def on_message(self, client: Channel, message: Message) -> None:
+        """Answer JupyterLab's save requests (RAW ``save`` and a number).
+
+        Args:
+            client: The channel the message came from.
+            message: The parsed message.
+        """
+        if message.type != MessageType.RAW:
+            super().on_message(client, message)
+            return
+        try:
+            name, number = parse_raw_request(message.payload)
+        except ProtocolError as exc:
+            self.log.debug("room %r: ignoring a RAW message: %s", self.id, exc)
+            return
+        if name == "save" and number is not None:
+            self.task_group.start_soon(self._answer_save, client, number)
+
+    def on_rejected_update(self, client: Channel, error: ProtocolError) -> bool:
+        """Tell a JupyterLab page whose changes cannot be applied, and keep it (it offers
+        the person to save their copy elsewhere, or to revert); disconnect other clients.
+
+        Args:
+            client: The channel the update came from.
+            error: Why it cannot be applied.
+
+        Returns:
+            Whether the client stays connected.
+        """
+        if not getattr(client, "reports_conflicts", False):
+            return False
+        self.log.warning("room %r: a page's changes cannot be applied: %s", self.id, error)
+        self.send(client, raw_message(json.dumps({"type": "conflict"})))
+        return True
+
+    async def _answer_save(self, client: Channel, number: int) -> None:
+        status = await self.save_now()
+        reply = {"type": "save", "responseTo": number, "status": status}
+        self.send(client, raw_message(json.dumps(reply)))
 
     def _maybe_compact(self, updatelog: UpdateLog | None = None) -> None:
         updatelog = updatelog or self._log
@@ -934,6 +1104,7 @@ class FileRoom(Room):
                 os.replace(self._log.path, new_path)
             self._log = UpdateLog(new_path)
             self._log.append(meta={"path": new_id})
+        self._stamp_state(path=new_id)
 
 
 class _Ready:
@@ -999,6 +1170,8 @@ class FileRooms:
         key = hashlib.sha256(root.encode()).hexdigest()[:16]
         self.log_root = Path(log_dir) / key
         self._manager = RoomManager(self._make_room, cleanup_delay=cleanup_delay)
+        # Rooms bound to no file (JupyterLab's global awareness): gone with their last client.
+        self._transient = RoomManager(Room)
         self._task_group: TaskGroup | None = None
         self._stop: Event | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -1054,7 +1227,7 @@ class FileRooms:
             task_status: Set once clients can be served.
         """
         self._stop = Event()
-        async with self._manager, task_group() as tg:
+        async with self._manager, self._transient, task_group() as tg:
             self._task_group = tg
             task_status.started()
             try:
@@ -1125,8 +1298,8 @@ class FileRooms:
 
         Raises:
             RoomPathError: The path is absolute, leaves the root (``..``, a symlink out),
-                is hidden while hidden files are not allowed, is a directory, or its
-                directory does not exist.
+                is hidden while hidden files are not allowed, is a directory or a special
+                file (a FIFO, a device), or its directory does not exist.
         """
         if "\x00" in path or "\\" in path:
             raise RoomPathError(400, f"invalid path {path!r}")
@@ -1138,6 +1311,14 @@ class FileRooms:
         if any(part in (".", "..") for part in parts):
             raise RoomPathError(400, f"{path!r} is not a plain path under the root")
         room_id = "/".join(parts)
+        try:
+            await self._check_path(room_id, parts)
+        except OSError as exc:
+            # A symlink loop, a name too long...: the contents manager cannot look at it.
+            raise RoomPathError(400, f"{room_id} cannot be opened: {exc.strerror or exc}") from None
+        return room_id
+
+    async def _check_path(self, room_id: str, parts: list[str]) -> None:
         cm = self.contents_manager
         if not getattr(cm, "allow_hidden", False):
             hidden = any(part.startswith(".") for part in parts)
@@ -1149,10 +1330,11 @@ class FileRooms:
             raise RoomPathError(403, f"{room_id} leads outside the root")
         if await ensure_async(cm.dir_exists(room_id)):
             raise RoomPathError(400, f"{room_id} is a directory")
+        if self._is_special(parts):
+            raise RoomPathError(400, f"{room_id} is not a regular file")
         parent = "/".join(parts[:-1])
         if parent and not await ensure_async(cm.dir_exists(parent)):
             raise RoomPathError(404, f"the directory {parent} does not exist")
-        return room_id
 
     def _leaves_root(self, parts: list[str]) -> bool:
         """Whether a path under a local root resolves (through symlinks) outside it."""
@@ -1160,6 +1342,17 @@ class FileRooms:
             return False
         real = os.path.realpath(os.path.join(self.root_dir, *parts))
         return not real.startswith(self.root_dir.rstrip(os.sep) + os.sep)
+
+    def _is_special(self, parts: list[str]) -> bool:
+        """Whether a path under a local root is a FIFO, a device or a socket: reading
+        one may block or never end, and saving would replace it with a file."""
+        if not self.root_dir or not os.path.isdir(self.root_dir):
+            return False
+        try:
+            mode = os.stat(os.path.join(self.root_dir, *parts)).st_mode
+        except FileNotFoundError:
+            return False
+        return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
     def serve(self, room_id: str, channel: Channel, *, read_only: bool = False) -> None:
         """Serve a client in a room, in the background.
@@ -1175,6 +1368,63 @@ class FileRooms:
         if self._task_group is None:
             raise RuntimeError("the rooms are not running")
         self._task_group.start_soon(self._serve_one, room_id, channel, read_only)
+
+    def serve_transient(self, room_id: str, channel: Channel) -> None:
+        """Serve a client in a room bound to no file, in the background: presence only
+        (its document's changes are refused), gone when its last client leaves.
+
+        Args:
+            room_id: Any id; it names no file.
+            channel: The channel to the client.
+
+        Raises:
+            RuntimeError: The rooms are not running.
+        """
+        if self._task_group is None:
+            raise RuntimeError("the rooms are not running")
+        self._task_group.start_soon(self._serve_transient, room_id, channel)
+
+    async def _serve_transient(self, room_id: str, channel: Channel) -> None:
+        try:
+            await self._transient.serve(room_id, channel, read_only=True)
+        except get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            self.log.exception("room %r failed", room_id)
+            await channel.close(1011, f"server error: {exc}")
+
+    async def visit(self, room_id: str) -> FileRoom:
+        """Open a file's room if it is not open, and return it.
+
+        The room stays open as long as any room with no client does (``cleanup_delay``).
+
+        Args:
+            room_id: A room id, as ``resolve`` returns it.
+
+        Returns:
+            The room (its ``epoch`` changes only when its history starts afresh).
+
+        Raises:
+            RoomOpenError: The room cannot be opened.
+            RuntimeError: The rooms are not running.
+        """
+        if self._task_group is None:
+            raise RuntimeError("the rooms are not running")
+        async with self._manager.use(room_id) as room:
+            assert isinstance(room, FileRoom)
+            return room
+
+    def open_room(self, room_id: str) -> FileRoom | None:
+        """The open room of a file, if it is open.
+
+        Args:
+            room_id: A room id.
+
+        Returns:
+            The room, or ``None``.
+        """
+        room = self._manager.rooms.get(room_id)
+        return room if isinstance(room, FileRoom) else None
 
     async def _serve_one(self, room_id: str, channel: Channel, read_only: bool) -> None:
         try:
