@@ -2,9 +2,8 @@
 
 Runs a real redis-server and standalone jupyter_rooms websocket servers
 (``python -m jupyter_rooms``), each in its own process on 127.0.0.1, and drives them
-with a small raw y-websocket client (pycrdt's protocol helpers over tornado's websocket
-client, one message per change, as Yjs's ``WebsocketProvider`` sends them), all in
-this process:
+with the benchmark's raw y-websocket client (``yclient.py``: one message per change, as
+Yjs's ``WebsocketProvider`` sends them), all in this process:
 
 - **latency**: one room, six clients spread over the servers (the writer on the first);
   the writer appends one character, and the figure is the time until the last of the
@@ -42,16 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from pycrdt import (
-    Doc,
-    Text,
-    TransactionEvent,
-    YMessageType,
-    create_sync_message,
-    create_update_message,
-    handle_sync_message,
-)
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from pycrdt import Text
+from yclient import YClient
 
 LATENCY_CLIENTS = 6
 LATENCY_EDITS = 100
@@ -85,63 +76,28 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 class Client:
-    """One raw y-websocket connection to one room, with a ``Text`` named ``source``."""
+    """A text room's client: the benchmark's raw client (``yclient.py``) and a way to
+    wait for what it has."""
 
-    def __init__(self, connection: WebSocketClientConnection) -> None:
-        self.connection = connection
-        self.doc: Doc = Doc()
-        self.text = self.doc.get("source", type=Text)
-        self.synced = asyncio.Event()
+    def __init__(self, client: YClient) -> None:
+        self.client = client
+        self.text = client.doc.get("source", type=Text)
         self.changed = asyncio.Event()
-        self._remote = False
-        self._pending: list[Any] = []
-        self.doc.observe(self._on_change)
-        self._reader = asyncio.ensure_future(self._read())
-
-    @classmethod
-    async def open(cls, url: str) -> Client:
-        connection = await websocket_connect(url, max_message_size=256 * 1024 * 1024)
-        client = cls(connection)
-        await connection.write_message(create_sync_message(client.doc), binary=True)
-        return client
-
-    def _on_change(self, event: TransactionEvent) -> None:
-        self.changed.set()
-        if not self._remote:
-            message = create_update_message(event.update)
-            self._pending.append(self.connection.write_message(message, binary=True))
-
-    async def _read(self) -> None:
-        while True:
-            message = await self.connection.read_message()
-            if message is None:
-                return
-            if isinstance(message, str) or message[0] != YMessageType.SYNC:
-                continue
-            self._remote = True
-            try:
-                reply = handle_sync_message(message[1:], self.doc)
-            finally:
-                self._remote = False
-            if reply is not None:
-                await self.connection.write_message(reply, binary=True)
-            if message[1] == 1:
-                self.synced.set()
+        client.on_change = self.changed.set
 
     async def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        for write in pending:
-            await write
+        await self.client.flushed()
 
     async def until(self, predicate: Callable[[], bool], timeout: float = 120) -> None:
         async with asyncio.timeout(timeout):
             while not predicate():
+                if self.client.closed:
+                    raise ConnectionError(f"the connection ended: {self.client.error}")
                 self.changed.clear()
                 await self.changed.wait()
 
     async def close(self) -> None:
-        self._reader.cancel()
-        self.connection.close()
+        await self.client.close()
 
 
 @contextmanager
@@ -198,10 +154,10 @@ def room_servers(count: int, redis_url: str | None) -> Iterator[list[int]]:
 
 
 async def join(port: int, room: str) -> Client:
-    client = await Client.open(f"ws://127.0.0.1:{port}/{room}")
+    client = await YClient.open(f"ws://127.0.0.1:{port}/{room}")
     async with asyncio.timeout(30):
         await client.synced.wait()
-    return client
+    return Client(client)
 
 
 async def latency(ports: list[int], room: str) -> dict[str, float]:
@@ -353,7 +309,7 @@ async def long_room(ports: list[int], client: redis.Redis) -> dict[str, Any]:
         "edits": LONG_ROOM_EDITS,
         "stream_entries": entries,
         "snapshot_bytes": len(snapshot),
-        "document_bytes": len(writer.doc.get_update()),
+        "document_bytes": len(writer.client.doc.get_update()),
         "key_bytes": before,
         "stream_bytes_per_entry": round(before.get("updates", 0) / max(entries, 1)),
         "key_bytes_after_snapshot": after,
