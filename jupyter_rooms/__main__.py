@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--redis-url", help="share rooms with other servers through Redis")
     parser.add_argument(
+        "--redis-prefix",
+        help="put before every Redis key (servers share rooms only under the same prefix)",
+    )
+    parser.add_argument(
         "--cleanup-delay",
         type=float,
         default=0.0,
@@ -49,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
                 port=args.port,
                 cleanup_delay=args.cleanup_delay,
                 redis_url=args.redis_url,
+                redis_prefix=args.redis_prefix,
             )
             async with server:
                 print(f"serving rooms on ws://{args.host}:{server.port}/", flush=True)

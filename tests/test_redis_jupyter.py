@@ -267,11 +267,15 @@ async def test_a_late_server_sees_everything_once(
 
             # The first server stops: the late one takes over and saves from now on.
             first.stop()
+            for _ in range(200):
+                if (await second.rooms())["analysis.ipynb"]["saver"]:
+                    break
+                await anyio.sleep(0.05)
             late.append_cell("# three", cell_type="markdown")
             expected.append("# three")
             await wait_until(lambda: cell_sources(path) == expected, within=20)
             info = (await second.rooms())["analysis.ipynb"]
-            assert info["saver"] and info["saves"] > 0
+            assert info["saver"] and info["saves"] > 0, info
     second.stop()
 
     # Every server is gone; one with none of their logs (another data directory) opens
