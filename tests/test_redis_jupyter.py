@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import nbformat
 import pytest
+import redis.asyncio as aioredis
 from pycrdt import Map, Text
 
 from jupyter_rooms.jupyter.extension import REDIS_URL_ENV
@@ -329,3 +330,33 @@ def test_without_the_redis_package_the_error_says_what_to_install(
         bind("jupyter", root_dir=tmp_path, port=0, redis_url="redis://127.0.0.1:1")
     with pytest.raises(ImportError, match=r"pip install 'jupyter_rooms\[redis\]'"):
         bind("websocket", port=0, redis_url="redis://127.0.0.1:1")
+
+
+async def test_redis_emptied_while_servers_were_down_keeps_the_history(
+    make_server: Callable[..., ServerProcess], redis_server: RedisServer
+) -> None:
+    server = make_server(*shared(redis_server))
+    path = server.root / "notes.txt"
+    path.write_text("start\n")
+    await server.start()
+    async with server.join("notes.txt") as a:
+        epoch = a.epoch
+        text = a.doc.get("source", type=Text)
+        text.insert(len(str(text)), "more\n")
+        await wait_until(lambda: read_text(path) == "start\nmore\n")
+    server.stop()
+    # Redis loses everything (no persistence, say); the server's own log still has the
+    # room's history: the room keeps its epoch and adds nothing twice.
+    client = aioredis.from_url(redis_server.url)
+    try:
+        await client.flushall()
+    finally:
+        await client.aclose()
+    restarted = make_server(*shared(redis_server), port=server.port)
+    await restarted.start()
+    async with restarted.join("notes.txt") as b:
+        assert b.epoch == epoch
+        text = b.doc.get("source", type=Text)
+        assert str(text) == "start\nmore\n"
+        text.insert(len(str(text)), "again\n")
+        await wait_until(lambda: read_text(path) == "start\nmore\nagain\n")
