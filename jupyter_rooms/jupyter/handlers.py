@@ -151,7 +151,7 @@ class RoomsHandler(APIHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        """List the open rooms: id, clients, unsaved changes, last save, epoch, kind."""
+        """List the open rooms: id, clients, unsaved, last save, epoch, kind, saver, saves."""
         rooms: FileRooms = self.settings[SETTINGS_KEY]
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"rooms": rooms.info()}))
