@@ -71,6 +71,10 @@ COMPACT_GROWTH = 4
 # During continuous editing a room still saves at least every this many save delays.
 _MAX_SAVE_WAIT = 10
 
+# How many times a save merges a change another program made to the file meanwhile,
+# and tries again, before it leaves the write for later.
+_SAVE_ATTEMPTS = 3
+
 # The extension of a room's log, after the file's own name.
 LOG_SUFFIX = ".ylog"
 
@@ -587,13 +591,23 @@ class FileRoom(Room):
             self._log.append(meta={"saved": saved.record(), "saving": None})
 
     async def _save(self) -> None:
+        for _ in range(_SAVE_ATTEMPTS):
+            if await self._save_once():
+                return
+        # The file keeps changing under the room: its changes are merged; save later.
+        self._dirty = True
+        self._retry_later()
+
+    async def _save_once(self) -> bool:
+        """Merge the file's changes, then write the document; ``False`` if the file
+        changed again while the save was being prepared (then nothing was written)."""
         self._flush = False
         await self._check_file()
         if self._deleted or self._log is None:
-            return
+            return True
         if self._file_error is not None or self._missing_since is not None:
             self._retry_later()
-            return
+            return True
         content = self.kind.content(self.doc)
         self._dirty = False
         if self.kind.same(content, self._saved_content_now()):
@@ -603,7 +617,7 @@ class FileRoom(Room):
                     replace(self._saved, base=self.doc.get_update(), at=self._log_updates)
                 )
                 self._saved_content = content
-            return
+            return True
         self.kind.prepare(self.doc)
         content = self.kind.content(self.doc)
         self._dirty = False
@@ -612,7 +626,12 @@ class FileRoom(Room):
         except DocumentError as exc:
             self.log.warning("room %r: not saved: %s", self.id, exc)
             self.broadcast(control_message({"type": "error", "reason": f"not saved: {exc}"}))
-            return
+            return True
+        if await self._changed_since_check():
+            # Another program wrote the file while the save was being prepared (which
+            # takes a while for a large notebook): writing now would undo its change.
+            self._dirty = True
+            return False
         at, base = self._log_updates, self.doc.get_update()
         self._log.append(meta={"saving": {"updates": at}})
         cm = self._rooms.contents_manager
@@ -629,7 +648,7 @@ class FileRoom(Room):
             reason = exc.log_message if isinstance(exc, HTTPError) else str(exc)
             self.log.warning("room %r: saving failed: %s", self.id, reason)
             self.broadcast(control_message({"type": "error", "reason": f"not saved: {reason}"}))
-            return
+            return True
         file_hash = None
         if model is not None and self.kind.same(written, content):
             file_hash = model.get("hash")
@@ -641,6 +660,17 @@ class FileRoom(Room):
         self._set_saved(_Saved(file_hash, True, base, at, self.last_saved))
         self._saved_content = content
         self.broadcast(control_message({"type": "saved", "path": self.id, "time": self.last_saved}))
+        return True
+
+    async def _changed_since_check(self) -> bool:
+        """Whether the file changed since the room last looked at it (a cheap look)."""
+        try:
+            model = await self._read(self.kind, content=False, hash=False)
+        except _FileUnreadable:
+            return True
+        if model is None:
+            return self._fingerprint is not None
+        return _fingerprint(model) != self._fingerprint
 
     def _maybe_compact(self, updatelog: UpdateLog | None = None) -> None:
         updatelog = updatelog or self._log
