@@ -449,6 +449,11 @@ class Report:
     checked_after_restarts: int = 0
     resets: int = 0
 
+    def on_status(self, status: str, details: dict[str, Any]) -> None:
+        """A client's status callback: a reset (a new history) would drop its edits."""
+        if status == "reset":
+            self.resets += 1
+
     def __str__(self) -> str:
         faults = ", ".join(f"{n} {kind}" for kind, n in sorted(self.faults.items())) or "none"
         return (
@@ -494,7 +499,7 @@ class Writer:
         self, room: RoomKind, stop_editing: anyio.Event, leave: anyio.Event, *, task_status: Any
     ) -> None:
         client = self.wire.client(room, self.proxy.port, max_backoff=0.5)
-        client.on_status(self._count_resets)
+        client.on_status(self.report.on_status)
         self.clients[room.name] = client
         made = self.made[room.name]
         async with client:
@@ -506,10 +511,6 @@ class Writer:
                 self.report.edits += 1
                 await anyio.sleep(self.rng.uniform(0.01, 0.1))
             await leave.wait()
-
-    def _count_resets(self, status: str, details: dict[str, Any]) -> None:
-        if status == "reset":
-            self.report.resets += 1
 
 
 class Run:
@@ -542,7 +543,7 @@ class Run:
                 async with anyio.create_task_group() as clients:
                     for room in ROOMS:
                         client = self.wire.client(room, self.observer_proxy.port, max_backoff=0.2)
-                        client.on_status(self.team[0]._count_resets)
+                        client.on_status(self.report.on_status)
                         self.observers[room.name] = client
                         await clients.start(self._observe, client, leave)
                     # Faults start once everyone is in: a first connection does not retry.
