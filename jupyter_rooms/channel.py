@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Protocol, runtime_checkable
 
 from anyio import (
     BrokenResourceError,
     ClosedResourceError,
     EndOfStream,
+    WouldBlock,
     create_memory_object_stream,
 )
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-__all__ = ["Channel", "ChannelClosed", "MemoryChannel", "memory_channel_pair"]
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
+
+__all__ = ["Channel", "ChannelClosed", "ChannelIterator", "MemoryChannel", "memory_channel_pair"]
 
 
 class ChannelClosed(Exception):
@@ -27,6 +34,12 @@ class Channel(Protocol):
     Received messages are read with ``await channel.recv()`` or ``async for message in
     channel``; iteration ends when the channel closes. This is the protocol of
     ``pycrdt.Channel`` plus ``close``, which lets a server drop a client with a reason.
+
+    A channel may also offer ``send_nowait(message) -> bool``: send at once if that
+    needs no waiting, else return ``False``. Rooms use it, when present, to write to
+    clients that keep up without a task switch per message; it must keep the order of
+    messages with ``send``. And ``recv_nowait() -> bytes | None``: a message already
+    received, or ``None``; rooms use it to apply a client's backlog of updates as one.
     """
 
     @property
@@ -70,6 +83,23 @@ class Channel(Protocol):
         ...
 
 
+class ChannelIterator:
+    """Gives a channel with ``recv`` the ``async for`` of the protocol: iteration ends
+    when ``recv`` says the channel closed."""
+
+    async def recv(self) -> bytes:
+        raise NotImplementedError
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.recv()
+        except ChannelClosed:
+            raise StopAsyncIteration from None
+
+
 class _CloseState:
     __slots__ = ("code", "reason")
 
@@ -78,7 +108,7 @@ class _CloseState:
         self.reason = ""
 
 
-class MemoryChannel:
+class MemoryChannel(ChannelIterator):
     """One end of an in-process channel. Create a connected pair with
     [memory_channel_pair][jupyter_rooms.channel.memory_channel_pair]."""
 
@@ -108,20 +138,18 @@ class MemoryChannel:
     def path(self) -> str:
         return self._path
 
-    def __aiter__(self) -> MemoryChannel:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self.recv()
-        except ChannelClosed:
-            raise StopAsyncIteration from None
-
     async def send(self, message: bytes) -> None:
         try:
             await self._send_stream.send(message)
         except (BrokenResourceError, ClosedResourceError):
             raise ChannelClosed(self._path) from None
+
+    def recv_nowait(self) -> bytes | None:
+        """A message already received, or ``None`` when none is waiting."""
+        try:
+            return self._receive_stream.receive_nowait()
+        except (WouldBlock, EndOfStream, ClosedResourceError, BrokenResourceError):
+            return None
 
     async def recv(self) -> bytes:
         try:

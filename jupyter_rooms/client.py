@@ -116,6 +116,8 @@ class ChannelClient(ClientWire):
         # disconnected, or queued on a connection that dropped before sending them.
         self._delivered = Flag()
         self._delivered.set()
+        # Set once the client stops trying to connect (a final close, or reconnect=False).
+        self._given_up = Flag()
         self._applying = False
         self._unpushed: list[bytes] = []
         self._unpulled: list[bytes] = []
@@ -162,6 +164,7 @@ class ChannelClient(ClientWire):
     async def __asynccontextmanager__(self) -> AsyncIterator[ChannelClient]:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
+        self._given_up.clear()
         self._doc_subscription = self._doc.observe(self._on_local_update)
         self._awareness_subscription = self.awareness.observe(self._on_local_awareness)
         try:
@@ -224,20 +227,28 @@ class ChannelClient(ClientWire):
         if self.awareness.get_local_state():
             self.awareness.set_local_state(None)
         # Not shielded: a caller's own deadline or cancellation cuts the wait short.
-        with move_on_after(self.timeout) as scope:
-            while not self._delivered or (self.connected and not self._idle):
+        with move_on_after(self.timeout):
+            while not self._given_up and (
+                not self._delivered or (self.connected and not self._idle)
+            ):
                 if not self._delivered:
-                    await self._delivered.wait()
+                    await _first_of(self._delivered, self._given_up)
                 else:
                     await self._idle.wait()
-        if scope.cancelled_caught:
+        if not self._delivered:
             self.log.warning(
-                "left %s after %s s with local changes it could not deliver",
+                "left %s with local changes it could not deliver (%s)",
                 self._describe(),
-                self.timeout,
+                "it will not reconnect" if self._given_up else f"waited {self.timeout} s",
             )
 
     async def _run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._connect_and_reconnect(task_status)
+        finally:
+            self._given_up.set()
+
+    async def _connect_and_reconnect(self, task_status: TaskStatus[None]) -> None:
         attempt = 0
         started = False
         while True:
@@ -475,3 +486,15 @@ class ChannelClient(ClientWire):
             updates, self._unpulled = self._unpulled, []
             for update in updates:
                 self._apply(update)
+
+
+async def _first_of(*flags: Flag) -> None:
+    """Wait until any of the flags is set."""
+    async with create_task_group() as tg:
+
+        async def wait(flag: Flag) -> None:
+            await flag.wait()
+            tg.cancel_scope.cancel()
+
+        for flag in flags:
+            tg.start_soon(wait, flag)

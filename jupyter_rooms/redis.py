@@ -1,17 +1,23 @@
 """Rooms shared by several servers through Redis.
 
 Each room has a Redis stream of updates that every server with the room open appends
-its own clients' changes to and reads the others' from, a second, capped stream for
-presence, a snapshot that stands for the stream's compacted past, and a lock with
-expiry that names the one server allowed to save and compact the room. A server that
-opens a room late loads the snapshot and the stream after it, so it starts from the
-same history as the others and duplicates nothing.
+its own clients' changes to, and a channel on which each append is published with the
+entry's id, so that the other servers get it at once; presence goes through the
+channel only. A server reads the stream when it opens the room and after any gap in
+what the channel brought (Redis was away), from the last entry it has. The room also
+has a snapshot that stands for the stream's compacted past, a hash of metadata
+that the room class shares between servers (a file-bound room keeps its epoch and what
+its file was last saved with there), and a lock with expiry that names the one server
+allowed to save and compact the room. A server that opens a room late loads the
+snapshot and the stream after it, so it starts from the same history as the others and
+duplicates nothing.
 
 Keys, for a room ``ID`` and the prefix ``P`` (default ``jupyter_rooms:``):
 ``P{ID}:updates`` (stream: fields ``u`` the update, ``s`` the sending server),
-``P{ID}:awareness`` (stream: ``a`` an awareness update, ``s``), ``P{ID}:snapshot``
-(hash: ``update`` and ``cut``, the last stream id it includes), ``P{ID}:saver`` (the
-saving server's id, with an expiry).
+``P{ID}:live`` (the channel: updates with their ids, presence), ``P{ID}:snapshot``
+(hash: ``update`` and ``cut``, the last stream id it includes), ``P{ID}:meta`` (hash:
+the room class's shared metadata, and ``v`` its version), ``P{ID}:saver`` (the saving
+server's id, with an expiry).
 
 Turn it on with ``redis_room_factory(url)`` as a server's ``room_factory`` (the
 websocket wire does it for ``bind("websocket", redis_url=...)``, the Jupyter extension
@@ -23,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
 
@@ -34,18 +41,71 @@ from pycrdt import TransactionEvent, merge_updates
 from .protocol import EMPTY_UPDATE
 from .room import Room
 
-__all__ = ["RedisRoom", "redis_room_factory"]
+__all__ = ["DEFAULT_PREFIX", "RedisRoom", "redis_room_factory"]
 
-log = logging.getLogger("jupyter_rooms.redis")
 
 DEFAULT_PREFIX = "jupyter_rooms:"
 
-# Extend the saver lock only while it is still ours.
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('pexpire', KEYS[1], ARGV[2])
+# Connections a server opens to Redis at most; commands beyond wait for one.
+_MAX_CONNECTIONS = 32
+
+# Updates waiting for Redis are merged into one when there are this many.
+_MAX_OUTGOING = 1024
+
+# Retrying an unreachable Redis: the first wait, and the longest.
+_FIRST_BACKOFF = 0.25
+_MAX_BACKOFF = 3.0
+
+# Take the saver lock if it is free, or extend it if it is ours: 1 if it is ours now.
+# Running it twice does what running it once does, so a retry after a lost reply is safe.
+_TAKE_OR_RENEW = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then
+    redis.call('pexpire', KEYS[1], ARGV[2])
+    return 1
+end
+if not holder then
+    redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 1
 end
 return 0
+"""
+
+# Release the saver lock if it is still ours.
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+# Append an update to a room's stream and publish it, with its id, on the room's channel:
+# in one script, so that the channel brings entries in the stream's order.
+_APPEND = """
+local id = redis.call('xadd', KEYS[1], '*', 'u', ARGV[1], 's', ARGV[2])
+redis.call('publish', KEYS[2], 'u' .. ARGV[2] .. '\\n' .. id .. ' ' .. ARGV[1])
+return id
+"""
+
+# Set fields of the shared metadata and count one more version of it.
+_STORE_META = """
+for i = 1, #ARGV, 2 do
+    redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return redis.call('hincrby', KEYS[1], 'v', 1)
+"""
+
+# Put back metadata a restarted Redis lost, unless what it holds is as new (ARGV[1]).
+_RESTORE_META = """
+local version = tonumber(redis.call('hget', KEYS[1], 'v') or '0')
+if version >= tonumber(ARGV[1]) then
+    return 0
+end
+for i = 2, #ARGV, 2 do
+    redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('hset', KEYS[1], 'v', ARGV[1])
+return 1
 """
 
 
@@ -67,17 +127,48 @@ def _stream_id(entry_id: bytes | str) -> tuple[int, int]:
 
 
 class _Connection:
-    """One Redis client shared by the rooms of a server, closed with the last of them."""
+    """What the rooms of one server share: one Redis client (a bounded pool of
+    connections, closed with the last room) and one subscription to all their channels.
+
+    The task that reads the subscription belongs to one of the rooms (the first to need
+    it); when that room closes, another takes over. It also tells, once per outage for
+    the whole server, that Redis is away or back.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
-        # A redis.asyncio.Redis; typed loosely since redis is an optional dependency.
+        # redis.asyncio objects; typed loosely since redis is an optional dependency.
         self.client: Any = None
+        self.append: Any = None
+        self.pubsub: Any = None
         self.users = 0
+        self.down = False
+        self.rooms: dict[str, RedisRoom] = {}
+        self.reader: RedisRoom | None = None
+        self.reader_gone = Event()
 
     def acquire(self) -> Any:
         if self.client is None:
-            self.client = _import_redis().from_url(self.url)
+            redis = _import_redis()
+            from redis.backoff import ExponentialBackoff
+            from redis.exceptions import ConnectionError, TimeoutError
+
+            # Connections the pool kept from before a restart of Redis fail once: retry
+            # on a new one. Commands wait for a free connection rather than fail when
+            # all are busy. A reply slower than the socket timeout means a Redis that
+            # hangs, handled as one that is down.
+            pool = redis.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=_MAX_CONNECTIONS,
+                timeout=None,
+                socket_connect_timeout=5,
+                socket_timeout=10,
+                retry=redis.retry.Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+                retry_on_error=[ConnectionError, TimeoutError],
+            )
+            self.client = redis.Redis(connection_pool=pool)
+            self.append = self.client.register_script(_APPEND)
+            self.pubsub = _subscription(pool)
         self.users += 1
         return self.client
 
@@ -85,7 +176,112 @@ class _Connection:
         self.users -= 1
         if self.users == 0 and self.client is not None:
             client, self.client = self.client, None
+            pubsub, self.pubsub = self.pubsub, None
+            await pubsub.aclose()
             await client.aclose()
+            await client.connection_pool.disconnect()
+
+    async def add(self, room: RedisRoom) -> None:
+        """Have a room's channel read from now on."""
+        self.rooms[room._redis_channel] = room
+        await self.pubsub.subscribe(room._redis_channel)
+
+    async def remove(self, room: RedisRoom) -> None:
+        if self.rooms.get(room._redis_channel) is room:
+            del self.rooms[room._redis_channel]
+            if self.pubsub is not None and self.pubsub.connection is not None:
+                try:
+                    await self.pubsub.unsubscribe(room._redis_channel)
+                except Exception:
+                    pass
+
+    async def read_for(self, room: RedisRoom) -> None:
+        """Run the server's reader in ``room``'s task, or wait until another room's
+        reader stops and try again; ends only when cancelled."""
+        while True:
+            if self.reader is None:
+                self.reader = room
+                try:
+                    await self._read(room.log)
+                finally:
+                    self.reader = None
+                    gone, self.reader_gone = self.reader_gone, Event()
+                    gone.set()
+            else:
+                await self.reader_gone.wait()
+
+    async def _read(self, logger: logging.Logger) -> None:
+        failures = 0
+        connects = self.pubsub.connects
+        while True:
+            try:
+                if failures:
+                    # Subscribe afresh, then have each room read what it missed.
+                    await self.pubsub.reset()
+                    if self.rooms:
+                        await self.pubsub.subscribe(*self.rooms)
+                    connects = self.pubsub.connects
+                    await self._catch_up()
+                    failures = 0
+                    self.report_back(logger)
+                message = await self.pubsub.get_message(timeout=1.0)
+                if self.pubsub.connects != connects:
+                    # The subscription was lost and made again: what was published
+                    # meanwhile never came.
+                    connects = self.pubsub.connects
+                    await self._catch_up()
+            except Exception as exc:
+                failures += 1
+                for room in self.rooms.values():
+                    room._redis_down = True
+                self.report_down(logger, exc)
+                await sleep(_backoff(failures))
+                continue
+            if message is None or message.get("type") != "message":
+                continue
+            channel = message["channel"].decode()
+            target = self.rooms.get(channel)
+            if target is not None:
+                target._redis_receive(message["data"])
+
+    async def _catch_up(self) -> None:
+        for room in list(self.rooms.values()):
+            await room._redis_back()
+
+    def report_down(self, logger: logging.Logger, exc: Exception) -> None:
+        if not self.down:
+            self.down = True
+            logger.warning(
+                "rooms: Redis is unreachable (%s); each room keeps serving this server's "
+                "clients, and their changes are sent when it is back",
+                exc,
+            )
+
+    def report_back(self, logger: logging.Logger) -> None:
+        if self.down:
+            self.down = False
+            logger.info("rooms: Redis is back")
+
+
+def _subscription(pool: Any) -> Any:
+    """A pub/sub connection that counts its connections: after the first, the
+    subscription was lost for a while, and messages with it."""
+    from redis.asyncio.client import PubSub
+
+    class Subscription(PubSub):
+        connects = 0
+
+        async def on_connect(self, connection: Any) -> None:
+            self.connects += 1
+            await super().on_connect(connection)
+
+    return Subscription(pool, ignore_subscribe_messages=True)
+
+
+def _backoff(failures: int) -> float:
+    """Seconds to wait after this many failures in a row: growing, capped, jittered."""
+    delay = min(_MAX_BACKOFF, _FIRST_BACKOFF * 2 ** min(failures, 8))
+    return float(delay * (0.5 + random.random()))
 
 
 class RedisRoom(Room):
@@ -93,7 +289,10 @@ class RedisRoom(Room):
 
     Use [redis_room_factory][jupyter_rooms.redis.redis_room_factory] to make one; it can
     also be combined with another ``Room`` subclass, whose ``run`` then starts from the
-    history loaded from Redis.
+    history loaded from Redis. Such a class finds here what it needs to persist the room
+    from one server only: ``is_saver``, metadata shared with the other servers
+    (``load_shared_meta``, ``store_shared_meta``, ``drop_shared``), and a call to its own
+    ``saver_changed()`` method, if it has one, whenever ``is_saver`` changes.
 
     Args:
         id: The room's id.
@@ -119,197 +318,273 @@ class RedisRoom(Room):
         **kwargs: Any,
     ) -> None:
         super().__init__(id, **kwargs)
-        self._connection = connection
+        # Every attribute and helper here starts with _redis_: this class is mixed into
+        # other room classes, whose own names must not collide with these.
+        self._redis_connection = connection
         self.server_id = server_id or uuid4().hex
         self.lock_ttl = lock_ttl
         self.compact_after = compact_after
         self.compact_grace = compact_grace
         key = f"{prefix}{id}"
-        self._updates_key = f"{key}:updates"
-        self._awareness_key = f"{key}:awareness"
-        self._snapshot_key = f"{key}:snapshot"
-        self._saver_key = f"{key}:saver"
-        self._last_id = "0-0"
-        self._from_redis = False
-        self._outgoing: list[bytes] = []
-        self._outgoing_awareness: list[bytes] = []
-        self._wake = Event()
+        self._redis_updates_key = f"{key}:updates"
+        self._redis_channel = f"{key}:live"
+        self._redis_snapshot_key = f"{key}:snapshot"
+        self._redis_meta_key = f"{key}:meta"
+        self._redis_saver_key = f"{key}:saver"
+        self._redis_last_id = "0-0"
+        self._redis_applying = False
+        self._redis_outgoing: list[bytes] = []
+        self._redis_outgoing_awareness: list[bytes] = []
+        self._redis_wake = Event()
         self._redis: Any = None
-        self._holds_lock = False
-        self._reported_down = False
+        self._redis_holds_lock = False
+        self._redis_down = False
+        self._redis_failures = 0
+        # Set when a command succeeds while Redis was thought down: ends the waits.
+        self._redis_answers = Event()
+        self._redis_dropped = False
+        # The shared metadata as this server last read or wrote it, and its version: put
+        # back if Redis comes back without it.
+        self._redis_meta: dict[str, bytes] = {}
+        self._redis_meta_version = 0
 
     @property
     def is_saver(self) -> bool:
         """Whether this server holds the room's saver lock (it alone saves and compacts)."""
-        return self._holds_lock
+        return self._redis_holds_lock
+
+    @property
+    def last_stream_id(self) -> str:
+        """The id of the last entry of the room's stream this server has applied."""
+        return self._redis_last_id
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Room]:
+        self._redis = self._redis_connection.acquire()
+        subscription = self.doc.observe(self._redis_on_update)
+        awareness_subscription = self.awareness.observe(self._redis_on_awareness)
+        try:
+            async with super().__asynccontextmanager__():
+                yield self
+        finally:
+            # Everything the room ran is over, a subclass's last save included: send what
+            # is left, then let another server take the lock at once rather than when it
+            # expires. Within bounds, since Redis may be away.
+            self.doc.unobserve(subscription)
+            self.awareness.unobserve(awareness_subscription)
+            with CancelScope(shield=True), move_on_after(5):
+                try:
+                    if not self._redis_dropped:
+                        await self._redis_flush()
+                except Exception as exc:
+                    self.log.warning(
+                        "room %r: closed with changes Redis did not get: %s", self.id, exc
+                    )
+                await self._redis_release_lock()
+                await self._redis_connection.release()
 
     async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
-        self._redis = self._connection.acquire()
-        try:
-            await self._load()
-            subscription = self.doc.observe(self._on_update)
-            awareness_subscription = self.awareness.observe(self._on_awareness)
-            try:
-                self.task_group.start_soon(self._read_loop)
-                self.task_group.start_soon(self._write_loop)
-                self.task_group.start_soon(self._lock_loop)
-                await super().run(task_status=task_status)
-            finally:
-                self.doc.unobserve(subscription)
-                self.awareness.unobserve(awareness_subscription)
-        finally:
-            # The room is closing, often by cancellation: let others take the lock now
-            # rather than when it expires, and close the connection, within bounds.
-            with CancelScope(shield=True), move_on_after(5):
-                await self._release_lock()
-                await self._connection.release()
+        await self._redis_load()
+        self.task_group.start_soon(self._redis_read_loop)
+        self.task_group.start_soon(self._redis_write_loop)
+        self.task_group.start_soon(self._redis_lock_loop)
+        await super().run(task_status=task_status)
 
-    async def _load(self) -> None:
+    async def _redis_load(self) -> None:
         """Start from the snapshot and every update after it."""
-        assert self._redis is not None
-        snapshot = await self._redis.hgetall(self._snapshot_key)
+        snapshot = await self._redis.hgetall(self._redis_snapshot_key)
         start = "-"
         if snapshot:
-            self._apply_from_redis(snapshot[b"update"])
+            self._redis_apply(snapshot[b"update"])
             cut = snapshot[b"cut"].decode()
-            self._last_id = cut
+            self._redis_last_id = cut
             start = f"({cut}"
-        entries = await self._redis.xrange(self._updates_key, min=start, max="+")
-        self._apply_entries(entries)
+        entries = await self._redis.xrange(self._redis_updates_key, min=start, max="+")
+        self._redis_apply_entries(entries)
 
-    def _apply_from_redis(self, update: bytes) -> None:
-        self._from_redis = True
+    async def _redis_catch_up(self) -> None:
+        """Apply what the stream has after the last entry this server applied."""
+        entries = await self._redis.xrange(
+            self._redis_updates_key, min=f"({self._redis_last_id}", max="+"
+        )
+        self._redis_apply_entries(entries)
+
+    def _redis_apply(self, update: bytes) -> None:
+        self._redis_applying = True
         try:
             self.doc.apply_update(update)
         finally:
-            self._from_redis = False
+            self._redis_applying = False
 
-    def _apply_entries(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    def _redis_apply_entries(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         theirs = []
         for entry_id, fields in entries:
-            self._last_id = entry_id.decode()
+            self._redis_advance(entry_id.decode())
             if fields.get(b"s", b"").decode() != self.server_id:
                 theirs.append(fields[b"u"])
         if theirs:
-            self._apply_from_redis(theirs[0] if len(theirs) == 1 else merge_updates(*theirs))
+            self._redis_apply(theirs[0] if len(theirs) == 1 else merge_updates(*theirs))
 
-    def _on_update(self, event: TransactionEvent) -> None:
-        if not self._from_redis and event.update != EMPTY_UPDATE:
-            self._outgoing.append(event.update)
-            self._wake.set()
+    def _redis_advance(self, entry_id: str) -> bool:
+        """Note an entry as applied; ``False`` if one as new was already."""
+        if _stream_id(entry_id) <= _stream_id(self._redis_last_id):
+            return False
+        self._redis_last_id = entry_id
+        return True
 
-    def _on_awareness(self, topic: str, changes: tuple[dict[str, Any], Any]) -> None:
+    def _redis_on_update(self, event: TransactionEvent) -> None:
+        if not self._redis_applying and event.update != EMPTY_UPDATE:
+            outgoing = self._redis_outgoing
+            outgoing.append(event.update)
+            if len(outgoing) >= _MAX_OUTGOING:
+                # Redis is away or slow: keep what waits for it small.
+                outgoing[:] = [merge_updates(*outgoing)]
+            self._redis_wake.set()
+
+    def _redis_on_awareness(self, topic: str, changes: tuple[dict[str, Any], Any]) -> None:
         change, origin = changes
         if topic != "update" or origin == "redis":
             return
         ids = change["added"] + change["updated"] + change["removed"]
-        self._outgoing_awareness.append(self.awareness.encode_awareness_update(ids))
-        self._wake.set()
+        self._redis_outgoing_awareness.append(self.awareness.encode_awareness_update(ids))
+        self._redis_wake.set()
 
-    async def _write_loop(self) -> None:
+    async def _redis_write_loop(self) -> None:
         """Append this server's changes to the streams, merged when they pile up."""
-        assert self._redis is not None
         while True:
-            await self._wake.wait()
-            self._wake = Event()
+            await self._redis_wake.wait()
+            self._redis_wake = Event()
             try:
-                await self._flush()
+                await self._redis_flush()
             except Exception as exc:
-                self._report_down(exc)
-                await sleep(0.5 + random.random())
-                self._wake.set()
+                await self._redis_backoff(exc)
+                self._redis_wake.set()
+            else:
+                self._redis_answered()
 
-    async def _flush(self) -> None:
-        assert self._redis is not None
-        if self._outgoing:
-            count = len(self._outgoing)
-            update = merge_updates(*self._outgoing)
-            await self._redis.xadd(self._updates_key, {"u": update, "s": self.server_id})
-            # Only once it is in Redis (a failure keeps it for the next try), and only
-            # what was sent: more may have come while waiting for Redis.
-            del self._outgoing[:count]
-        while self._outgoing_awareness:
-            message = self._outgoing_awareness[0]
-            await self._redis.xadd(
-                self._awareness_key,
-                {"a": message, "s": self.server_id},
-                maxlen=1000,
-                approximate=True,
-            )
-            self._outgoing_awareness.pop(0)
-
-    async def _read_loop(self) -> None:
-        """Apply the other servers' changes as they arrive in the streams."""
-        assert self._redis is not None
-        newest = await self._redis.xrevrange(self._awareness_key, count=1)
-        awareness_id = newest[0][0].decode() if newest else "0-0"
-        while True:
+    async def _redis_flush(self) -> None:
+        if self._redis_outgoing:
+            pending, self._redis_outgoing = self._redis_outgoing, []
+            update = pending[0] if len(pending) == 1 else merge_updates(*pending)
             try:
-                reply = await self._redis.xread(
-                    {self._updates_key: self._last_id, self._awareness_key: awareness_id},
-                    block=2000,
-                    count=1000,
+                await self._redis_connection.append(
+                    keys=[self._redis_updates_key, self._redis_channel],
+                    args=[update, self.server_id],
                 )
+            except BaseException:
+                # Kept for the next try, ahead of what came while waiting for Redis.
+                self._redis_outgoing.insert(0, update)
+                raise
+        while self._redis_outgoing_awareness:
+            message = self._redis_outgoing_awareness[0]
+            await self._redis_publish(b"a", message)
+            self._redis_outgoing_awareness.pop(0)
+
+    async def _redis_publish(self, kind: bytes, payload: bytes) -> None:
+        await self._redis.publish(
+            self._redis_channel, kind + self.server_id.encode() + b"\n" + payload
+        )
+
+    async def _redis_read_loop(self) -> None:
+        """Have the other servers' changes applied as the channel brings them."""
+        connection = self._redis_connection
+        try:
+            await connection.add(self)
+            # What was appended between loading the room and subscribing.
+            await self._redis_catch_up()
+            # Others tell their clients' presence again, for this server's clients.
+            await self._redis_publish(b"h", b"")
+            await connection.read_for(self)
+        finally:
+            with CancelScope(shield=True), move_on_after(5):
+                await connection.remove(self)
+
+    def _redis_receive(self, data: bytes) -> None:
+        """Apply a message of the room's channel (read by the server's reader)."""
+        kind, rest = data[:1], data[1:]
+        server, _, payload = rest.partition(b"\n")
+        ours = server.decode() == self.server_id
+        if kind == b"u":
+            # This server's own entries count as read too: they come in the stream's
+            # order, which the reply to the append (on another connection) may not.
+            entry_id, _, update = payload.partition(b" ")
+            if self._redis_advance(entry_id.decode()) and not ours:
+                self._redis_apply(update)
+        elif ours:
+            return
+        elif kind == b"a":
+            try:
+                self.awareness.apply_awareness_update(payload, "redis")
             except Exception as exc:
-                self._report_down(exc)
-                await sleep(0.5 + random.random())
-                continue
-            if self._reported_down:
-                self._reported_down = False
-                log.info("room %r: Redis is back", self.id)
-                # Redis may have restarted empty: give it the whole history again
-                # (applying what one already has changes nothing).
-                self._outgoing.append(self.doc.get_update())
-                self._wake.set()
-            for key, entries in reply or []:
-                if key.decode() == self._updates_key:
-                    self._apply_entries(entries)
-                    continue
-                for entry_id, fields in entries:
-                    awareness_id = entry_id.decode()
-                    if fields.get(b"s", b"").decode() != self.server_id:
-                        try:
-                            self.awareness.apply_awareness_update(fields[b"a"], "redis")
-                        except Exception as exc:
-                            log.warning("room %r: bad presence entry in Redis: %s", self.id, exc)
+                self.log.warning("room %r: bad presence from Redis: %s", self.id, exc)
+        elif kind == b"h" and self.awareness.states:
+            states = list(self.awareness.states)
+            self._redis_outgoing_awareness.append(self.awareness.encode_awareness_update(states))
+            self._redis_wake.set()
 
-    def _report_down(self, exc: Exception) -> None:
-        if not self._reported_down:
-            self._reported_down = True
-            log.warning(
-                "room %r: Redis is unreachable (%s); clients of this server keep working, "
-                "their changes are sent when it is back",
-                self.id,
-                exc,
-            )
+    async def _redis_back(self) -> None:
+        """Redis answers again: read what the channel did not bring meanwhile, and give
+        Redis what it may lack (it may have restarted empty)."""
+        await self._redis_catch_up()
+        if self._redis_meta:
+            args: list[Any] = [self._redis_meta_version]
+            for name, value in self._redis_meta.items():
+                args += [name, value]
+            await self._redis.eval(_RESTORE_META, 1, self._redis_meta_key, *args)
+        # The whole history: applying what one already has changes nothing.
+        self._redis_outgoing.append(self.doc.get_update())
+        self._redis_wake.set()
+        self._redis_down = False
+        self._redis_failures = 0
+        self._redis_connection.report_back(self.log)
 
-    async def _lock_loop(self) -> None:
+    async def _redis_backoff(self, exc: Exception) -> None:
+        """Say (once per server) that Redis is unreachable, then wait longer each time."""
+        self._redis_down = True
+        self._redis_connection.report_down(self.log, exc)
+        self._redis_failures += 1
+        if self._redis_answers.is_set():
+            self._redis_answers = Event()
+        with move_on_after(_backoff(self._redis_failures)):
+            await self._redis_answers.wait()
+
+    def _redis_answered(self) -> None:
+        """A command succeeded: if Redis was thought down, stop waiting to retry."""
+        if self._redis_down:
+            self._redis_answers.set()
+
+    async def _redis_lock_loop(self) -> None:
         """Take the saver lock when it is free, keep it renewed, compact while holding it."""
-        assert self._redis is not None
         ttl_ms = int(self.lock_ttl * 1000)
         while True:
             try:
-                if self._holds_lock:
-                    self._holds_lock = bool(
-                        await self._redis.eval(_RENEW, 1, self._saver_key, self.server_id, ttl_ms)
-                    )
-                if not self._holds_lock:
-                    self._holds_lock = bool(
-                        await self._redis.set(self._saver_key, self.server_id, nx=True, px=ttl_ms)
-                    )
-                    if self._holds_lock:
-                        log.info("room %r: this server saves the room", self.id)
-                if self._holds_lock:
-                    await self._compact_if_long()
+                ours = await self._redis.eval(
+                    _TAKE_OR_RENEW, 1, self._redis_saver_key, self.server_id, ttl_ms
+                )
+                self._redis_set_saver(bool(ours))
+                self._redis_answered()
+                if self._redis_holds_lock:
+                    await self._redis_compact_if_long()
             except Exception as exc:
                 # Without Redis, nobody can be sure to hold the lock.
-                self._holds_lock = False
-                self._report_down(exc)
+                self._redis_set_saver(False)
+                await self._redis_backoff(exc)
+                continue
             await sleep(self.lock_ttl / 3)
 
-    async def _compact_if_long(self) -> None:
-        assert self._redis is not None
-        if await self._redis.xlen(self._updates_key) < self.compact_after:
+    def _redis_set_saver(self, holds: bool) -> None:
+        if holds == self._redis_holds_lock:
+            return
+        self._redis_holds_lock = holds
+        self.log.info(
+            "room %r: %s", self.id, "this server saves the room" if holds else "no longer saves"
+        )
+        hook = getattr(self, "saver_changed", None)
+        if hook is not None:
+            hook()
+
+    async def _redis_compact_if_long(self) -> None:
+        if await self._redis.xlen(self._redis_updates_key) < self.compact_after:
             return
         await self.compact()
 
@@ -319,43 +594,88 @@ class RedisRoom(Room):
         Entries newer than ``compact_grace`` seconds stay in the stream, so that a server
         a little behind still finds what it has not read yet.
         """
-        assert self._redis is not None
-        cut = self._last_id
+        cut = self._redis_last_id
         keep_from = _stream_id(cut)
         seconds, microseconds = await self._redis.time()
         time_ms = int(seconds) * 1000 + int(microseconds) // 1000
         grace_ms = time_ms - int(self.compact_grace * 1000)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._snapshot_key, mapping={"update": self.doc.get_update(), "cut": cut})
+            pipe.hset(
+                self._redis_snapshot_key, mapping={"update": self.doc.get_update(), "cut": cut}
+            )
             if keep_from[0] < grace_ms:
                 pipe.xtrim(
-                    self._updates_key,
+                    self._redis_updates_key,
                     minid=f"{keep_from[0]}-{keep_from[1] + 1}",
                     approximate=False,
                 )
             else:
-                pipe.xtrim(self._updates_key, minid=f"{grace_ms}-0", approximate=False)
+                pipe.xtrim(self._redis_updates_key, minid=f"{grace_ms}-0", approximate=False)
             await pipe.execute()
-        log.debug("room %r: compacted its stream up to %s", self.id, cut)
+        self.log.debug("room %r: compacted its stream up to %s", self.id, cut)
 
-    async def _release_lock(self) -> None:
-        if not self._holds_lock or self._redis is None:
+    async def load_shared_meta(self) -> dict[str, bytes] | None:
+        """Read the metadata the room class shares between servers.
+
+        Returns:
+            Its fields, or ``None`` if no server stored any.
+        """
+        fields = await self._redis.hgetall(self._redis_meta_key)
+        if not fields:
+            return None
+        meta = {name.decode(): value for name, value in fields.items()}
+        version = int(meta.pop("v", b"0"))
+        if version >= self._redis_meta_version:
+            self._redis_meta, self._redis_meta_version = dict(meta), version
+        return meta
+
+    async def store_shared_meta(self, fields: Mapping[str, bytes | str]) -> None:
+        """Set fields of the metadata shared between servers (others are kept).
+
+        Args:
+            fields: The fields to set.
+        """
+        args: list[Any] = []
+        for name, value in fields.items():
+            args += [name, value]
+        version = await self._redis.eval(_STORE_META, 1, self._redis_meta_key, *args)
+        self._redis_meta.update(
+            {
+                name: value.encode() if isinstance(value, str) else value
+                for name, value in fields.items()
+            }
+        )
+        self._redis_meta_version = int(version)
+
+    async def drop_shared(self) -> None:
+        """Delete the room's history and metadata from Redis (its file was deleted)."""
+        self._redis_dropped = True
+        self._redis_outgoing.clear()
+        self._redis_meta = {}
+        await self._redis.delete(
+            self._redis_updates_key,
+            self._redis_snapshot_key,
+            self._redis_meta_key,
+        )
+
+    async def _redis_release_lock(self) -> None:
+        if not self._redis_holds_lock:
             return
-        self._holds_lock = False
+        self._redis_holds_lock = False
         try:
-            await self._redis.eval(_RENEW, 1, self._saver_key, self.server_id, 1)
+            await self._redis.eval(_RELEASE, 1, self._redis_saver_key, self.server_id)
         except Exception:
             pass
 
 
 def redis_room_factory(
     url: str,
-    room_factory: Callable[[str], Room] | type[Room] = Room,
+    room_factory: Callable[..., Room] | type[Room] = Room,
     *,
     prefix: str = DEFAULT_PREFIX,
     server_id: str | None = None,
     **options: Any,
-) -> Callable[[str], Room]:
+) -> Callable[..., Room]:
     """Make a room factory whose rooms are shared through Redis.
 
     Args:
@@ -367,7 +687,8 @@ def redis_room_factory(
         options: Further options of [RedisRoom][jupyter_rooms.redis.RedisRoom].
 
     Returns:
-        A ``room_factory`` for ``bind``.
+        A ``room_factory`` for ``bind``: it takes a room's id, and any further keyword
+        arguments the room class needs.
     """
     _import_redis()
     if not (isinstance(room_factory, type) and issubclass(room_factory, Room)):
@@ -378,12 +699,12 @@ def redis_room_factory(
         if base is Room
         else type(f"Redis{base.__name__}", (RedisRoom, base), {"__doc__": base.__doc__})
     )
-    connection = _Connection(url)
     server = server_id or uuid4().hex
+    connection = _Connection(url)
 
-    def make_room(id: str) -> Room:
+    def make_room(id: str, **kwargs: Any) -> Room:
         room: Room = room_class(
-            id, connection=connection, prefix=prefix, server_id=server, **options
+            id, connection=connection, prefix=prefix, server_id=server, **options, **kwargs
         )
         return room
 

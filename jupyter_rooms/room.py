@@ -20,7 +20,7 @@ from anyio import (
     sleep_forever,
 )
 from anyio.abc import TaskGroup, TaskStatus
-from pycrdt import Awareness, Doc, TransactionEvent
+from pycrdt import Awareness, Doc, TransactionEvent, merge_updates
 
 from ._tasks import task_group
 from .channel import Channel, ChannelClosed
@@ -76,8 +76,22 @@ class _Client:
         self.close_reason = ""
         self.cancel_scope = CancelScope()
         self._send, self._receive = create_memory_object_stream[_Item](max_backlog)
+        # A channel that can write without waiting takes messages straight from the
+        # fan-out while nothing is queued for it: no task switch per client and message.
+        # Once one message has to wait, the queue (bounded, merging) takes over until
+        # the send loop has emptied it, so the order of messages is kept.
+        self._send_now: Callable[[bytes], bool] | None = getattr(channel, "send_nowait", None)
+        self._queued = False
 
     def enqueue(self, item: _Item) -> None:
+        if self._send_now is not None and not self._queued:
+            try:
+                if self._send_now(item[0]):
+                    return
+            except ChannelClosed:
+                self.drop(CloseCode.GOING_AWAY, "connection closed")
+                return
+        self._queued = True
         try:
             self._send.send_nowait(item)
         except WouldBlock:
@@ -107,6 +121,8 @@ class _Client:
                         break
                 for message in _coalesce(batch):
                     await self.channel.send(message)
+                if not receive.statistics().current_buffer_used:
+                    self._queued = False
         except ChannelClosed:
             self.drop(CloseCode.GOING_AWAY, "connection closed")
 
@@ -257,17 +273,59 @@ class Room(AsyncContextManagerMixin):
                 await client.close(conn.close_code, conn.close_reason)
 
     async def _receive_loop(self, conn: _Client) -> None:
+        recv_nowait = getattr(conn.channel, "recv_nowait", None)
         try:
             async for data in conn.channel:
-                self._handle(conn, data)
+                if recv_nowait is None:
+                    self._handle(conn, parse_message(data))
+                    continue
+                # Take what else the client has sent meanwhile, and apply its run of
+                # live updates as one: one change for the room to log and fan out
+                # instead of one per keystroke.
+                updates: list[bytes] = []
+                next_data: bytes | None = data
+                while next_data is not None and len(updates) < _MAX_BATCH:
+                    message = parse_message(next_data)
+                    if self._is_live_update(conn, message):
+                        updates.append(message.payload)
+                    else:
+                        self._apply_all(conn, updates)
+                        updates = []
+                        self._handle(conn, message)
+                    next_data = recv_nowait()
+                self._apply_all(conn, updates)
+                if next_data is not None:
+                    self._handle(conn, parse_message(next_data))
         except ProtocolError as exc:
             self.log.warning("room %r: dropping a client: %s", self._id, exc)
             conn.drop(CloseCode.PROTOCOL_ERROR, f"protocol error: {exc}")
         except ChannelClosed:
             pass
 
-    def _handle(self, conn: _Client, data: bytes) -> None:
-        message = parse_message(data)
+    @staticmethod
+    def _is_live_update(conn: _Client, message: Message) -> bool:
+        return (
+            message.type == MessageType.SYNC
+            and message.sync_type != SyncType.STEP1
+            and message.payload != EMPTY_UPDATE
+            and not conn.read_only
+        )
+
+    def _apply_all(self, conn: _Client, updates: list[bytes]) -> None:
+        if len(updates) > 1:
+            try:
+                merged = merge_updates(*updates)
+            except ValueError:
+                # One of them is malformed: apply the good ones before it, in order,
+                # and let the bad one refuse the client.
+                pass
+            else:
+                self._apply(conn, merged)
+                return
+        for update in updates:
+            self._apply(conn, update)
+
+    def _handle(self, conn: _Client, message: Message) -> None:
         if message.type == MessageType.SYNC:
             if message.sync_type == SyncType.STEP1:
                 try:
@@ -295,7 +353,9 @@ class Room(AsyncContextManagerMixin):
         try:
             self._doc.apply_update(update)
         except ValueError as exc:
-            raise ProtocolError(f"invalid update: {exc}") from None
+            error = ProtocolError(f"invalid update: {exc}")
+            if not self.on_rejected_update(conn.channel, error):
+                raise error from None
         finally:
             self._origin = None
 
@@ -309,6 +369,21 @@ class Room(AsyncContextManagerMixin):
             message: The parsed message.
         """
         self.log.debug("room %r: ignoring a %s message", self._id, message.type.name)
+
+    def on_rejected_update(self, client: Channel, error: ProtocolError) -> bool:
+        """Decide what happens to a client whose update cannot be applied.
+
+        The base room returns ``False``: the client is disconnected as any client that
+        breaks the protocol. A subclass may tell the client instead and keep it.
+
+        Args:
+            client: The channel the update came from.
+            error: Why it cannot be applied.
+
+        Returns:
+            Whether the client stays connected.
+        """
+        return False
 
     def send(self, client: Channel, message: bytes) -> None:
         """Queue a message for one client of this room, behind what it already awaits.

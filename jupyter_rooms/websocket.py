@@ -8,19 +8,26 @@ came in by.
 from __future__ import annotations
 
 import logging
+from asyncio import Future
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from anyio import (
     BrokenResourceError,
     ClosedResourceError,
     EndOfStream,
+    WouldBlock,
     create_memory_object_stream,
 )
-from tornado.websocket import WebSocketClientConnection, WebSocketClosedError
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
-from .channel import ChannelClosed
+from .channel import ChannelClosed, ChannelIterator
+from .client import FatalClose
 
-__all__ = ["ClientChannel", "HandlerChannel"]
+__all__ = ["ClientChannel", "HandlerChannel", "open_client_channel"]
 
 log = logging.getLogger("jupyter_rooms.websocket")
 
@@ -28,7 +35,12 @@ log = logging.getLogger("jupyter_rooms.websocket")
 _RECEIVE_BUFFER = 64
 
 
-class HandlerChannel:
+def _ignore_result(future: Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class HandlerChannel(ChannelIterator):
     """The server's end of a websocket, as a [Channel][jupyter_rooms.Channel].
 
     The handler feeds it: ``await channel.feed(message)`` from ``on_message`` (which
@@ -50,15 +62,6 @@ class HandlerChannel:
     @property
     def path(self) -> str:
         return self._path
-
-    def __aiter__(self) -> HandlerChannel:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self.recv()
-        except ChannelClosed:
-            raise StopAsyncIteration from None
 
     async def feed(self, message: str | bytes) -> None:
         """Pass a received message on to the room.
@@ -86,6 +89,49 @@ class HandlerChannel:
         except WebSocketClosedError:
             raise ChannelClosed(self._path) from None
 
+    def send_nowait(self, message: bytes) -> bool:
+        """Send one message at once, if the socket has nothing else waiting to be written.
+
+        A room fans an update out to every client from one loop; writing straight to
+        each socket spares a task switch per client and message while the clients keep
+        up. Once a socket falls behind, this declines and the room queues instead.
+
+        Args:
+            message: The message.
+
+        Returns:
+            Whether the message was sent; ``False`` when earlier messages still wait in
+            the socket's buffer (so the caller should queue it and ``await send``).
+
+        Raises:
+            ChannelClosed: The channel is closed.
+        """
+        connection = self._handler.ws_connection
+        if connection is None or connection.is_closing():
+            raise ChannelClosed(self._path)
+        if connection.stream is None or connection.stream.writing():
+            return False
+        write_frame = getattr(connection, "_write_frame", None)
+        try:
+            if write_frame is not None and getattr(connection, "_compressor", None) is None:
+                # One binary frame, straight to the stream: tornado's write_message would
+                # also wrap each write in a task of its own, the largest cost of a fan-out.
+                written = write_frame(True, 0x2, message)
+            else:
+                written = self._handler.write_message(message, binary=True)
+        except (WebSocketClosedError, StreamClosedError):
+            raise ChannelClosed(self._path) from None
+        # Nobody awaits this write: a failure shows up as the socket closing.
+        written.add_done_callback(_ignore_result)
+        return True
+
+    def recv_nowait(self) -> bytes | None:
+        """A message already received, or ``None`` when none is waiting."""
+        try:
+            return self._receive.receive_nowait()
+        except (WouldBlock, EndOfStream, ClosedResourceError):
+            return None
+
     async def recv(self) -> bytes:
         try:
             return await self._receive.receive()
@@ -101,7 +147,7 @@ class HandlerChannel:
         self._send_in.close()
 
 
-class ClientChannel:
+class ClientChannel(ChannelIterator):
     """A client's websocket connection, as a [Channel][jupyter_rooms.Channel].
 
     Args:
@@ -132,15 +178,6 @@ class ClientChannel:
         """The reason the connection was closed with, once closed."""
         return self._connection.close_reason or ""
 
-    def __aiter__(self) -> ClientChannel:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self.recv()
-        except ChannelClosed:
-            raise StopAsyncIteration from None
-
     async def send(self, message: bytes) -> None:
         try:
             await self._connection.write_message(message, binary=True)
@@ -155,3 +192,42 @@ class ClientChannel:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         self._connection.close(code, reason)
+
+
+@asynccontextmanager
+async def open_client_channel(
+    url: str,
+    path: str,
+    *,
+    headers: dict[str, str],
+    connect_timeout: float,
+    max_message_size: int,
+) -> AsyncIterator[ClientChannel]:
+    """Open a websocket to a room, as a channel; leaving the block closes it.
+
+    Args:
+        url: The room's websocket URL.
+        path: The room's id.
+        headers: HTTP headers for the upgrade request (credentials, for one).
+        connect_timeout: Seconds allowed to connect.
+        max_message_size: The largest message accepted, in bytes.
+
+    Yields:
+        The channel.
+
+    Raises:
+        FatalClose: The server refused the client (400, 401, 403, 404): retrying won't help.
+        ConnectionError: The server could not be reached, or failed.
+    """
+    request = HTTPRequest(url, headers=headers, connect_timeout=connect_timeout)
+    try:
+        connection = await websocket_connect(request, max_message_size=max_message_size)
+    except HTTPClientError as exc:
+        if exc.code in (400, 401, 403, 404):
+            message = exc.response.reason if exc.response is not None else str(exc)
+            raise FatalClose(f"{url} refused the connection ({exc.code}: {message})") from exc
+        raise ConnectionError(f"{url}: {exc}") from exc
+    try:
+        yield ClientChannel(connection, path)
+    finally:
+        connection.close()

@@ -51,6 +51,9 @@ class MessageType(str, Enum):
     and the kernel's state vector."""
     UPDATE = "update"
     """A Y update, either way."""
+    RESET = "reset"
+    """From the kernel: the room started a new history; the browser replaces its copy of
+    the document by the one in the message's update."""
 
 
 class RoomWidget(anywidget.AnyWidget):
@@ -164,8 +167,22 @@ class RoomWidget(anywidget.AnyWidget):
         self.peers = _peers(self._client)
 
     def _on_status(self, status: str) -> None:
-        if status in _STATUSES:
+        if status == "reset":
+            self._follow_new_doc()
+        elif status in _STATUSES:
             self.status = status
+
+    def _follow_new_doc(self) -> None:
+        """The client replaced its document (the room's history started anew): relay the
+        new one, and have the browser replace its copy rather than merge into it."""
+        if self._doc_subscription is not None:
+            self._doc.unobserve(self._doc_subscription)
+        self._doc = self._client.doc
+        self._doc_subscription = self._doc.observe(self._on_doc_change)
+        # The client's awareness was replaced along with its document.
+        self._awareness_subscription = self._client.awareness.observe(self._on_awareness_change)
+        self._relay(MessageType.RESET, [self._doc.get_update()])
+        self._show_peers()
 
 
 _STATUSES = {"connected", "synchronized", "disconnected", "closed"}

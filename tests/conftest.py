@@ -11,6 +11,7 @@ from jupyter_rooms.jupyter.kernelenv import ENV_ROOT, ENV_TOKEN, ENV_URL
 
 from helpers import INPUTS_TRIED, free_port
 from jupyter_process import ServerProcess
+from redis_server import RedisServer
 
 # What a Jupyter server tells its kernels through the environment: a server running in
 # the test process sets them in it, so each test starts and ends without them.
@@ -49,8 +50,15 @@ def make_server(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[..., S
     root.mkdir()
     servers: list[ServerProcess] = []
 
-    def make(*options: str, port: int | None = None) -> ServerProcess:
-        server = ServerProcess(root, env, port or free_port(), *options)
+    def make(
+        *options: str,
+        port: int | None = None,
+        python: str = "",
+        extra_env: dict[str, str] | None = None,
+    ) -> ServerProcess:
+        server = ServerProcess(
+            root, {**env, **(extra_env or {})}, port or free_port(), *options, python=python
+        )
         servers.append(server)
         return server
 
@@ -67,3 +75,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_sep("-", f"hostile inputs tried: {INPUTS_TRIED.total()}")
     for kind, count in sorted(INPUTS_TRIED.items()):
         terminalreporter.write_line(f"{count:7d}  {kind}")
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server, on 127.0.0.1 and a free port, with its data in the test's directory."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(directory)
+    server.start()
+    yield server
+    server.stop()

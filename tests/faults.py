@@ -66,8 +66,9 @@ class Proxy:
         self._resume.set()
         self.held = False
 
-    async def serve(self) -> None:
+    async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
+        task_status.started()
         await listener.serve(self._link)
 
     async def _link(self, client: SocketStream) -> None:
@@ -538,8 +539,9 @@ class Run:
         leave = anyio.Event()
         try:
             async with anyio.create_task_group() as relays:
+                # Listening before any client connects: a first connection does not retry.
                 for proxy in self.proxies:
-                    relays.start_soon(proxy.serve)
+                    await relays.start(proxy.serve)
                 async with anyio.create_task_group() as clients:
                     for room in ROOMS:
                         client = self.wire.client(room, self.observer_proxy.port, max_backoff=0.2)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import anyio
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from jupyter_rooms import connect
+from jupyter_rooms.jupyter.kernelenv import kernel_token
 
 TOKEN = "secret-token"
 
@@ -19,7 +23,11 @@ TOKEN = "secret-token"
 class ServerProcess:
     """A ``jupyter server`` started with no flag about the extension."""
 
-    def __init__(self, root: Path, env: dict[str, str], port: int, *options: str) -> None:
+    def __init__(
+        self, root: Path, env: dict[str, str], port: int, *options: str, python: str = ""
+    ) -> None:
+        self.python = python or sys.executable
+        self.token = TOKEN
         self.root = root
         self.env = env
         self.port = port
@@ -29,7 +37,7 @@ class ServerProcess:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         command = [
-            sys.executable,
+            self.python,
             "-m",
             "jupyter_server",
             "--no-browser",
@@ -66,5 +74,20 @@ class ServerProcess:
                 self.process.wait()
         self.process = None
 
+    def kernel_credential(self) -> str:
+        """The rooms credential this server gives the kernels it starts."""
+        with patch.dict(os.environ, {"JUPYTER_DATA_DIR": self.env["JUPYTER_DATA_DIR"]}):
+            return kernel_token()
+
     def join(self, path: str, **options: Any) -> Any:
         return connect("jupyter", id=path, url=self.url, token=TOKEN, **options)
+
+    async def rooms(self) -> dict[str, dict[str, Any]]:
+        """The open rooms as ``GET api/rooms`` lists them, by id."""
+        headers = {"Authorization": f"token {TOKEN}"}
+        response = await AsyncHTTPClient().fetch(self.url + "api/rooms", headers=headers)
+        return {room["id"]: room for room in json.loads(response.body)["rooms"]}
+
+    def log_text(self) -> str:
+        """What the server wrote to its log so far."""
+        return (self.root.parent / f"server-{self.port}.log").read_text(errors="replace")

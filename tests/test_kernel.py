@@ -5,7 +5,6 @@ the blocking form in a plain script."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from jupyter_client.manager import AsyncKernelManager
 from pycrdt import Text
 from tornado.httpclient import AsyncHTTPClient
 
-from jupyter_rooms.jupyter.kernelenv import ENV_ROOT, ENV_TOKEN, ENV_URL, kernel_token
+from jupyter_rooms.jupyter.kernelenv import ENV_ROOT, ENV_TOKEN, ENV_URL
 
 from helpers import wait_until
 from jupyter_process import TOKEN, ServerProcess
@@ -168,7 +167,8 @@ async def test_a_client_lives_across_cells(lab: ServerProcess) -> None:
             assert printed.strip() == "False"
     finally:
         kernel.client.stop_channels()
-    await wait_until(lambda: (lab.root / "live.txt").read_text() == "one two three")
+    live = lab.root / "live.txt"
+    await wait_until(lambda: live.exists() and live.read_text() == "one two three")
 
 
 async def test_a_kernel_rides_through_a_server_restart(
@@ -178,17 +178,7 @@ async def test_a_kernel_rides_through_a_server_restart(
     await server.start()
     # A kernel that outlives the server: started on its own, told where the server is
     # as the server would tell it (the rooms credential is kept across restarts).
-    os.environ["JUPYTER_DATA_DIR"], saved = (
-        env["JUPYTER_DATA_DIR"],
-        os.environ.get("JUPYTER_DATA_DIR"),
-    )
-    try:
-        token = kernel_token()
-    finally:
-        if saved is None:
-            del os.environ["JUPYTER_DATA_DIR"]
-        else:
-            os.environ["JUPYTER_DATA_DIR"] = saved
+    token = server.kernel_credential()
     kernel_env = {**env, ENV_URL: server.url, ENV_TOKEN: token, ENV_ROOT: str(server.root)}
     manager = AsyncKernelManager(kernel_name="python3")
     await manager.start_kernel(env=kernel_env, cwd=str(server.root))

@@ -13,7 +13,7 @@ import pytest
 from nbclient import NotebookClient
 from pycrdt import Array, Text
 
-from jupyter_rooms.jupyter.kernelenv import ENV_ROOT, ENV_TOKEN, ENV_URL, kernel_token
+from jupyter_rooms.jupyter.kernelenv import ENV_ROOT, ENV_TOKEN, ENV_URL
 from jupyter_rooms.notebook import Notebook
 
 from helpers import wait_until
@@ -25,25 +25,13 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 @pytest.fixture
-async def lab(
-    make_server: Callable[..., ServerProcess], env: dict[str, str]
-) -> AsyncIterator[ServerProcess]:
+async def lab(make_server: Callable[..., ServerProcess]) -> AsyncIterator[ServerProcess]:
     server = make_server("--RoomsApp.save_delay=0.2", "--RoomsApp.poll_interval=0.2")
     await server.start()
     for notebook in NOTEBOOKS.glob("*.ipynb"):
         shutil.copy(notebook, server.root / notebook.name)
     # The notebooks' kernels get what the server gives the kernels it starts.
-    os.environ["JUPYTER_DATA_DIR"], saved = (
-        env["JUPYTER_DATA_DIR"],
-        os.environ.get("JUPYTER_DATA_DIR"),
-    )
-    try:
-        token = kernel_token()
-    finally:
-        if saved is None:
-            del os.environ["JUPYTER_DATA_DIR"]
-        else:
-            os.environ["JUPYTER_DATA_DIR"] = saved
+    token = server.kernel_credential()
     os.environ.update({ENV_URL: server.url, ENV_TOKEN: token, ENV_ROOT: str(server.root)})
     yield server
 

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
+import redis.asyncio as aioredis
 from pycrdt import Map, Text
 
 from jupyter_rooms import bind, connect
-from jupyter_rooms.redis import RedisRoom
+from jupyter_rooms.redis import RedisRoom, redis_room_factory
+from jupyter_rooms.room import RoomManager
 
 from helpers import wait_until
 from redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_clients_of_two_servers_converge(redis_server: RedisServer) -> None:
@@ -108,8 +101,6 @@ async def test_late_server_sees_everything_once(redis_server: RedisServer) -> No
 
 
 async def test_compaction_keeps_the_stream_short(redis_server: RedisServer) -> None:
-    import redis.asyncio as aioredis
-
     async with (
         bind("websocket", redis_url=redis_server.url) as one,
         connect("websocket", id="doc", port=one.port) as alice,
@@ -123,7 +114,7 @@ async def test_compaction_keeps_the_stream_short(redis_server: RedisServer) -> N
             await anyio.sleep(0.002)
         client = aioredis.from_url(redis_server.url)
         try:
-            await wait_until(lambda: room._last_id != "0-0")
+            await wait_until(lambda: room.last_stream_id != "0-0")
             before = await client.xlen("jupyter_rooms:doc:updates")
             await wait_until(lambda: room.is_saver)
             await room.compact()
@@ -165,3 +156,47 @@ async def test_redis_restart_while_editing(redis_server: RedisServer) -> None:
         await wait_until(lambda: str(bob_text) == expected, within=20)
         alice_text += "after"
         await wait_until(lambda: str(bob_text) == expected + "after")
+
+
+async def test_prefixes_keep_deployments_apart(redis_server: RedisServer) -> None:
+    async with (
+        bind("websocket", redis_url=redis_server.url, redis_prefix="one:") as one,
+        bind("websocket", redis_url=redis_server.url, redis_prefix="one:") as one_too,
+        bind("websocket", redis_url=redis_server.url, redis_prefix="two:") as two,
+        connect("websocket", id="doc", port=one.port) as alice,
+        connect("websocket", id="doc", port=one_too.port) as bob,
+        connect("websocket", id="doc", port=two.port) as eve,
+    ):
+        alice.doc.get("text", type=Text).insert(0, "for one")
+        eve.doc.get("text", type=Text).insert(0, "for two")
+        await wait_until(lambda: str(bob.doc.get("text", type=Text)) == "for one")
+        assert str(eve.doc.get("text", type=Text)) == "for two"
+        client = aioredis.from_url(redis_server.url)
+        try:
+            keys = {key.decode() for key in await client.keys("*")}
+        finally:
+            await client.aclose()
+        assert keys and all(key.startswith(("one:", "two:")) for key in keys), keys
+    assert str(alice.doc.get("text", type=Text)) == "for one"
+
+
+async def test_tls_and_a_password(tmp_path: Path) -> None:
+    secure = RedisServer(tmp_path, password="open sesame", tls=True)
+    secure.start()
+    try:
+        assert secure.url.startswith("rediss://:open sesame@")
+        async with (
+            bind("websocket", redis_url=secure.url) as one,
+            bind("websocket", redis_url=secure.url) as two,
+            connect("websocket", id="doc", port=one.port) as alice,
+            connect("websocket", id="doc", port=two.port) as bob,
+        ):
+            alice.doc.get("text", type=Text).insert(0, "over TLS")
+            await wait_until(lambda: str(bob.doc.get("text", type=Text)) == "over TLS")
+        # With a wrong password, Redis refuses, and so the room does not open.
+        wrong = redis_room_factory(secure.url.replace("open sesame", "guess"))
+        async with RoomManager(wrong) as manager:
+            with pytest.raises(aioredis.AuthenticationError):
+                await manager.acquire("doc")
+    finally:
+        secure.stop()

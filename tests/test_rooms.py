@@ -12,8 +12,12 @@ import anyio
 import pytest
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
+from pycrdt import Doc, Text
 
 from jupyter_rooms import Room, UnknownWireError, bind, connect
+from jupyter_rooms.channel import memory_channel_pair
+from jupyter_rooms.protocol import sync_update
+from jupyter_rooms.room import CloseCode
 
 from helpers import capture_logs, content, edit_randomly, other_tasks, roots, serving, settle
 
@@ -260,3 +264,43 @@ async def test_any_room_id_reaches_its_own_room_over_a_websocket(id: str) -> Non
         assert set(server.room_manager.rooms) == {id, id + "x"}
         assert str(roots(server.room_manager.rooms[id].doc)[0]) == "hello"
         assert str(roots(elsewhere.doc)[0]) == ""
+
+
+async def test_a_backlog_of_updates_is_applied_as_one_change() -> None:
+    source = Doc()
+    text = source.get("text", type=Text)
+    updates: list[bytes] = []
+    source.observe(lambda event: updates.append(event.update))
+    for char in "backlog":
+        text += char
+    client_end, server_end = memory_channel_pair("r")
+    # Everything the client sent waits before the room reads any of it.
+    for update in updates:
+        await client_end.send(sync_update(update))
+    async with Room("r") as room:
+        await room.task_group.start(room.run)
+        changes: list[bytes] = []
+        room.doc.observe(lambda event: changes.append(event.update))
+        room.task_group.start_soon(room.serve, server_end)
+        await settle(lambda: str(room.doc.get("text", type=Text)) == "backlog")
+        assert str(room.doc.get("text", type=Text)) == "backlog"
+        assert len(changes) == 1
+        room.task_group.cancel_scope.cancel()
+
+
+async def test_a_malformed_message_in_a_backlog_keeps_the_updates_before_it() -> None:
+    source = Doc()
+    text = source.get("text", type=Text)
+    updates: list[bytes] = []
+    source.observe(lambda event: updates.append(event.update))
+    for char in "kept":
+        text += char
+    client_end, server_end = memory_channel_pair("r")
+    for update in updates:
+        await client_end.send(sync_update(update))
+    await client_end.send(sync_update(b"\x01\x02\x03garbage"))
+    async with Room("r") as room:
+        await room.task_group.start(room.run)
+        await room.serve(server_end)
+        assert str(room.doc.get("text", type=Text)) == "kept"
+        assert client_end.close_code == CloseCode.PROTOCOL_ERROR

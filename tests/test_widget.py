@@ -16,6 +16,7 @@ import textwrap
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -28,6 +29,8 @@ from pycrdt import Doc, Map, Text, TransactionEvent
 
 from jupyter_rooms import ClientWire, bind, connect
 from jupyter_rooms.widget import RoomWidget, widget_for
+
+from helpers import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -72,6 +75,10 @@ class Frontend:
             return
         content = data["content"]
         self.received.append((content, buffers))
+        if content["type"] == "reset":
+            # The room's history started anew: a new copy, not a merge into the old one.
+            self.doc = Doc()
+            self.doc.observe(self._on_local_change)
         self._apply(buffers[0])
         if content["type"] == "sync" and content.get("nonce") == "n1":
             missing = self.doc.get_update(buffers[1])
@@ -347,3 +354,34 @@ def test_importing_and_connecting_leave_ipywidgets_unimported() -> None:
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_the_widget_follows_a_room_whose_history_starts_anew(
+    tmp_path: Path, frontends: list[Frontend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.txt").write_text("first")
+    port = free_port()
+    options: dict[str, Any] = {"root_dir": root, "port": port, "token": "t"}
+    first = bind("jupyter", **options)
+    await first.__aenter__()
+    url = f"http://127.0.0.1:{port}/"
+    async with connect("jupyter", id="a.txt", url=url, token="t", max_backoff=0.2) as client:
+        RoomWidget(client)
+        frontend = frontends[0]
+        frontend.sync()
+        await until(lambda: str(frontend.doc.get("source", type=Text)) == "first")
+        await first.__aexit__(None, None, None)
+        await until(lambda: not client.connected)  # type: ignore[attr-defined]
+        # The history is gone and the file came from elsewhere: a new epoch.
+        for log in (tmp_path / "data").rglob("*.ylog"):
+            log.unlink()
+        (root / "a.txt").write_text("second")
+        async with bind("jupyter", **options):
+            await until(lambda: str(frontend.doc.get("source", type=Text)) == "second", 15)
+            assert [content["type"] for content, _ in frontend.received].count("reset") == 1
+            # The view edits the new document, and the edit reaches the room.
+            frontend.doc.get("source", type=Text).insert(0, ">")
+            await until(lambda: str(client.doc.get("source", type=Text)) == ">second")

@@ -13,47 +13,26 @@ from here); they go to the test's temporary directory otherwise.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 import pytest
 from jupyter_ydoc import YNotebook
-from playwright.async_api import async_playwright
 from pycrdt import Array, Map, Text
 
 from jupyter_rooms import connect
 
+from browser import JupyterLab, browser_page, chromium_path, run_all_cells, screenshot_dir, until
+from helpers import free_port
+
 pytestmark = [pytest.mark.anyio, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOKEN = "jupyter-rooms-widget-test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def notebook_of(cells: list[str]) -> dict[str, Any]:
@@ -226,20 +205,12 @@ def big_notebook(cells: int) -> dict[str, Any]:
 
 @pytest.fixture
 def chromium() -> str:
-    """Chromium's path; on CI (CI=true) its absence is a failure, elsewhere a skip."""
-    if not os.access(CHROMIUM, os.X_OK):
-        message = f"the browser test needs Chromium at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return CHROMIUM
+    return chromium_path()
 
 
 @pytest.fixture
 def screenshots(tmp_path: Path) -> Path:
-    directory = Path(os.environ.get("JUPYTER_ROOMS_SCREENSHOTS") or tmp_path / "screenshots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
+    return screenshot_dir(tmp_path)
 
 
 @pytest.fixture
@@ -251,79 +222,12 @@ def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, int]]:
     room_port = free_port()
     (root / "widget.ipynb").write_text(json.dumps(notebook(room_port)))
     (root / "notebook7.ipynb").write_text(json.dumps(second_notebook(room_port)))
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "jupyter_server_config.json").write_text(
-        json.dumps(
-            {
-                "LabApp": {
-                    "news_url": None,
-                    "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
-                }
-            }
-        )
-    )
-    # No "get notified about Jupyter news?" toast over the widgets.
-    settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-    env = {
-        **os.environ,
-        "JUPYTER_CONFIG_DIR": str(config),
-        "JUPYTER_DATA_DIR": str(tmp_path / "data"),
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
-    }
-    port = free_port()
-    log = (tmp_path / "jupyterlab.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyter",
-            "lab",
-            "--no-browser",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={port}",
-            "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={TOKEN}",
-            "--allow-root",
-            f"--ServerApp.root_dir={root}",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    lab = JupyterLab(tmp_path, root, TOKEN)
+    lab.start()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        "JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text()
-                    ) from None
-                time.sleep(0.2)
-        yield url, room_port
+        yield lab.url, room_port
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-
-
-async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Wait until `condition()` holds, failing after `seconds` (a bounded poll)."""
-    with anyio.fail_after(seconds):
-        while not condition():
-            await anyio.sleep(0.01)
+        lab.stop()
 
 
 async def caret(textarea: Any) -> int:
@@ -354,59 +258,10 @@ async def shown_within(page: Any, selector: str, marker: str, edit: Callable[[],
 @pytest.fixture
 async def page(chromium: str, jupyterlab: tuple[str, int], tmp_path: Path) -> AsyncIterator[Any]:
     url, _ = jupyterlab
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        context = await browser.new_context(viewport={"width": 1200, "height": 1000})
-        outside: list[str] = []
-
-        async def only_local(route: Any) -> None:
-            if route.request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:")):
-                await route.continue_()
-            else:
-                outside.append(route.request.url)
-                await route.abort()
-
-        await context.route("**/*", only_local)
-        page = await context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
+    async with browser_page(chromium, tmp_path) as (page, errors):
         await page.goto(f"{url}/lab/tree/widget.ipynb?token={TOKEN}")
-        try:
-            yield page
-        finally:
-            # What the page looked like at the end, to see why when the test fails.
-            await page.screenshot(path=tmp_path / "page.png")
-        assert outside == [], "the page reached beyond the machine"
+        yield page
         assert errors == [], "the page raised errors"
-        await browser.close()
-
-
-def kernel_ready(url: str, path: str) -> bool:
-    """Whether the notebook at `path` has a kernel that is idle and that a page is
-    connected to (the server's view)."""
-    with urllib.request.urlopen(f"{url}/api/sessions?token={TOKEN}", timeout=5) as response:
-        sessions = json.load(response)
-    return any(
-        session["path"] == path
-        and session["kernel"]["execution_state"] == "idle"
-        and session["kernel"]["connections"] > 0
-        for session in sessions
-    )
-
-
-async def run_all_cells(page: Any, url: str, path: str) -> None:
-    """Run every cell of the page's notebook, once its kernel can take them, and wait
-    until the last one has run."""
-    with anyio.fail_after(60):
-        while not await anyio.to_thread.run_sync(kernel_ready, url, path):
-            await anyio.sleep(0.2)
-    await page.get_by_role("menuitem", name="Run", exact=True).click()
-    await page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-    await page.wait_for_function(
-        "el => /\\[\\d+\\]/.test(el.textContent)",
-        arg=await page.locator(".jp-Notebook .jp-InputPrompt").last.element_handle(),
-        timeout=60_000,
-    )
 
 
 def widget(page: Any, room: str) -> Any:
@@ -418,7 +273,7 @@ async def test_the_widget_in_jupyterlab(
 ) -> None:
     _, room_port = jupyterlab
     await page.locator(".jp-Notebook").wait_for(timeout=60_000)
-    await run_all_cells(page, jupyterlab[0], "widget.ipynb")
+    await run_all_cells(page, jupyterlab[0], TOKEN, "widget.ipynb")
 
     notes = widget(page, "notes.txt")
     await notes.wait_for(timeout=60_000)
@@ -516,7 +371,7 @@ async def test_the_widget_in_jupyterlab(
         # file browser it does not have); what happens from here on is the widget's.
         classic_errors.clear()
         try:
-            await run_all_cells(classic, url, "notebook7.ipynb")
+            await run_all_cells(classic, url, TOKEN, "notebook7.ipynb")
         finally:
             await classic.screenshot(path=tmp_path / "notebook7.png")
         classic_editor = widget(classic, "notes.txt").locator("textarea.jr-editor")

@@ -109,13 +109,15 @@ function render({ model, el }) {
 
   let kind = null;
   let view = null;
+  let shown = null;
   const show = () => {
     if (!link.synced) return;
     const next = detectKind(link.doc);
-    if (next === kind) {
+    if (next === kind && link.doc === shown) {
       view?.refresh?.();
       return;
     }
+    shown = link.doc;
     view?.destroy();
     kind = next;
     const options = { maxHeight: model.get("max_height") };

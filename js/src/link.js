@@ -4,6 +4,8 @@
 //                      {type: "update"} [update]               an edit made in the browser
 //   kernel -> browser  {type: "sync", nonce} [update, state vector]  the answer to a sync
 //                      {type: "update"} [update]               any change of the kernel's doc
+//                      {type: "reset"} [update]                the room's history started anew:
+//                                                              this replaces the browser's doc
 import * as Y from "yjs";
 
 // The origin of every transaction that applies what the kernel sent, so that it is not
@@ -29,9 +31,23 @@ export class DocLink {
       }
     };
     model.on("msg:custom", this.onMessage);
-    this.doc = new Y.Doc();
-    this.doc.on("update", this.onUpdate);
+    this.doc = this.newDoc();
     model.send({ type: "sync", nonce: this.nonce }, undefined, [Y.encodeStateVector(this.doc)]);
+  }
+
+  newDoc() {
+    const doc = new Y.Doc();
+    doc.on("update", this.onUpdate);
+    return doc;
+  }
+
+  // Views bound to the old doc must be built again: compare `link.doc` to tell.
+  replaceDoc(update) {
+    this.doc.off("update", this.onUpdate);
+    this.doc.destroy();
+    this.doc = this.newDoc();
+    Y.applyUpdate(this.doc, update, KERNEL);
+    this.synced = true;
   }
 
   receive(msg, buffers) {
@@ -40,6 +56,8 @@ export class DocLink {
     }
     if (msg.type === "update") {
       Y.applyUpdate(this.doc, bytes(buffers[0]), KERNEL);
+    } else if (msg.type === "reset") {
+      this.replaceDoc(bytes(buffers[0]));
     } else if (msg.type === "sync") {
       Y.applyUpdate(this.doc, bytes(buffers[0]), KERNEL);
       if (msg.nonce !== this.nonce || buffers.length < 2) {

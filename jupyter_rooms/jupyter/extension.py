@@ -8,13 +8,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Int, Type, Unicode, default
+from traitlets import Bool, Float, Int, Type, Unicode, default, validate
 
+from .collaboration import collaboration_handlers
 from .filerooms import DEFAULT_COMPACT_SIZE, FileRoom, FileRooms
 from .handlers import KERNEL_TOKEN_KEY, SETTINGS_KEY, RoomsHandler, RoomSocketHandler
 from .kernelenv import kernel_token, publish
 
-__all__ = ["RoomsApp"]
+__all__ = ["REDIS_URL_ENV", "RoomsApp"]
+
+# The environment variable that shares the rooms through Redis when no setting does.
+REDIS_URL_ENV = "JUPYTER_ROOMS_REDIS_URL"
 
 
 class RoomsApp(ExtensionApp):
@@ -83,6 +87,50 @@ class RoomsApp(ExtensionApp):
         help="The class of the rooms: FileRoom or a subclass.",
     )
 
+    collaboration = Bool(
+        True,
+        config=True,
+        help="Serve the API of JupyterLab's collaborative front end (api/collaboration/..., "
+        "as jupyter-docprovider and jupyter-collaboration-ui speak it) on the rooms, so that "
+        "JupyterLab's editors and kernels share one room per file. When jupyter_server_ydoc "
+        "(jupyter-collaboration's server) is enabled too, these endpoints take its place; "
+        "set this to False to leave them to it (its rooms are then separate from these).",
+    )
+
+    redis_url = Unicode(
+        config=True,
+        help="Share every room with the other servers that use this Redis, so that "
+        "clients of different servers (replicas, the servers of a JupyterHub on shared "
+        "storage) edit the same rooms, and one server at a time saves each file. "
+        "redis://[:password@]host:port/db, or rediss:// for TLS. Empty: rooms are this "
+        "server's own. By default the JUPYTER_ROOMS_REDIS_URL environment variable. "
+        "Needs pip install 'jupyter_rooms[redis]'.",
+    )
+    redis_prefix = Unicode(
+        "jupyter_rooms:",
+        config=True,
+        help="Put before every Redis key, so that several deployments can share one Redis: "
+        "servers share rooms only with servers that use the same prefix.",
+    )
+    redis_lock_ttl = Float(
+        10.0,
+        config=True,
+        help="Seconds after which the server that saves a room shared through Redis loses "
+        "that role if it stops renewing it (it died or lost Redis); another server then "
+        "takes over. It is renewed every third of this.",
+    )
+
+    @default("redis_url")
+    def _default_redis_url(self) -> str:
+        return os.environ.get(REDIS_URL_ENV, "")
+
+    @validate("redis_lock_ttl")
+    def _validate_lock_ttl(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if value <= 0:
+            raise ValueError("redis_lock_ttl must be positive")
+        return value
+
     @default("log_dir")
     def _default_log_dir(self) -> str:
         return os.path.join(jupyter_data_dir(), "rooms")
@@ -92,6 +140,26 @@ class RoomsApp(ExtensionApp):
     def initialize_settings(self) -> None:
         """Create the server's rooms and put them where the handlers find them."""
         assert self.serverapp is not None
+        if self.collaboration:
+            # jupyter_server_fileid, set up after this extension, keeps the file ids the
+            # collaboration API gives in a database there, and cannot create the directory.
+            os.makedirs(jupyter_data_dir(), exist_ok=True)
+        room_factory = None
+        if self.redis_url:
+            # Imported only now: a server that does not share its rooms never loads redis.
+            from ..redis import redis_room_factory
+
+            room_factory = redis_room_factory(
+                self.redis_url,
+                self.room_class,
+                prefix=self.redis_prefix,
+                lock_ttl=self.redis_lock_ttl,
+            )
+            self.log.info(
+                "rooms: shared through Redis at %s (keys %s*)",
+                _without_password(self.redis_url),
+                self.redis_prefix,
+            )
         self.file_rooms = FileRooms(
             self.serverapp.contents_manager,
             log_dir=self.log_dir,
@@ -102,6 +170,7 @@ class RoomsApp(ExtensionApp):
             compact_size=self.compact_size,
             shutdown_timeout=self.shutdown_timeout,
             room_class=self.room_class,
+            room_factory=room_factory,
             logger=self.log,
         )
         self.settings[SETTINGS_KEY] = self.file_rooms
@@ -112,13 +181,45 @@ class RoomsApp(ExtensionApp):
             self.serverapp.event_logger.add_listener(schema_id=schema_id, listener=self._on_event)
 
     def initialize_handlers(self) -> None:
-        """Route ``api/rooms`` and ``api/rooms/{path}``."""
+        """Route ``api/rooms``, ``api/rooms/{path}`` and, unless switched off, JupyterLab's
+        ``api/collaboration/...``."""
         self.handlers.extend(
             [
                 (r"/api/rooms/?", RoomsHandler),
                 (r"/api/rooms/(.*)", RoomSocketHandler),
             ]
         )
+        assert self.serverapp is not None
+        ydoc = self._ydoc_enabled()
+        if not self.collaboration:
+            if ydoc:
+                self.log.warning(
+                    "rooms: api/collaboration is left to jupyter_server_ydoc "
+                    "(RoomsApp.collaboration=False): JupyterLab's editors and kernels "
+                    "edit separate copies of a file"
+                )
+            return
+        # jupyter-collaboration's server part sets these when it is installed; without
+        # it the front end's defaults are the same: collaborative, kernels over websockets.
+        page_config = self.serverapp.web_app.settings.setdefault("page_config_data", {})
+        page_config.setdefault("disableRTC", False)
+        page_config.setdefault("serverSideExecution", False)
+        # Extensions set up their routes in the order of their names, and the first route
+        # that matches wins: ours come before jupyter_server_ydoc's.
+        self.handlers.extend(collaboration_handlers())
+        if ydoc:
+            self.log.warning(
+                "rooms: jupyter_server_ydoc is enabled too; jupyter_rooms serves "
+                "api/collaboration (one room per file for JupyterLab and kernels). "
+                "Set RoomsApp.collaboration=False to leave it to jupyter_server_ydoc."
+            )
+        else:
+            self.log.info("rooms: JupyterLab's collaborative editors use rooms (api/collaboration)")
+
+    def _ydoc_enabled(self) -> bool:
+        assert self.serverapp is not None
+        extensions = getattr(self.serverapp, "jpserver_extensions", {}) or {}
+        return bool(extensions.get("jupyter_server_ydoc"))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Start serving rooms, and tell the kernels started from now on where they are."""
@@ -147,3 +248,12 @@ class RoomsApp(ExtensionApp):
     async def stop_extension(self) -> None:
         """Save and close every room."""
         await self.file_rooms.stop()
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))

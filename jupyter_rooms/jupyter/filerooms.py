@@ -13,6 +13,12 @@ result merged into the room, so that edits made in the room meanwhile are kept.
 Only when a file has no usable history (its log is gone or unreadable, or the file
 came back after it was deleted) does its room start a new *epoch*: clients that knew an
 older one are told and start afresh instead of merging an unrelated history.
+
+A room may also be shared with the same room on other servers (see
+[jupyter_rooms.redis][]). Then the history the servers share is the room's, and one
+server at a time, the *saver*, does what touches the file: it loads a room that has no
+shared history yet, looks at the file, merges others' changes, saves, and keeps the log.
+What the file was last saved with is shared too, so that the next saver knows it.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import logging
 import math
 import os
 import shutil
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -42,15 +49,24 @@ from anyio import (
     current_time,
     get_cancelled_exc_class,
     move_on_after,
+    sleep,
 )
 from anyio.abc import TaskGroup, TaskStatus
 from jupyter_core.utils import ensure_async
-from pycrdt import Doc, TransactionEvent, merge_updates
+from pycrdt import Doc, Map, TransactionEvent, merge_updates
 from tornado.web import HTTPError
 
 from .._tasks import task_group
 from ..channel import Channel, ChannelClosed
-from ..protocol import EMPTY_UPDATE, control_message
+from ..protocol import (
+    EMPTY_UPDATE,
+    Message,
+    MessageType,
+    ProtocolError,
+    control_message,
+    parse_raw_request,
+    raw_message,
+)
 from ..room import Room, RoomManager
 from ..updatelog import LogFormatError, UpdateLog
 from .documents import DocumentError, DocumentKind, kind_for_path, kind_named
@@ -78,6 +94,13 @@ _SAVE_ATTEMPTS = 3
 # The extension of a room's log, after the file's own name.
 LOG_SUFFIX = ".ylog"
 
+# The fields of the shared metadata that hold the saved document, in turns.
+_BASE_FIELDS = ("base0", "base1")
+
+# Seconds a room shared with other servers may wait, when it opens, for the server that
+# loads it (one that died holding the saver lock holds it until the lock expires).
+_SHARED_OPEN_TIMEOUT = 30.0
+
 
 class RoomPathError(Exception):
     """A path that cannot have a room: outside the root, hidden, a directory...
@@ -91,6 +114,25 @@ class RoomPathError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class SaveStatus:
+    """How a save asked for by a client ended, as JupyterLab's save replies say it."""
+
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+class _SaveRequest:
+    """A client's request to save now, answered once the room's saver has run."""
+
+    def __init__(self) -> None:
+        self.done = Event()
+        self.status = SaveStatus.FAILED
+
+    def answer(self, status: str) -> None:
+        self.status = status
+        self.done.set()
 
 
 class RoomOpenError(Exception):
@@ -184,6 +226,11 @@ class FileRoom(Room):
         id: The file's path relative to the server's root, normalised.
         rooms: The server's rooms, whose settings and contents manager it uses.
         max_backlog: See [Room][jupyter_rooms.Room].
+
+    Attributes:
+        autosave: Whether the room saves by itself; JupyterLab pages turn it off through
+            their presence (``autosave``) when everyone present has it off. Saves asked
+            for by clients happen either way.
     """
 
     def __init__(self, id: str, *, rooms: FileRooms, max_backlog: int = 1024) -> None:
@@ -210,13 +257,30 @@ class FileRoom(Room):
         self._deleted = False
         # Whether changes go to the log: from the moment the log's own content is loaded.
         self._logging = False
+        # While the room writes its own bookkeeping (the ``state`` map): not a change to save.
+        self._stamping = False
+        self._save_requests: list[_SaveRequest] = []
+        self.autosave = True
         self._wake: Event | None = None
         self._channels: set[Channel] = set()
+        # Whether this server does what touches the file (always, unless the room is
+        # shared with other servers), as the loop that keeps the file last saw it.
+        self._saver_role = False
+        self._publish_due = False
+        # A save that was under way when the previous saver stopped: the doc it wrote.
+        self._shared_saving: bytes | None = None
+        # The shared metadata keeps two documents, the last saved and the one being
+        # saved, in two fields that swap roles: which one holds the saved document, and
+        # the bytes this server last knew there.
+        self._shared_field = _BASE_FIELDS[0]
+        self._shared_base: bytes | None = None
+        self.saves = 0
 
     @property
-    def unsaved(self) -> bool:
-        """Whether the document has changes the file does not have yet."""
-        return self._dirty
+    def unsaved(self) -> bool | None:
+        """Whether the document has changes the file does not have yet; ``None`` when
+        another server saves the room (it is shared), since that server knows."""
+        return self._dirty if self._saver_role else None
 
     # Opening
 
@@ -230,14 +294,37 @@ class FileRoom(Room):
             RoomOpenError: The room has no history and its file cannot be read.
         """
         subscription = self.doc.observe(self._on_change)
+        presence = self.awareness.observe(self._on_presence)
         try:
-            await self._open()
+            shared = await self._shared_history()
+            if shared is not None:
+                self._join(shared)
+            else:
+                await self._open()
+                self._saver_role = True
+                await self._publish_saved(opening=True)
+            self._stamp_state(path=self.id)
             await self.task_group.start(self._keep_file)
             await super().run(task_status=task_status)
         finally:
             self.doc.unobserve(subscription)
+            self.awareness.unobserve(presence)
+
+    def _on_presence(self, topic: str, changes: tuple[dict[str, Any], Any]) -> None:
+        # JupyterLab pages say in their presence whether their person wants autosave.
+        # Like jupyter-collaboration: on if anyone present wants it (or does not say);
+        # when everyone has left, the last wish stands until someone comes.
+        if topic != "change":
+            return
+        wishes = [state.get("autosave", True) for state in self.awareness.states.values() if state]
+        if wishes:
+            self.autosave = any(wishes)
 
     async def _open(self) -> None:
+        if self.doc.get_state() != Doc().get_state():
+            # Shared with other servers that left no metadata: their history wins.
+            await self._adopt_history()
+            return
         updatelog = UpdateLog(self._rooms.log_path(self.id))
         contents = None
         try:
@@ -338,6 +425,23 @@ class FileRoom(Room):
         self._compact_at = max(self._rooms.compact_size, COMPACT_GROWTH * self._log.size)
         self.log.info("room %r: new epoch %s (no earlier history)", self.id, self.epoch)
 
+    async def _adopt_history(self) -> None:
+        """Bind a history that came without metadata to the file: the file gets the doc."""
+        try:
+            model = await self._read(None, content=False)
+        except _FileUnreadable:
+            model = None
+        self.kind = kind_for_path(self.id, model.get("format") if model else None)
+        self.epoch = uuid4().hex
+        update = self.doc.get_update()
+        self._saved = _Saved(model.get("hash") if model else None, model is not None, update, 1)
+        self._log = UpdateLog(self._rooms.log_path(self.id))
+        self._log.rewrite(update, self._meta())
+        self._log_updates = 1
+        self._logging = True
+        self._dirty = self._flush = True
+        self.log.info("room %r: new epoch %s for a history without metadata", self.id, self.epoch)
+
     def _meta(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
@@ -346,6 +450,170 @@ class FileRoom(Room):
             "saved": self._saved.record(),
             "saving": None,
         }
+
+    # Sharing with other servers. A room class that shares the room (RedisRoom, mixed in
+    # before this one) overrides the first four; alone, a server is the saver and
+    # shares nothing.
+
+    @property
+    def is_saver(self) -> bool:
+        """Whether this server saves the room: always, unless it is shared with others."""
+        return True
+
+    async def load_shared_meta(self) -> dict[str, bytes] | None:
+        """The room's metadata as the servers that share it stored it; ``None`` if none."""
+        return None
+
+    async def store_shared_meta(self, fields: Mapping[str, bytes | str]) -> None:
+        """Share fields of the room's metadata with the other servers.
+
+        Args:
+            fields: The fields to set.
+        """
+
+    async def drop_shared(self) -> None:
+        """Forget what the servers share about the room (its file was deleted)."""
+
+    def saver_changed(self) -> None:
+        """Have the room take over or give up the file, as ``is_saver`` now says."""
+        self._wake_up()
+
+    async def _shared_history(self) -> dict[str, bytes] | None:
+        """The room's metadata from the servers it is shared with, once one of them loaded
+        it; ``None`` when this server is the one to load it (always so, alone)."""
+        with move_on_after(_SHARED_OPEN_TIMEOUT):
+            while True:
+                meta = await self.load_shared_meta()
+                if meta is not None and meta.get("epoch"):
+                    return meta
+                if self.is_saver:
+                    # Whoever held the lock before may have loaded it meanwhile.
+                    meta = await self.load_shared_meta()
+                    return meta if meta is not None and meta.get("epoch") else None
+                await sleep(0.05)
+        raise RoomOpenError(f"cannot open {self.id}: no server could load it in time")
+
+    def _join(self, meta: dict[str, bytes]) -> None:
+        """Take on the history the other servers share (the document has it already)."""
+        try:
+            self.kind = kind_named(meta.get("kind", b"").decode())
+        except DocumentError as exc:
+            raise RoomOpenError(f"cannot open {self.id}: {exc}") from None
+        self.epoch = meta["epoch"].decode()
+        self._adopt_saved(meta)
+        self._logging = True
+
+    def _adopt_saved(self, meta: dict[str, bytes]) -> None:
+        record = json.loads(meta.get("saved") or b"{}")
+        field = record.get("base") if record.get("base") in _BASE_FIELDS else _BASE_FIELDS[0]
+        base = meta.get(field) or Doc().get_update()
+        self._saved = _Saved(
+            record.get("hash"), bool(record.get("exists")), base, None, record.get("time")
+        )
+        self._shared_field, self._shared_base = field, base
+        self._saved_content = None
+        self._fingerprint = None
+        self.last_saved = record.get("time")
+        spare = meta.get(self._spare_field()) if record.get("saving") else None
+        self._shared_saving = spare or None
+
+    def _spare_field(self) -> str:
+        return _BASE_FIELDS[1] if self._shared_field == _BASE_FIELDS[0] else _BASE_FIELDS[0]
+
+    def _saved_record(self, field: str, *, saving: bool = False) -> str:
+        saved = self._saved
+        record = {"hash": saved.hash, "exists": saved.exists, "time": saved.time}
+        return json.dumps({**record, "base": field, "saving": saving})
+
+    async def _publish_saved(self, *, opening: bool = False, stored_in: str | None = None) -> None:
+        """Share what the file was last saved with; ``stored_in`` names the field that
+        already holds the document (a save put it there before writing the file)."""
+        self._publish_due = False
+        base = self._saved.base
+        fields: dict[str, bytes | str] = {}
+        if stored_in is not None:
+            field = stored_in
+        elif base is self._shared_base:
+            field = self._shared_field
+        else:
+            field = self._spare_field()
+            fields[field] = base
+        fields["saved"] = self._saved_record(field)
+        if opening:
+            fields.update(epoch=self.epoch, kind=self.kind.name)
+        await self.store_shared_meta(fields)
+        self._shared_field, self._shared_base = field, base
+
+    async def _follow_saver(self) -> None:
+        if self.is_saver and not self._saver_role:
+            try:
+                await self._take_over()
+            except Exception as exc:
+                self.log.warning("room %r: could not take over saving: %s", self.id, exc)
+        elif not self.is_saver and self._saver_role:
+            self._saver_role = False
+            self._publish_due = False
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+            self.log.debug(
+                "room %r: stopped saving: it is no longer this server's to save", self.id
+            )
+
+    async def _take_over(self) -> None:
+        """This server saves the room from now on: learn what the file was last saved with,
+        keep the log, and save what the room has (after merging the file's changes)."""
+        meta = await self.load_shared_meta()
+        if meta is not None and meta.get("epoch", b"").decode() == self.epoch:
+            self._adopt_saved(meta)
+        self._open_shared_log()
+        if self._shared_saving is not None:
+            await self._settle_interrupted_save(self._shared_saving)
+        self._saver_role = True
+        self._flush = True
+        self._check_soon = True
+        self.log.debug("room %r: took over saving", self.id)
+
+    def _open_shared_log(self) -> None:
+        """Keep the log again, starting from the whole document; a log of the same epoch
+        may hold changes that never reached the others (a saver killed before sending)."""
+        if self._log is not None:
+            return
+        updatelog = UpdateLog(self._rooms.log_path(self.id))
+        try:
+            contents = updatelog.load()
+        except LogFormatError as exc:
+            self._set_aside(updatelog.path, str(exc))
+            contents = None
+        except OSError as exc:
+            self.log.warning("room %r: cannot read its log: %s", self.id, exc)
+            contents = None
+        if contents is not None and contents.updates and contents.meta.get("epoch") == self.epoch:
+            self.doc.apply_update(_merged(contents.updates))
+        elif contents is not None and (contents.updates or contents.meta):
+            self._set_aside(updatelog.path, "it holds another epoch's history")
+        self._saved = replace(self._saved, at=None)
+        try:
+            updatelog.rewrite(self.doc.get_update(), self._meta())
+        except OSError as exc:
+            self.log.warning("room %r: cannot write its log: %s", self.id, exc)
+            return
+        self._log = updatelog
+        self._log_updates = 1
+        self._compact_at = max(self._rooms.compact_size, COMPACT_GROWTH * updatelog.size)
+
+    async def _settle_interrupted_save(self, doc_update: bytes) -> None:
+        """Did the previous saver's last save reach the file? Then that is what it holds."""
+        self._shared_saving = None
+        try:
+            model = await self._read(self.kind, content=True)
+            content = self.kind.from_model(model) if model is not None else None
+        except (_FileUnreadable, DocumentError):
+            return
+        if model is None or model.get("hash") == self._saved.hash:
+            return
+        if self.kind.same(content, self.kind.content(_doc_of(doc_update))):
+            self._set_saved(_Saved(model.get("hash"), True, doc_update, None))
 
     # Clients
 
@@ -402,16 +670,22 @@ class FileRoom(Room):
 
     def _on_change(self, event: TransactionEvent) -> None:
         update = event.update
-        if update == EMPTY_UPDATE or self._log is None or not self._logging:
+        if update == EMPTY_UPDATE or not self._logging:
             return
-        self._log.append([update])
-        self._log_updates += 1
+        if self._log is not None:
+            self._log.append([update])
+            self._log_updates += 1
+        if self._stamping:
+            return
         now = current_time()
+        self._last_change = now
         if not self._dirty:
             self._first_change = now
-        self._dirty = True
-        self._last_change = now
-        self._wake_up()
+            self._dirty = True
+            # Only the first change sets a save deadline; later ones move it later, which
+            # the file keeper finds when it wakes at the earlier one.
+            if self._saver_role:
+                self._wake_up()
 
     def _wake_up(self) -> None:
         if self._wake is not None:
@@ -440,37 +714,89 @@ class FileRoom(Room):
         try:
             next_poll = current_time() + poll
             while not self._deleted:
-                deadline = next_poll if poll > 0 else math.inf
-                if self._dirty or self._flush:
-                    deadline = min(deadline, self._save_due())
-                if self._check_soon:
-                    deadline = 0
+                # Only the saver touches the file; the others wait to become it.
                 self._wake = Event()
+                await self._follow_saver()
+                deadline = math.inf
+                if self.is_saver and not self._saver_role:
+                    # Taking over failed (Redis went away meanwhile): try again soon.
+                    deadline = current_time() + 1.0
+                if self._saver_role:
+                    deadline = next_poll if poll > 0 else math.inf
+                    if (self._dirty or self._flush) and self.autosave:
+                        deadline = min(deadline, self._save_due())
+                    if self._check_soon or self._save_requests:
+                        deadline = 0
                 wait = deadline - current_time()
                 if wait > 0:
                     with move_on_after(wait):
                         await self._wake.wait()
                 if self._deleted:
                     break
+                if not self._saver_role or not self.is_saver:
+                    if self._save_requests:
+                        # Another server saves this file; it does so on its own schedule.
+                        self.log.info(
+                            "room %r: a save asked of a server that does not save it", self.id
+                        )
+                        requests, self._save_requests = self._save_requests, []
+                        for request in requests:
+                            request.answer(SaveStatus.FAILED)
+                    continue
                 now = current_time()
                 if self._check_soon or (poll > 0 and now >= next_poll):
                     self._check_soon = False
                     await self._check_file()
                     next_poll = current_time() + poll
-                if (self._dirty or self._flush) and current_time() >= self._save_due():
+                if self._save_requests:
+                    requests, self._save_requests = self._save_requests, []
+                    status = SaveStatus.SUCCESS if await self._save() else SaveStatus.FAILED
+                    for request in requests:
+                        request.answer(status)
+                elif (
+                    (self._dirty or self._flush)
+                    and self.autosave
+                    and current_time() >= self._save_due()
+                ):
                     await self._save()
                 self._maybe_compact()
+                if self._publish_due:
+                    await self._try_publish()
         finally:
+            for request in self._save_requests:
+                request.answer(SaveStatus.FAILED)
+            self._save_requests = []
             with CancelScope(shield=True):
                 await self._close_file()
 
+    async def _try_publish(self, stored_in: str | None = None) -> None:
+        try:
+            await self._publish_saved(stored_in=stored_in)
+        except Exception as exc:
+            self._publish_due = True
+            self.log.warning("room %r: could not share its save record: %s", self.id, exc)
+
     async def _close_file(self) -> None:
-        if not self._deleted and (self._dirty or self._flush):
+        # With autosave off, what was not saved stays in the room's log (the room
+        # reopens with it), not in the file.
+        saver = self._saver_role and self.is_saver
+        if saver and not self._deleted and (self._dirty or self._flush) and self.autosave:
             self._retry_at = 0.0
             with move_on_after(self._rooms.shutdown_timeout):
                 await self._save()
+        if saver and self._publish_due and not self._deleted:
+            with move_on_after(self._rooms.shutdown_timeout):
+                await self._try_publish()
+        if self._deleted:
+            with move_on_after(self._rooms.shutdown_timeout):
+                try:
+                    await self.drop_shared()
+                except Exception as exc:
+                    self.log.warning("room %r: could not drop its shared history: %s", self.id, exc)
         updatelog, self._log = self._log, None
         if updatelog is None:
+            if self._deleted:
+                self._rooms.remove_logs(self.id)
             return
         if self._deleted:
             updatelog.close()
@@ -540,8 +866,10 @@ class FileRoom(Room):
         if self.kind.same(content, self._saved_content_now()):
             # Same content in other bytes (a touch, another writer's formatting).
             self._set_saved(replace(self._saved, hash=file_hash, exists=True))
+            self._stamp_state(file_hash)
             return
         self._merge(content, file_hash)
+        self._stamp_state(file_hash)
 
     def _merge(self, content: Any, file_hash: str | None) -> None:
         """Apply the change from the last-known content to ``content`` to the document as
@@ -587,27 +915,32 @@ class FileRoom(Room):
         if saved.base is not self._saved.base:
             self._saved_content = None
         self._saved = saved
+        self._publish_due = True
         if self._log is not None:
             self._log.append(meta={"saved": saved.record(), "saving": None})
 
-    async def _save(self) -> None:
+    async def _save(self) -> bool:
+        """Write the document to the file if it differs; whether the file now holds it."""
         for _ in range(_SAVE_ATTEMPTS):
-            if await self._save_once():
-                return
+            held = await self._save_once()
+            if held is not None:
+                return held
         # The file keeps changing under the room: its changes are merged; save later.
         self._dirty = True
         self._retry_later()
+        return False
 
-    async def _save_once(self) -> bool:
-        """Merge the file's changes, then write the document; ``False`` if the file
-        changed again while the save was being prepared (then nothing was written)."""
+    async def _save_once(self) -> bool | None:
+        """Merge the file's changes, then write the document; whether the file now holds
+        it, or ``None`` if the file changed again while the save was being prepared (then
+        nothing was written)."""
         self._flush = False
         await self._check_file()
         if self._deleted or self._log is None:
-            return True
+            return False
         if self._file_error is not None or self._missing_since is not None:
             self._retry_later()
-            return True
+            return False
         content = self.kind.content(self.doc)
         self._dirty = False
         if self.kind.same(content, self._saved_content_now()):
@@ -617,6 +950,7 @@ class FileRoom(Room):
                     replace(self._saved, base=self.doc.get_update(), at=self._log_updates)
                 )
                 self._saved_content = content
+            self._stamp_state(self._saved.hash)
             return True
         self.kind.prepare(self.doc)
         content = self.kind.content(self.doc)
@@ -626,18 +960,30 @@ class FileRoom(Room):
         except DocumentError as exc:
             self.log.warning("room %r: not saved: %s", self.id, exc)
             self.broadcast(control_message({"type": "error", "reason": f"not saved: {exc}"}))
-            return True
+            return False
         if await self._changed_since_check():
             # Another program wrote the file while the save was being prepared (which
             # takes a while for a large notebook): writing now would undo its change.
             self._dirty = True
-            return False
+            return None
         at, base = self._log_updates, self.doc.get_update()
-        self._log.append(meta={"saving": {"updates": at}})
+        if self._log is not None:
+            self._log.append(meta={"saving": {"updates": at}})
+        spare = self._spare_field()
+        try:
+            # Whoever saves next must be able to tell this save's file from another's.
+            saving = self._saved_record(self._shared_field, saving=True)
+            await self.store_shared_meta({spare: base, "saved": saving})
+        except Exception as exc:
+            self._dirty = True
+            self._retry_later()
+            self.log.warning("room %r: not saved yet: %s", self.id, exc)
+            return False
         cm = self._rooms.contents_manager
         try:
             with CancelScope(shield=True):
                 await ensure_async(cm.save(self.kind.to_model(content), self.id))
+            self.saves += 1
             model = await self._read(self.kind, content=True)
             written = self.kind.from_model(model) if model is not None else None
         except get_cancelled_exc_class():
@@ -648,7 +994,7 @@ class FileRoom(Room):
             reason = exc.log_message if isinstance(exc, HTTPError) else str(exc)
             self.log.warning("room %r: saving failed: %s", self.id, reason)
             self.broadcast(control_message({"type": "error", "reason": f"not saved: {reason}"}))
-            return True
+            return False
         file_hash = None
         if model is not None and self.kind.same(written, content):
             file_hash = model.get("hash")
@@ -659,6 +1005,8 @@ class FileRoom(Room):
         self.last_saved = _now_iso()
         self._set_saved(_Saved(file_hash, True, base, at, self.last_saved))
         self._saved_content = content
+        self._stamp_state(file_hash)
+        await self._try_publish(stored_in=spare)
         self.broadcast(control_message({"type": "saved", "path": self.id, "time": self.last_saved}))
         return True
 
@@ -671,6 +1019,94 @@ class FileRoom(Room):
         if model is None:
             return self._fingerprint is not None
         return _fingerprint(model) != self._fingerprint
+
+    # What JupyterLab's documents keep beside their content (jupyter_ydoc's ``state`` map)
+
+    def _stamp_state(self, file_hash: str | None = None, path: str | None = None) -> None:
+        """Tell clients the file's hash after a save (its editors compare it with the file's
+        before their next save) and the file's path after a rename. This bookkeeping is
+        not a change to save."""
+        if self.kind.name == "room":
+            return
+        state = self.doc.get("state", type=Map)
+        changes: dict[str, Any] = {}
+        if file_hash is not None:
+            if state.get("hash") != file_hash:
+                changes["hash"] = file_hash
+            if state.get("dirty") is not False:
+                changes["dirty"] = False
+        if path is not None and state.get("path") != path:
+            changes["path"] = path
+        if not changes:
+            return
+        clean = self._saved.at == self._log_updates
+        self._stamping = True
+        try:
+            with self.doc.transaction():
+                for key, value in changes.items():
+                    state[key] = value
+        finally:
+            self._stamping = False
+        if clean and self._log is not None:
+            # The stamp is not content: the file still holds the document as saved.
+            # Saying so now spares the next opening a record of its own (a read-only
+            # visit then changes nothing on disk).
+            self._set_saved(replace(self._saved, at=self._log_updates))
+
+    # Requests from clients
+
+    async def save_now(self) -> str:
+        """Save at once, as the room's saver does (never beside it), and wait for the end.
+
+        Returns:
+            ``"success"`` when the file holds the document (written now, or already
+            holding it), ``"failed"`` otherwise (clients get the reason as a notice).
+        """
+        request = _SaveRequest()
+        self._save_requests.append(request)
+        self._wake_up()
+        await request.done.wait()
+        return request.status
+
+    def on_message(self, client: Channel, message: Message) -> None:
+        """Answer JupyterLab's save requests (RAW ``save`` and a number).
+
+        Args:
+            client: The channel the message came from.
+            message: The parsed message.
+        """
+        if message.type != MessageType.RAW:
+            super().on_message(client, message)
+            return
+        try:
+            name, number = parse_raw_request(message.payload)
+        except ProtocolError as exc:
+            self.log.debug("room %r: ignoring a RAW message: %s", self.id, exc)
+            return
+        if name == "save" and number is not None:
+            self.task_group.start_soon(self._answer_save, client, number)
+
+    def on_rejected_update(self, client: Channel, error: ProtocolError) -> bool:
+        """Tell a JupyterLab page whose changes cannot be applied, and keep it (it offers
+        the person to save their copy elsewhere, or to revert); disconnect other clients.
+
+        Args:
+            client: The channel the update came from.
+            error: Why it cannot be applied.
+
+        Returns:
+            Whether the client stays connected.
+        """
+        if not getattr(client, "reports_conflicts", False):
+            return False
+        self.log.warning("room %r: a page's changes cannot be applied: %s", self.id, error)
+        self.send(client, raw_message(json.dumps({"type": "conflict"})))
+        return True
+
+    async def _answer_save(self, client: Channel, number: int) -> None:
+        status = await self.save_now()
+        reply = {"type": "save", "responseTo": number, "status": status}
+        self.send(client, raw_message(json.dumps(reply)))
 
     def _maybe_compact(self, updatelog: UpdateLog | None = None) -> None:
         updatelog = updatelog or self._log
@@ -699,6 +1135,7 @@ class FileRoom(Room):
                 os.replace(self._log.path, new_path)
             self._log = UpdateLog(new_path)
             self._log.append(meta={"path": new_id})
+        self._stamp_state(path=new_id)
 
 
 class _Ready:
@@ -729,6 +1166,9 @@ class FileRooms:
         compact_size: Log size in bytes above which a room's log may be compacted.
         shutdown_timeout: Seconds a room may take to save when it closes.
         room_class: The class of the rooms (``FileRoom`` or a subclass).
+        room_factory: Builds the rooms instead of ``room_class`` (a room's id and the
+            class's keyword arguments in, a ``FileRoom`` out), as
+            [redis_room_factory][jupyter_rooms.redis.redis_room_factory] does.
         logger: Where to log.
     """
 
@@ -744,6 +1184,7 @@ class FileRooms:
         compact_size: int = DEFAULT_COMPACT_SIZE,
         shutdown_timeout: float = 10.0,
         room_class: type[FileRoom] = FileRoom,
+        room_factory: Callable[..., Room] | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self.contents_manager = contents_manager
@@ -753,12 +1194,15 @@ class FileRooms:
         self.compact_size = compact_size
         self.shutdown_timeout = shutdown_timeout
         self.room_class = room_class
+        self.room_factory: Callable[..., Room] = room_factory or room_class
         self.log = logger or log
         root = os.path.realpath(getattr(contents_manager, "root_dir", "") or "")
         self.root_dir = root
         key = hashlib.sha256(root.encode()).hexdigest()[:16]
         self.log_root = Path(log_dir) / key
         self._manager = RoomManager(self._make_room, cleanup_delay=cleanup_delay)
+        # Rooms bound to no file (JupyterLab's global awareness): gone with their last client.
+        self._transient = RoomManager(Room)
         self._task_group: TaskGroup | None = None
         self._stop: Event | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -770,7 +1214,7 @@ class FileRooms:
         return self._manager
 
     def _make_room(self, id: str) -> Room:
-        return self.room_class(id, rooms=self, max_backlog=self.max_backlog)
+        return self.room_factory(id, rooms=self, max_backlog=self.max_backlog)
 
     def log_path(self, room_id: str) -> Path:
         """Where the log of a room goes.
@@ -814,7 +1258,7 @@ class FileRooms:
             task_status: Set once clients can be served.
         """
         self._stop = Event()
-        async with self._manager, task_group() as tg:
+        async with self._manager, self._transient, task_group() as tg:
             self._task_group = tg
             task_status.started()
             try:
@@ -956,6 +1400,63 @@ class FileRooms:
             raise RuntimeError("the rooms are not running")
         self._task_group.start_soon(self._serve_one, room_id, channel, read_only)
 
+    def serve_transient(self, room_id: str, channel: Channel) -> None:
+        """Serve a client in a room bound to no file, in the background: presence only
+        (its document's changes are refused), gone when its last client leaves.
+
+        Args:
+            room_id: Any id; it names no file.
+            channel: The channel to the client.
+
+        Raises:
+            RuntimeError: The rooms are not running.
+        """
+        if self._task_group is None:
+            raise RuntimeError("the rooms are not running")
+        self._task_group.start_soon(self._serve_transient, room_id, channel)
+
+    async def _serve_transient(self, room_id: str, channel: Channel) -> None:
+        try:
+            await self._transient.serve(room_id, channel, read_only=True)
+        except get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            self.log.exception("room %r failed", room_id)
+            await channel.close(1011, f"server error: {exc}")
+
+    async def visit(self, room_id: str) -> FileRoom:
+        """Open a file's room if it is not open, and return it.
+
+        The room stays open as long as any room with no client does (``cleanup_delay``).
+
+        Args:
+            room_id: A room id, as ``resolve`` returns it.
+
+        Returns:
+            The room (its ``epoch`` changes only when its history starts afresh).
+
+        Raises:
+            RoomOpenError: The room cannot be opened.
+            RuntimeError: The rooms are not running.
+        """
+        if self._task_group is None:
+            raise RuntimeError("the rooms are not running")
+        async with self._manager.use(room_id) as room:
+            assert isinstance(room, FileRoom)
+            return room
+
+    def open_room(self, room_id: str) -> FileRoom | None:
+        """The open room of a file, if it is open.
+
+        Args:
+            room_id: A room id.
+
+        Returns:
+            The room, or ``None``.
+        """
+        room = self._manager.rooms.get(room_id)
+        return room if isinstance(room, FileRoom) else None
+
     async def _serve_one(self, room_id: str, channel: Channel, read_only: bool) -> None:
         try:
             await self._manager.serve(room_id, channel, read_only=read_only)
@@ -972,8 +1473,9 @@ class FileRooms:
         """Describe the open rooms.
 
         Returns:
-            One dict per room: ``id``, ``clients``, ``unsaved``, ``last_saved``, ``epoch``
-            and ``kind``.
+            One dict per room: ``id``, ``clients``, ``unsaved``, ``last_saved``, ``epoch``,
+            ``kind``, ``saver`` (whether this server saves the room: always, unless it is
+            shared with other servers) and ``saves`` (how often this server wrote the file).
         """
         rooms = []
         for room_id, room in sorted(self._manager.rooms.items()):
@@ -986,6 +1488,8 @@ class FileRooms:
                         "last_saved": room.last_saved,
                         "epoch": room.epoch,
                         "kind": room.kind.name,
+                        "saver": room.is_saver,
+                        "saves": room.saves,
                     }
                 )
         return rooms

@@ -88,35 +88,47 @@ class RoomSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
 
     @ws_authenticated
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        """Authorize the user and check the path, then upgrade to a websocket."""
-        if self.kernel:
-            self.read_only = False
-        else:
-            user = self.current_user
-            authorizer = self.authorizer
-            if not await ensure_async(authorizer.is_authorized(self, user, "read", AUTH_RESOURCE)):
-                raise web.HTTPError(403, "not allowed to read contents")
-            can_write = await ensure_async(
-                authorizer.is_authorized(self, user, "write", AUTH_RESOURCE)
-            )
-            self.read_only = not can_write
-        try:
-            self.room_id = await self.rooms.resolve(args[0] if args else "")
-        except RoomPathError as exc:
-            raise web.HTTPError(exc.status, exc.message) from None
+        """Authorize the user and find the room, then upgrade to a websocket."""
+        await self._authorize()
         try:
             await self.rooms.start()
         except RuntimeError as exc:
             raise web.HTTPError(503, str(exc)) from None
+        await self._locate(args[0] if args else "")
         await super().get(*args, **kwargs)
+
+    async def _authorize(self) -> None:
+        """Let the user in to read, or refuse; decide whether they may also write."""
+        if self.kernel:
+            self.read_only = False
+            return
+        user = self.current_user
+        authorizer = self.authorizer
+        if not await ensure_async(authorizer.is_authorized(self, user, "read", AUTH_RESOURCE)):
+            raise web.HTTPError(403, "not allowed to read contents")
+        can_write = await ensure_async(authorizer.is_authorized(self, user, "write", AUTH_RESOURCE))
+        self.read_only = not can_write
+
+    async def _locate(self, path: str) -> None:
+        """Find the room the client asked for (before anything is opened or created)."""
+        try:
+            self.room_id = await self.rooms.resolve(path)
+        except RoomPathError as exc:
+            raise web.HTTPError(exc.status, exc.message) from None
+
+    def _channel(self) -> HandlerChannel:
+        return HandlerChannel(self, self.room_id)
+
+    def _serve(self, channel: HandlerChannel) -> None:
+        self.rooms.serve(self.room_id, channel, read_only=self.read_only)
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         """Hand the new connection to its room."""
         super().open(*args, **kwargs)
         self.set_nodelay(True)
-        self.channel = HandlerChannel(self, self.room_id)
+        self.channel = self._channel()
         try:
-            self.rooms.serve(self.room_id, self.channel, read_only=self.read_only)
+            self._serve(self.channel)
         except RuntimeError:
             self.close(1001, "server stopping")
 

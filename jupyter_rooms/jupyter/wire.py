@@ -11,22 +11,20 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from anyio import CancelScope
 from jupyter_server.serverapp import ServerApp
-from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
-from tornado.websocket import websocket_connect
 from traitlets.config import Config
 
 from ..channel import Channel
-from ..client import ChannelClient, FatalClose
+from ..client import ChannelClient
 from ..room import Room, RoomManager
-from ..websocket import ClientChannel
+from ..websocket import open_client_channel
 from ..wire import ServerWire
 from .extension import RoomsApp
 from .filerooms import FileRoom, FileRooms
@@ -100,6 +98,11 @@ class JupyterServer(ServerWire):
                 f"unknown options for the jupyter wire: {', '.join(sorted(unknown))}; "
                 f"known: {', '.join(sorted(known))}"
             )
+        if options.get("redis_url"):
+            # Say what to install now, rather than as a warning of the server's log.
+            from ..redis import _import_redis
+
+            _import_redis()
         if not os.path.isdir(root_dir):
             raise NotADirectoryError(f"root_dir {os.fspath(root_dir)!r} is not a directory")
         self.root_dir = os.path.abspath(root_dir)
@@ -141,7 +144,11 @@ class JupyterServer(ServerWire):
         config.ServerApp.ip = self.host
         config.ServerApp.base_url = self.base_url
         config.ServerApp.open_browser = False
-        config.ServerApp.jpserver_extensions = {"jupyter_rooms": True}
+        # File ids (for JupyterLab's collaborative front end) come from jupyter_server_fileid.
+        config.ServerApp.jpserver_extensions = {
+            "jupyter_rooms": True,
+            "jupyter_server_fileid": True,
+        }
         config.IdentityProvider.token = self.token
         config.RoomsApp.cleanup_delay = self._cleanup_delay
         config.RoomsApp.room_class = self._room_class
@@ -253,20 +260,11 @@ class JupyterClient(ChannelClient):
     def _describe(self) -> str:
         return self.url
 
-    @asynccontextmanager
-    async def _open(self) -> AsyncIterator[Channel]:
-        request = HTTPRequest(self.url, headers=self.headers, connect_timeout=self.timeout)
-        try:
-            connection = await websocket_connect(request, max_message_size=self.max_message_size)
-        except HTTPClientError as exc:
-            if exc.code in (400, 401, 403, 404):
-                message = exc.response.reason if exc.response is not None else str(exc)
-                raise FatalClose(
-                    f"{self.url} refused the connection ({exc.code}: {message})"
-                ) from exc
-            raise ConnectionError(f"{self.url}: {exc}") from exc
-        channel = ClientChannel(connection, self.id)
-        try:
-            yield channel
-        finally:
-            connection.close()
+    def _open(self) -> AbstractAsyncContextManager[Channel]:
+        return open_client_channel(
+            self.url,
+            self.id,
+            headers=self.headers,
+            connect_timeout=self.timeout,
+            max_message_size=self.max_message_size,
+        )

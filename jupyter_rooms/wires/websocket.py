@@ -9,23 +9,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import quote, unquote
 
 from anyio import CancelScope, get_cancelled_exc_class
 from anyio.abc import TaskGroup
-from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application
-from tornado.websocket import WebSocketHandler, websocket_connect
+from tornado.websocket import WebSocketHandler
 
 from .._tasks import task_group
 from ..channel import Channel
-from ..client import ChannelClient, FatalClose
+from ..client import ChannelClient
 from ..room import Room
-from ..websocket import ClientChannel, HandlerChannel
+from ..websocket import HandlerChannel, open_client_channel
 from ..wire import ServerWire
 
 __all__ = ["WebsocketClient", "WebsocketServer"]
@@ -190,17 +189,11 @@ class WebsocketClient(ChannelClient):
     def _describe(self) -> str:
         return self.url
 
-    @asynccontextmanager
-    async def _open(self) -> AsyncIterator[Channel]:
-        request = HTTPRequest(self.url, headers=self.headers, connect_timeout=self.timeout)
-        try:
-            connection = await websocket_connect(request, max_message_size=self.max_message_size)
-        except HTTPClientError as exc:
-            if exc.code in (401, 403, 404):
-                raise FatalClose(f"{self.url} refused the connection: {exc}") from exc
-            raise ConnectionError(f"{self.url}: {exc}") from exc
-        channel = ClientChannel(connection, self.id)
-        try:
-            yield channel
-        finally:
-            connection.close()
+    def _open(self) -> AbstractAsyncContextManager[Channel]:
+        return open_client_channel(
+            self.url,
+            self.id,
+            headers=self.headers,
+            connect_timeout=self.timeout,
+            max_message_size=self.max_message_size,
+        )

@@ -1,0 +1,279 @@
+"""The server API of JupyterLab's collaborative front end, served on the server's rooms.
+
+JupyterLab's real-time collaboration front end (``jupyter-docprovider``,
+``jupyter-collaboration-ui``) asks ``PUT {base_url}api/collaboration/session/{path}`` for
+a file's id and a session id, then joins the websocket
+``{base_url}api/collaboration/room/{format}:{type}:{fileId}``: the y-websocket protocol
+plus RAW save requests. The room behind that socket is the file's room in
+[FileRooms][jupyter_rooms.jupyter.filerooms.FileRooms], the same one a kernel joins at
+``api/rooms/{path}``: one document, one history and one save schedule per file, whichever
+door a client came in by.
+
+The session id a page gets is the room's epoch. The page keeps it in its socket's URL
+and gives it again each time it reconnects (after a server restart, say): the same epoch
+means the room's history is the page's and the two merge; another epoch means the room
+started afresh, and the page is told to reload (close code 1003) instead of merging an
+unrelated history into it.
+
+Any other room id (``JupyterLab:globalAwareness``) is a room bound to no file, for
+presence only.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+
+from ..protocol import MessageType
+from ..websocket import HandlerChannel
+from .filerooms import FileRooms, RoomOpenError, RoomPathError
+from .handlers import SETTINGS_KEY, RoomSocketHandler
+
+__all__ = [
+    "CLOSE_BAD_REQUEST",
+    "CLOSE_NOT_FOUND",
+    "CLOSE_SERVER_ERROR",
+    "CLOSE_SESSION",
+    "CollaborationRoomHandler",
+    "CollaborationSessionHandler",
+    "UnsupportedHandler",
+    "collaboration_handlers",
+]
+
+# Close codes JupyterLab's front end knows: it gives up on the document (and says why)
+# after the first three, and offers to reload the page after the last.
+CLOSE_NOT_FOUND = 4404
+CLOSE_BAD_REQUEST = 4400
+CLOSE_SERVER_ERROR = 4500
+CLOSE_SESSION = 1003
+
+# The kind of document each (type, format) of the front end's asks for.
+_KINDS = {("notebook", "json"): "notebook", ("file", "text"): "text", ("file", "base64"): "blob"}
+
+# Close reasons travel in a control frame: at most 123 bytes.
+_MAX_SESSION_ID = 40
+
+
+def _file_id_manager(handler: Any) -> Any:
+    manager = handler.settings.get("file_id_manager")
+    if manager is None:
+        raise web.HTTPError(
+            503,
+            "file ids are not available: enable the jupyter_server_fileid extension "
+            "(jupyter server extension enable jupyter_server_fileid)",
+        )
+    return manager
+
+
+def _rooms(handler: Any) -> FileRooms:
+    rooms: FileRooms = handler.settings[SETTINGS_KEY]
+    return rooms
+
+
+class CollaborationSessionHandler(APIHandler):
+    """``PUT {base_url}api/collaboration/session/{path}``: a file's id and a session id.
+
+    The body is ``{"format": ..., "type": ...}``; the answer repeats them with
+    ``fileId`` (stable across renames) and ``sessionId`` (the room's epoch). The file's
+    room is opened, so the page's socket finds it ready.
+    """
+
+    auth_resource = "contents"
+
+    @web.authenticated
+    @authorized
+    async def put(self, path: str) -> None:
+        """Answer a document session for the file at ``path`` (URL-decoded)."""
+        body = self.get_json_body()
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, 'the body must be {"format": ..., "type": ...}')
+        file_format, file_type = body.get("format"), body.get("type")
+        if not isinstance(file_format, str) or not isinstance(file_type, str):
+            raise web.HTTPError(400, 'the body must be {"format": ..., "type": ...} (strings)')
+        rooms = _rooms(self)
+        try:
+            room_id = await rooms.resolve(path)
+        except RoomPathError as exc:
+            raise web.HTTPError(exc.status, exc.message) from None
+        if not await ensure_async(self.contents_manager.file_exists(room_id)):
+            raise web.HTTPError(404, f"file {room_id!r} does not exist")
+        ids = _file_id_manager(self)
+        file_id = ids.get_id(room_id)
+        created = file_id is None
+        if created:
+            file_id = ids.index(room_id)
+            if file_id is None:
+                raise web.HTTPError(404, f"file {room_id!r} does not exist")
+        try:
+            await rooms.start()
+            room = await rooms.visit(room_id)
+        except RoomOpenError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        except RuntimeError as exc:
+            raise web.HTTPError(503, str(exc)) from None
+        self.set_status(201 if created else 200)
+        self.set_header("Content-Type", "application/json")
+        self.finish(
+            json.dumps(
+                {
+                    "format": file_format,
+                    "type": file_type,
+                    "fileId": file_id,
+                    "sessionId": room.epoch,
+                }
+            )
+        )
+
+
+class _YjsChannel(HandlerChannel):
+    """A channel to a plain Yjs client: our CONTROL notices stay out of it (Yjs clients
+    log every message type they do not know as an error). What they tell reaches
+    JupyterLab another way: the epoch through the session id, saves through the
+    document's ``state`` map.
+
+    Changes of the page that the room cannot apply are reported to it (a RAW
+    ``{"type": "conflict"}``, for which JupyterLab shows a dialog) instead of closing it.
+    """
+
+    reports_conflicts = True
+
+    async def send(self, message: bytes) -> None:
+        if message[:1] == bytes((MessageType.CONTROL,)):
+            return
+        await super().send(message)
+
+    def send_nowait(self, message: bytes) -> bool:
+        if message[:1] == bytes((MessageType.CONTROL,)):
+            # Dropped, which counts as done for the room.
+            return True
+        return super().send_nowait(message)
+
+
+class CollaborationRoomHandler(RoomSocketHandler):
+    """``{base_url}api/collaboration/room/{format}:{type}:{fileId}``: a JupyterLab page's
+    connection to a file's room; any other id is a presence-only room.
+
+    Problems found before the socket opens are told once it is open, with the close
+    codes the front end knows: 4404 (no such file), 4400 (a file that cannot be opened
+    as asked), 4500 (a server error), 1003 (the room's epoch is not the page's session:
+    reload).
+    """
+
+    transient = False
+    _refusal: tuple[int, str] | None = None
+
+    def _refuse(self, code: int, reason: str) -> None:
+        self._refusal = (code, reason)
+
+    async def _locate(self, path: str) -> None:
+        if path.count(":") < 2:
+            self.transient = True
+            self.room_id = path
+            return
+        file_format, file_type, file_id = path.split(":", 2)
+        kind = _KINDS.get((file_type, file_format))
+        if kind is None:
+            self._refuse(CLOSE_BAD_REQUEST, f"unknown document type {file_type}:{file_format}")
+            return
+        try:
+            ids = _file_id_manager(self)
+        except web.HTTPError as exc:
+            self._refuse(CLOSE_SERVER_ERROR, exc.log_message or "no file ids")
+            return
+        file_path = ids.get_path(file_id)
+        if file_path is None:
+            self._refuse(CLOSE_NOT_FOUND, f"no file has the id {file_id[:40]}")
+            return
+        try:
+            self.room_id = await self.rooms.resolve(file_path)
+            room = await self.rooms.visit(self.room_id)
+        except RoomPathError as exc:
+            code = CLOSE_NOT_FOUND if exc.status == 404 else CLOSE_BAD_REQUEST
+            self._refuse(code, exc.message)
+            return
+        except RoomOpenError as exc:
+            self._refuse(CLOSE_BAD_REQUEST, str(exc))
+            return
+        except Exception as exc:
+            self.log.exception("room for %s", file_path)
+            self._refuse(CLOSE_SERVER_ERROR, f"server error: {exc}")
+            return
+        if room.kind.name != kind:
+            self._refuse(
+                CLOSE_BAD_REQUEST, f"{self.room_id} is a {room.kind.name} file, not {kind}"
+            )
+            return
+        session = self.get_query_argument("sessionId", "")
+        if session and session != room.epoch:
+            # The page's document comes from another history: merging would duplicate.
+            self.log.info("room %r: a page of an earlier epoch is asked to reload", self.room_id)
+            reason = {
+                "reason": "unknown_session",
+                "sessionId": session[:_MAX_SESSION_ID],
+                "reloadable": True,
+            }
+            self._refuse(CLOSE_SESSION, json.dumps(reason, separators=(",", ":")))
+
+    def _channel(self) -> HandlerChannel:
+        return _YjsChannel(self, self.room_id)
+
+    def _serve(self, channel: HandlerChannel) -> None:
+        if self._refusal is not None:
+            code, reason = self._refusal
+            self.close(code, reason)
+            return
+        if self.transient:
+            self.rooms.serve_transient(self.room_id, channel)
+        else:
+            self.rooms.serve(self.room_id, channel, read_only=self.read_only)
+
+
+class UnsupportedHandler(APIHandler):
+    """``api/collaboration/{timeline,undo_redo,fork}``: what rooms do not offer, said
+    plainly (501) rather than with a missing route."""
+
+    auth_resource = "contents"
+
+    def _unsupported(self) -> None:
+        name = self.request.path.rstrip("/").split("/api/collaboration/", 1)[-1].split("/")[0]
+        self.set_status(501)
+        self.finish(
+            {
+                "code": 501,
+                "error": f"api/collaboration/{name} is not supported by jupyter_rooms",
+                "message": "jupyter_rooms serves documents, sessions and saves; document "
+                "timelines, server-side undo/redo and forks are not available",
+            }
+        )
+
+    @web.authenticated
+    @authorized
+    async def get(self, *args: Any) -> None:
+        """Refuse, saying why."""
+        self._unsupported()
+
+    @web.authenticated
+    @authorized
+    async def put(self, *args: Any) -> None:
+        """Refuse, saying why."""
+        self._unsupported()
+
+    @web.authenticated
+    @authorized
+    async def delete(self, *args: Any) -> None:
+        """Refuse, saying why."""
+        self._unsupported()
+
+
+def collaboration_handlers() -> list[tuple[str, type]]:
+    """The routes of the collaboration API, relative to the base URL."""
+    return [
+        (r"/api/collaboration/session/(.*)", CollaborationSessionHandler),
+        (r"/api/collaboration/room/(.*)", CollaborationRoomHandler),
+        (r"/api/collaboration/(?:timeline|undo_redo|fork)(?:/.*)?", UnsupportedHandler),
+    ]

@@ -1,0 +1,360 @@
+"""JupyterLab's collaboration API on rooms, spoken by hand (no browser): sessions, the
+room socket (y-websocket, RAW saves, close codes), presence, cookie logins, renames,
+restarts, and what is not supported."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+import pytest
+from pycrdt import Array, Awareness, Doc, Map, Text
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from jupyter_rooms import bind, connect
+from jupyter_rooms.jupyter.collaboration import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_NOT_FOUND,
+    CLOSE_SESSION,
+)
+from jupyter_rooms.notebook import Notebook
+from jupyter_rooms.protocol import (
+    MessageType,
+    awareness_message,
+    parse_message,
+    sync_update,
+)
+from jupyter_rooms.websocket import ClientChannel
+
+from collaboration_peer import TOKEN, Peer, auth, closed, joined, request, room_socket, session
+from helpers import wait_until
+
+pytestmark = pytest.mark.anyio
+
+NOTEBOOK = {
+    "nbformat": 4,
+    "nbformat_minor": 5,
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+    "cells": [
+        {
+            "cell_type": "code",
+            "id": "first",
+            "metadata": {},
+            "source": "x = 1",
+            "outputs": [],
+            "execution_count": None,
+        }
+    ],
+}
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # Room logs and file ids (jupyter_server_fileid's database) in the test's directory.
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    root = tmp_path / "root"
+    (root / "field notes").mkdir(parents=True)
+    (root / "field notes" / "day 1.txt").write_text("rain at dawn\n")
+    (root / "analysis.ipynb").write_text(json.dumps(NOTEBOOK))
+    return root
+
+
+@asynccontextmanager
+async def server_on(root: Path, **options: Any) -> AsyncIterator[Any]:
+    options.setdefault("save_delay", 0.2)
+    options.setdefault("port", 0)
+    async with bind("jupyter", root_dir=root, token=TOKEN, **options) as server:
+        yield server
+
+
+async def test_session_answers_file_id_and_the_rooms_epoch(root: Path) -> None:
+    async with server_on(root) as server:
+        path = "field notes/day 1.txt"
+        status, first = await request(
+            server,
+            "PUT",
+            "api/collaboration/session/" + quote(path, safe=""),
+            {"format": "text", "type": "file"},
+        )
+        assert status == 201
+        assert first["format"] == "text" and first["type"] == "file"
+        second = await session(server, path, "text", "file")
+        assert second["fileId"] == first["fileId"]
+        rooms = (await request(server, "GET", "api/rooms"))[1]["rooms"]
+        assert [(room["id"], room["epoch"]) for room in rooms] == [(path, first["sessionId"])]
+
+        cases = [
+            ("missing.txt", {"format": "text", "type": "file"}, 404),
+            ("field notes", {"format": "text", "type": "file"}, 400),
+            ("..%2Fetc%2Fpasswd", {"format": "text", "type": "file"}, 400),
+            ("analysis.ipynb", {"format": "json"}, 400),
+            ("analysis.ipynb", ["json", "notebook"], 400),
+        ]
+        for where, body, expected in cases:
+            status, answer = await request(
+                server, "PUT", "api/collaboration/session/" + quote(where, safe="%"), body
+            )
+            assert status == expected, (where, answer)
+        status, _ = await request(
+            server, "PUT", "api/collaboration/session/analysis.ipynb", {}, headers={}
+        )
+        assert status == 403
+
+
+async def test_the_page_and_the_kernel_share_one_room(root: Path) -> None:
+    async with server_on(root) as server:
+        page = await joined(server, "analysis.ipynb", "json", "notebook")
+        async with connect("jupyter", id="analysis.ipynb", url=server.url, token=TOKEN) as kernel:
+            rooms = (await request(server, "GET", "api/rooms"))[1]["rooms"]
+            assert [(room["id"], room["clients"]) for room in rooms] == [("analysis.ipynb", 2)]
+            notebook = Notebook(kernel.doc)
+            notebook.append_cell("y = 2")
+            notebook[0].edit(0, 1, "z")
+            page_notebook = Notebook(page.doc)
+            await page.pump(lambda: [c.source for c in page_notebook] == ["z = 1", "y = 2"])
+
+            await page.edit(lambda doc: Notebook(doc)[1].edit(5, 5, " + 40"))
+            await wait_until(lambda: notebook[1].source == "y = 2 + 40", within=5)
+        # A plain Yjs client is never sent our own notices, which it would log as errors.
+        assert page.control == []
+
+
+async def test_saves_asked_for_by_the_page(root: Path) -> None:
+    async with server_on(root, save_delay=60.0) as server:
+        page = await joined(server, "analysis.ipynb", "json", "notebook")
+        await page.edit(lambda doc: Notebook(doc).append_cell("print('saved')"))
+        reply = await page.save(1)
+        assert reply == {"type": "save", "responseTo": 1, "status": "success"}
+        saved = json.loads((root / "analysis.ipynb").read_text())
+        assert ["".join(cell["source"]) for cell in saved["cells"]] == ["x = 1", "print('saved')"]
+        assert saved["cells"][0]["id"] == "first"
+        assert all("execution_state" not in cell for cell in saved["cells"])
+        assert saved["metadata"]["kernelspec"]["name"] == "python3"
+        # The page learns the hash the contents API gives for the file, and that it is clean.
+        _, model = await request(server, "GET", "api/contents/analysis.ipynb?content=0&hash=1")
+        state = page.doc.get("state", type=Map)
+        await page.pump(lambda: state.get("hash") == model["hash"])
+        assert state.get("dirty") is False
+        # Nothing changed since: saving again succeeds and writes nothing.
+        mtime = (root / "analysis.ipynb").stat().st_mtime_ns
+        assert (await page.save(2))["status"] == "success"
+        assert (root / "analysis.ipynb").stat().st_mtime_ns == mtime
+
+        # A notebook that cannot be valid is not written, and the save fails.
+        def break_it(doc: Doc) -> None:
+            doc.get("cells", type=Array)[1]["cell_type"] = "bogus"
+
+        await page.edit(break_it)
+        assert (await page.save(3))["status"] == "failed"
+        assert json.loads((root / "analysis.ipynb").read_text()) == saved
+        assert page.control == []
+
+
+async def test_close_codes_the_front_end_knows(root: Path) -> None:
+    (root / "broken.ipynb").write_text("{ not json")
+    async with server_on(root) as server:
+        text = await session(server, "field notes/day 1.txt", "text", "file")
+        notebook = await session(server, "analysis.ipynb", "json", "notebook")
+        cases = [
+            ("text:file:no-such-id", CLOSE_NOT_FOUND),
+            (f"json:spreadsheet:{notebook['fileId']}", CLOSE_BAD_REQUEST),
+            (f"text:file:{notebook['fileId']}", CLOSE_BAD_REQUEST),
+            (f"json:notebook:{text['fileId']}", CLOSE_BAD_REQUEST),
+        ]
+        for room, code in cases:
+            assert (await closed(await room_socket(server, room)))[0] == code, room
+        status, answer = await request(
+            server,
+            "PUT",
+            "api/collaboration/session/broken.ipynb",
+            {"format": "json", "type": "notebook"},
+        )
+        assert status == 400, answer
+
+        channel = await room_socket(
+            server, f"text:file:{text['fileId']}", session_id="an-older-epoch"
+        )
+        code, reason = await closed(channel)
+        assert code == CLOSE_SESSION
+        assert json.loads(reason) == {
+            "reason": "unknown_session",
+            "sessionId": "an-older-epoch",
+            "reloadable": True,
+        }
+
+
+async def test_a_restart_merges_unless_the_epoch_changed(root: Path, tmp_path: Path) -> None:
+    async with server_on(root) as server:
+        page = await joined(server, "analysis.ipynb", "json", "notebook")
+        answer = await session(server, "analysis.ipynb", "json", "notebook")
+        await page.edit(lambda doc: Notebook(doc).append_cell("before the restart"))
+        await page.save(1)
+    port = server.port
+    room = f"json:notebook:{answer['fileId']}"
+    async with server_on(root, port=port) as server:
+        # The page's socket comes back with its session id: same history, it merges.
+        channel = await room_socket(server, room, session_id=answer["sessionId"])
+        page.channel = channel
+        page.synced = False
+        with anyio.fail_after(5):
+            await page.sync()
+        await page.edit(lambda doc: Notebook(doc).append_cell("after the restart"))
+        await page.save(2)
+        saved = json.loads((root / "analysis.ipynb").read_text())
+        assert ["".join(cell["source"]) for cell in saved["cells"]] == [
+            "x = 1",
+            "before the restart",
+            "after the restart",
+        ]
+    # The room's history is lost: a new epoch; the page is told to reload.
+    shutil.rmtree(tmp_path / "data" / "rooms")
+    async with server_on(root, port=port) as server:
+        channel = await room_socket(server, room, session_id=answer["sessionId"])
+        code, reason = await closed(channel)
+        assert code == CLOSE_SESSION
+        assert json.loads(reason)["reloadable"] is True
+        fresh = await session(server, "analysis.ipynb", "json", "notebook")
+        assert fresh["fileId"] == answer["fileId"]
+        assert fresh["sessionId"] != answer["sessionId"]
+
+
+async def test_global_awareness_with_a_cookie_login(root: Path) -> None:
+    async with server_on(root) as server:
+        # The page logs in with the token once; its sockets then carry only the cookie.
+        response = await AsyncHTTPClient().fetch(server.url + f"api/status?token={TOKEN}")
+        cookies = [c.split(";")[0] for c in response.headers.get_list("Set-Cookie")]
+        cookie = {"Cookie": "; ".join(cookies)}
+        room = "JupyterLab:globalAwareness"
+        with pytest.raises(HTTPClientError) as refused:
+            await room_socket(server, room, headers={})
+        assert refused.value.code == 403
+
+        alice, bob = (
+            Peer(await room_socket(server, room, headers=cookie)),
+            Peer(await room_socket(server, room, headers=cookie)),
+        )
+        for peer in (alice, bob):
+            with anyio.fail_after(5):
+                await peer.sync()
+        awareness = Awareness(Doc())
+        awareness.set_local_state({"user": {"name": "alice"}, "documents": ["analysis.ipynb"]})
+        update = awareness.encode_awareness_update([awareness.client_id])
+        await alice.channel.send(awareness_message(update))
+        seen = Awareness(Doc())
+
+        def on_message(data: bytes) -> None:
+            message = parse_message(data)
+            if message.type == MessageType.AWARENESS:
+                seen.apply_awareness_update(message.payload, "server")
+
+        with anyio.fail_after(5):
+            while awareness.client_id not in seen.states:
+                on_message(await bob.channel.recv())
+        assert seen.states[awareness.client_id]["user"] == {"name": "alice"}
+        # Presence only: the room's document takes no changes.
+        await alice.edit(lambda doc: doc.get("source", type=Text).insert(0, "no"))
+        with anyio.move_on_after(0.3):
+            await bob.pump(lambda: False)
+        assert str(bob.doc.get("source", type=Text)) == ""
+
+        # The cookie opens documents' rooms too.
+        answer = await session(server, "analysis.ipynb", "json", "notebook")
+        channel = await room_socket(server, f"json:notebook:{answer['fileId']}", headers=cookie)
+        peer = Peer(channel)
+        with anyio.fail_after(5):
+            await peer.sync()
+        assert Notebook(peer.doc)[0].source == "x = 1"
+
+
+async def test_a_renamed_file_keeps_its_id_and_room(root: Path) -> None:
+    async with server_on(root) as server:
+        page = await joined(server, "field notes/day 1.txt", "text", "file")
+        first = await session(server, "field notes/day 1.txt", "text", "file")
+        status, _ = await request(
+            server,
+            "PATCH",
+            "api/contents/" + quote("field notes/day 1.txt"),
+            {"path": "field notes/monday.txt"},
+        )
+        assert status == 200
+        state = page.doc.get("state", type=Map)
+        await page.pump(lambda: state.get("path") == "field notes/monday.txt")
+        again = await session(server, "field notes/monday.txt", "text", "file")
+        assert again["fileId"] == first["fileId"]
+        assert again["sessionId"] == first["sessionId"]
+        other = Peer(await room_socket(server, f"text:file:{again['fileId']}"))
+        with anyio.fail_after(5):
+            await other.sync()
+        rooms = (await request(server, "GET", "api/rooms"))[1]["rooms"]
+        assert [(room["id"], room["clients"]) for room in rooms] == [("field notes/monday.txt", 2)]
+        await page.edit(lambda doc: doc.get("source", type=Text).insert(0, "Monday: "))
+        await other.pump(lambda: str(other.doc.get("source", type=Text)).startswith("Monday: "))
+
+
+async def test_timeline_undo_redo_and_forks_are_refused_plainly(root: Path) -> None:
+    async with server_on(root) as server:
+        for method, path in [
+            ("GET", "api/collaboration/timeline/analysis.ipynb?format=json&type=notebook"),
+            ("PUT", "api/collaboration/undo_redo/json:notebook:x?action=undo&steps=1"),
+            ("PUT", "api/collaboration/fork/json:notebook:x"),
+            ("GET", "api/collaboration/fork/json:notebook:x"),
+            ("DELETE", "api/collaboration/fork/abc"),
+        ]:
+            status, answer = await request(server, method, path, {} if method == "PUT" else None)
+            assert status == 501, (path, answer)
+            assert "not supported by jupyter_rooms" in answer["error"]
+
+
+async def test_changes_that_cannot_be_applied_are_reported_as_a_conflict(root: Path) -> None:
+    async with server_on(root) as server:
+        page = await joined(server, "field notes/day 1.txt", "text", "file")
+        await page.channel.send(sync_update(b"\x05\xff\xff not an update"))
+        await page.pump(lambda: {"type": "conflict"} in page.raw)
+        # The page stays connected, and its next changes are taken.
+        await page.edit(lambda doc: doc.get("source", type=Text).insert(0, "still here: "))
+        async with connect(
+            "jupyter", id="field notes/day 1.txt", url=server.url, token=TOKEN
+        ) as kernel:
+            text = kernel.doc.get("source", type=Text)
+            await wait_until(lambda: str(text).startswith("still here: "), within=5)
+        # A client of api/rooms is disconnected, as for any broken message.
+        url = server.url.replace("http", "ws", 1) + "api/rooms/" + quote("field notes/day 1.txt")
+        connection = await websocket_connect(HTTPRequest(url, headers=auth(server)))
+        other = Peer(ClientChannel(connection, "day 1.txt"))
+        with anyio.fail_after(5):
+            await other.sync()
+        await other.channel.send(sync_update(b"\x05\xff\xff not an update"))
+        assert (await closed(other.channel))[0] == 1002
+
+
+async def test_autosave_as_the_pages_say(root: Path) -> None:
+    async with server_on(root) as server:
+        page = await joined(server, "field notes/day 1.txt", "text", "file")
+        presence = Awareness(page.doc)
+
+        async def wish(autosave: bool) -> None:
+            presence.set_local_state({"user": {"name": "ada"}, "autosave": autosave})
+            update = presence.encode_awareness_update([presence.client_id])
+            await page.channel.send(awareness_message(update))
+
+        await wish(False)
+        await page.edit(lambda doc: doc.get("source", type=Text).insert(0, "draft: "))
+        path = root / "field notes" / "day 1.txt"
+        # Several save delays go by: the file is left alone...
+        with anyio.move_on_after(1.0):
+            await page.pump(lambda: False)
+        assert path.read_text() == "rain at dawn\n"
+        # ...until the person saves.
+        assert (await page.save(1))["status"] == "success"
+        assert path.read_text() == "draft: rain at dawn\n"
+
+        await wish(True)
+        await page.edit(lambda doc: doc.get("source", type=Text).insert(0, "final "))
+        await wait_until(lambda: path.read_text() == "final draft: rain at dawn\n", within=5)

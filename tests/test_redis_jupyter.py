@@ -1,0 +1,327 @@
+"""Rooms shared by several real ``jupyter server`` processes through a real Redis.
+
+The servers share one root, as replicas on shared storage do; each test starts them with
+the extension's Redis setting and checks what users would see: every client has every
+edit once, one server writes each file, and faults (a server killed, Redis restarted)
+lose and duplicate nothing.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import nbformat
+import pytest
+from pycrdt import Map, Text
+
+from jupyter_rooms.jupyter.extension import REDIS_URL_ENV
+from jupyter_rooms.notebook import Notebook
+
+from helpers import wait_until
+from jupyter_process import ServerProcess
+from redis_server import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+# Save and look at files often, and hand the saver's role over quickly when it dies.
+FAST = (
+    "--RoomsApp.save_delay=0.1",
+    "--RoomsApp.poll_interval=0.2",
+    "--RoomsApp.redis_lock_ttl=1.5",
+)
+
+
+def shared(redis: RedisServer) -> tuple[str, ...]:
+    return (*FAST, f"--RoomsApp.redis_url={redis.url}")
+
+
+async def start(*servers: ServerProcess) -> None:
+    async with anyio.create_task_group() as tg:
+        for server in servers:
+            tg.start_soon(server.start)
+
+
+def cell_sources(path: Path) -> list[str] | None:
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    except (FileNotFoundError, ValueError, nbformat.ValidationError):
+        return None
+    return [cell.source for cell in nb.cells]
+
+
+def read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+async def savers(servers: list[ServerProcess], room: str) -> list[dict[str, Any]]:
+    """What each server's ``api/rooms`` says of a room."""
+    return [(await server.rooms())[room] for server in servers]
+
+
+async def test_clients_of_three_servers_converge_and_one_saves(
+    make_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    # A password, as production Redis has; the third server finds the URL in the
+    # environment instead of its settings.
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    redis = RedisServer(directory, password="s3cret pass")
+    redis.start()
+    try:
+        servers = [
+            make_server(*shared(redis)),
+            make_server(*shared(redis)),
+            make_server(*FAST, extra_env={REDIS_URL_ENV: redis.url}),
+        ]
+        root = servers[0].root
+        (root / "notes.txt").write_text("start\n")
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell("x = 1")]
+        nbformat.write(nb, root / "analysis.ipynb")
+        await start(*servers)
+        async with (
+            servers[0].join("notes.txt") as t0,
+            servers[1].join("notes.txt") as t1,
+            servers[2].join("notes.txt") as t2,
+            servers[0].join("analysis.ipynb") as n0,
+            servers[1].join("analysis.ipynb") as n1,
+            servers[2].join("analysis.ipynb") as n2,
+            servers[0].join("board.yroom") as b0,
+            servers[1].join("board.yroom") as b1,
+            servers[2].join("board.yroom") as b2,
+        ):
+            texts = [client.doc.get("source", type=Text) for client in (t0, t1, t2)]
+            assert all(str(text) == "start\n" for text in texts)
+            notebooks = [Notebook(client.doc) for client in (n0, n1, n2)]
+            assert all([c.source for c in nb] == ["x = 1"] for nb in notebooks)
+            boards = [client.doc.get("board", type=Map) for client in (b0, b1, b2)]
+
+            # Every client edits at once, each on its own server.
+            for round in range(20):
+                for i, text in enumerate(texts):
+                    text.insert(len(str(text)), f"{i}.{round} ")
+            for i, notebook in enumerate(notebooks):
+                notebook.append_cell(f"cell from server {i}")
+            for i, board in enumerate(boards):
+                board[f"server {i}"] = i
+
+            await wait_until(lambda: len({str(text) for text in texts}) == 1, within=20)
+            words = str(texts[0]).split()
+            assert words[0] == "start"
+            assert sorted(words[1:]) == sorted(f"{i}.{r}" for i in range(3) for r in range(20))
+            expected_cells = ["x = 1"] + [f"cell from server {i}" for i in range(3)]
+            await wait_until(
+                lambda: all(
+                    sorted(c.source for c in nb) == sorted(expected_cells) for nb in notebooks
+                )
+            )
+            await wait_until(lambda: len({tuple(c.id for c in nb) for nb in notebooks}) == 1)
+            board = {f"server {i}": i for i in range(3)}
+            await wait_until(lambda: all(b.to_py() == board for b in boards))
+
+            # Presence crosses servers.
+            t0.awareness.set_local_state({"user": {"name": "ada"}})
+            await wait_until(
+                lambda: {"user": {"name": "ada"}} in t2.awareness.states.values(), within=10
+            )
+
+            # The files have each edit once.
+            final_text = str(texts[0])
+            await wait_until(lambda: read_text(root / "notes.txt") == final_text)
+            cells = [c.source for c in notebooks[0]]
+            await wait_until(lambda: cell_sources(root / "analysis.ipynb") == cells)
+
+            # One server saves each room; the others never wrote its file.
+            for room in ("notes.txt", "analysis.ipynb", "board.yroom"):
+                seen = await savers(servers, room)
+                assert sum(info["saver"] for info in seen) == 1, seen
+                assert all(info["saves"] == 0 for info in seen if not info["saver"]), seen
+                assert len({info["epoch"] for info in seen}) == 1, seen
+            seen = await savers(servers, "notes.txt")
+            assert sum(info["saves"] for info in seen) > 0
+        # Every client left, every room closed: the free-form room's file holds the board.
+        await wait_until(lambda: (root / "board.yroom").exists())
+        async with servers[1].join("board.yroom") as again:
+            assert again.doc.get("board", type=Map).to_py() == board
+    finally:
+        redis.stop()
+
+
+async def test_a_saver_killed_mid_edit_loses_nothing_redis_had(
+    make_server: Callable[..., ServerProcess], redis_server: RedisServer
+) -> None:
+    first = make_server(*shared(redis_server))
+    second = make_server(*shared(redis_server))
+    path = first.root / "notes.txt"
+    path.write_text("start\n")
+    await start(first, second)
+    async with first.join("notes.txt", reconnect=False) as writer:
+        # The first server to open the room saves it.
+        async with second.join("notes.txt") as witness:
+            assert (await first.rooms())["notes.txt"]["saver"]
+            text = writer.doc.get("source", type=Text)
+            seen = witness.doc.get("source", type=Text)
+            for i in range(200):
+                text.insert(len(str(text)), f"line {i}\n")
+            expected = str(text)
+            # The other server has it all: it went through Redis.
+            await wait_until(lambda: str(seen) == expected)
+            first.stop(signal.SIGKILL)
+            seen.insert(len(str(seen)), "after the kill\n")
+            expected += "after the kill\n"
+            # The survivor takes the saver's role once the lock expires, and saves.
+            await wait_until(lambda: read_text(path) == expected, within=20)
+            assert (await second.rooms())["notes.txt"]["saver"]
+    restarted = make_server(*shared(redis_server), port=first.port)
+    await restarted.start()
+    async with restarted.join("notes.txt") as reader:
+        assert str(reader.doc.get("source", type=Text)) == expected
+    assert read_text(path) == expected
+
+
+async def test_redis_restarts_while_clients_edit(
+    make_server: Callable[..., ServerProcess], redis_server: RedisServer
+) -> None:
+    first = make_server(*shared(redis_server))
+    second = make_server(*shared(redis_server))
+    path = first.root / "notes.txt"
+    path.write_text("start\n")
+    await start(first, second)
+    async with (
+        first.join("notes.txt") as a,
+        first.join("notes.txt") as a2,
+        second.join("notes.txt") as b,
+    ):
+        a_text = a.doc.get("source", type=Text)
+        a2_text = a2.doc.get("source", type=Text)
+        b_text = b.doc.get("source", type=Text)
+        a_text.insert(len(str(a_text)), "before\n")
+        await wait_until(lambda: str(b_text) == "start\nbefore\n")
+
+        redis_server.stop()
+        # Each server keeps its own clients' room working, for longer than the clients
+        # of Redis retry by themselves and than the saver's lock lasts.
+        for i in range(10):
+            a_text.insert(len(str(a_text)), f"a{i}\n")
+            b_text.insert(0, f"b{i}\n")
+            await anyio.sleep(0.25)
+        await wait_until(lambda: str(a2_text) == str(a_text))
+        assert "b0" not in str(a_text)
+        redis_server.start()
+
+        await wait_until(lambda: str(a_text) == str(b_text) == str(a2_text), within=30)
+        lines = str(a_text).splitlines()
+        assert sorted(lines) == sorted(
+            ["start", "before"] + [f"a{i}" for i in range(10)] + [f"b{i}" for i in range(10)]
+        )
+        b_text.insert(len(str(b_text)), "after\n")
+        await wait_until(lambda: str(a_text).endswith("after\n"))
+        final = str(a_text)
+        await wait_until(lambda: read_text(path) == final, within=20)
+        seen = await savers([first, second], "notes.txt")
+        assert sum(info["saver"] for info in seen) == 1, seen
+    for server in (first, second):
+        assert server.log_text().count("Redis is unreachable") == 1
+
+
+async def test_a_late_server_sees_everything_once(
+    make_server: Callable[..., ServerProcess], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    first = make_server(*shared(redis_server))
+    path = first.root / "analysis.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("print(x)")]
+    nbformat.write(nb, path)
+    await first.start()
+    async with first.join("analysis.ipynb") as a:
+        epoch = a.epoch
+        notebook = Notebook(a.doc)
+        notebook.append_cell("# one", cell_type="markdown")
+        expected = ["x = 1", "print(x)", "# one"]
+        await wait_until(lambda: cell_sources(path) == expected)
+
+        # A server started now loads the room from Redis: the file's cells are not
+        # added again, and it is the same epoch.
+        second = make_server(*shared(redis_server))
+        await second.start()
+        async with second.join("analysis.ipynb") as b:
+            assert b.epoch == epoch
+            late = Notebook(b.doc)
+            assert [c.source for c in late] == expected
+            late.append_cell("# two", cell_type="markdown")
+            expected.append("# two")
+            await wait_until(lambda: [c.source for c in notebook] == expected)
+            await wait_until(lambda: cell_sources(path) == expected)
+            assert not (await second.rooms())["analysis.ipynb"]["saver"]
+            assert (await second.rooms())["analysis.ipynb"]["saves"] == 0
+
+            # The first server stops: the late one takes over and saves from now on.
+            first.stop()
+            late.append_cell("# three", cell_type="markdown")
+            expected.append("# three")
+            await wait_until(lambda: cell_sources(path) == expected, within=20)
+            info = (await second.rooms())["analysis.ipynb"]
+            assert info["saver"] and info["saves"] > 0
+    second.stop()
+
+    # Every server is gone; one with none of their logs (another data directory) opens
+    # the room: Redis's history is the room's, the file's cells are not added again.
+    env = {"JUPYTER_DATA_DIR": str(tmp_path / "other-data")}
+    third = make_server(*shared(redis_server), extra_env=env)
+    await third.start()
+    async with third.join("analysis.ipynb") as c:
+        assert c.epoch == epoch
+        assert [cell.source for cell in Notebook(c.doc)] == expected
+        Notebook(c.doc).append_cell("# four", cell_type="markdown")
+        expected.append("# four")
+        await wait_until(lambda: cell_sources(path) == expected)
+
+
+def test_without_the_setting_redis_is_not_imported(tmp_path: Path) -> None:
+    script = """
+import sys, anyio
+from pycrdt import Text
+from jupyter_rooms import bind, connect
+
+async def main():
+    async with bind("jupyter", root_dir=sys.argv[1], port=0, save_delay=0.05) as server:
+        async with connect("jupyter", id="a.txt", url=server.url, token=server.token) as c:
+            c.doc.get("source", type=Text).insert(0, "hi")
+    assert open(sys.argv[1] + "/a.txt").read() == "hi"
+    assert "redis" not in sys.modules, "redis was imported"
+
+anyio.run(main)
+"""
+    env = {"JUPYTER_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_without_the_redis_package_the_error_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_rooms import bind
+
+    monkeypatch.setitem(sys.modules, "redis", None)
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(ImportError, match=r"pip install 'jupyter_rooms\[redis\]'"):
+        bind("jupyter", root_dir=tmp_path, port=0, redis_url="redis://127.0.0.1:1")
+    with pytest.raises(ImportError, match=r"pip install 'jupyter_rooms\[redis\]'"):
+        bind("websocket", port=0, redis_url="redis://127.0.0.1:1")
