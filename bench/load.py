@@ -33,7 +33,7 @@ from typing import Any
 
 import anyio
 import psutil
-from pycrdt import Text, TextEvent
+from pycrdt import Map, MapEvent, Text, TextEvent
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from jupyter_rooms import ChannelClient, connect
@@ -131,12 +131,12 @@ class Server:
             process.kill()
             process.wait()
 
-    def client(self, room: int, **options: Any) -> ChannelClient:
+    def client(self, room: str, **options: Any) -> ChannelClient:
         if self.wire == "jupyter":
             url = f"http://127.0.0.1:{self.port}/"
-            client = connect("jupyter", id=f"room{room}.txt", url=url, token=TOKEN, **options)
+            client = connect("jupyter", id=room, url=url, token=TOKEN, **options)
         else:
-            client = connect("websocket", id=f"room{room}.txt", port=self.port, **options)
+            client = connect("websocket", id=room, port=self.port, **options)
         assert isinstance(client, ChannelClient)
         return client
 
@@ -157,6 +157,9 @@ class Results:
     rss_mb: dict[str, float] = field(default_factory=dict)
     # Set once the clients leave: disconnections from then on are no errors.
     leaving: bool = False
+    # "append": each edit adds a token to the room's text (the documents grow);
+    # "set": each edit overwrites its client's key in a Map (they stay the same size).
+    edits_kind: str = "append"
 
     @property
     def delivered_per_second(self) -> float:
@@ -166,7 +169,8 @@ class Results:
         latency = ", ".join(f"{k} {v:.1f} ms" for k, v in self.latency_ms.items())
         rss = ", ".join(f"{k} {v:.1f} MB" for k, v in self.rss_mb.items())
         return (
-            f"{self.wire} wire: {self.clients} clients in {self.rooms} rooms, "
+            f"{self.wire} wire, {self.edits_kind} edits: {self.clients} clients in "
+            f"{self.rooms} rooms, "
             f"{self.seconds:.0f} s at {self.rate:g} edits/s each: {self.edits} edits "
             f"({self.edits / self.seconds:.0f}/s), {self.deliveries} of "
             f"{self.expected_deliveries} deliveries ({self.delivered_per_second:.0f}/s); "
@@ -185,6 +189,8 @@ class LoadClient:
         self.results = results
         self.sent = sent
         self.made = 0
+        self.last = ""
+        self.shared: Text | Map | None = None
         self.seen = 0
         self.latencies: list[float] = []
 
@@ -197,12 +203,17 @@ class LoadClient:
             self._error(status)
 
     def _on_text(self, event: TextEvent) -> None:
+        inserted = [op.get("insert") for op in event.delta]
+        self._arrived([value for value in inserted if isinstance(value, str)])
+
+    def _on_map(self, event: MapEvent) -> None:
+        changes: Any = event.keys
+        self._arrived([str(change.get("newValue", "")) for change in changes.values()])
+
+    def _arrived(self, values: list[str]) -> None:
         now = time.perf_counter()
-        for op in event.delta:
-            inserted = op.get("insert")
-            if not isinstance(inserted, str):
-                continue
-            for match in _TOKEN.finditer(inserted):
+        for value in values:
+            for match in _TOKEN.finditer(value):
                 if int(match.group(1)) == self.number:
                     continue
                 sent = self.sent.get(match.group(0))
@@ -219,11 +230,18 @@ class LoadClient:
         *,
         task_status: Any,
     ) -> None:
-        client = server.client(self.room, timeout=60)
+        overwrite = self.results.edits_kind == "set"
+        # A text file's room, or a free-form room for a Map.
+        client = server.client(f"room{self.room}.{'yroom' if overwrite else 'txt'}", timeout=60)
         client.on_status(self._on_status)
         async with client:
-            text = client.doc.get("source", type=Text)
-            subscription = text.observe(self._on_text)
+            shared: Text | Map = (
+                client.doc.get("latest", type=Map)
+                if overwrite
+                else client.doc.get("source", type=Text)
+            )
+            self.shared = shared
+            subscription = shared.observe(self._on_map if overwrite else self._on_text)
             task_status.started()
             await start.wait()
             period = 1 / self.results.rate
@@ -236,12 +254,16 @@ class LoadClient:
                     break
                 token = f"c{self.number}.{self.made}{SEPARATOR}"
                 self.sent[token] = time.perf_counter()
-                text.insert(len(text), token)
+                if isinstance(shared, Map):
+                    shared[f"c{self.number}"] = token
+                else:
+                    shared.insert(len(shared), token)
+                self.last = token
                 self.made += 1
                 self.results.edits += 1
                 next_edit += period
             await leave.wait()
-            text.unobserve(subscription)
+            shared.unobserve(subscription)
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -257,6 +279,7 @@ async def run(
     seconds: float = 60.0,
     rate: float = 1.0,
     directory: Path | None = None,
+    edits: str = "append",
 ) -> Results:
     """Run the load test and return what it measured.
 
@@ -267,14 +290,16 @@ async def run(
         seconds: How long the clients edit.
         rate: Edits per second per client.
         directory: Where the server keeps its files (a temporary directory by default).
+        edits: ``"append"`` (tokens appended to a text: the documents grow) or ``"set"``
+            (each client overwrites its own key of a Map: they do not).
 
     Returns:
         The figures.
     """
     if directory is None:
         with tempfile.TemporaryDirectory() as tmp:
-            return await run(wire, clients, rooms, seconds, rate, Path(tmp))
-    results = Results(wire, clients, rooms, seconds, rate)
+            return await run(wire, clients, rooms, seconds, rate, Path(tmp), edits)
+    results = Results(wire, clients, rooms, seconds, rate, edits_kind=edits)
     server = Server(wire, directory)
     await server.start()
     sent: dict[str, float] = {}
@@ -297,16 +322,22 @@ async def run(
             results.rss_mb["max"] = max(samples) / 2**20
             # Wait (bounded) for the last edits to arrive everywhere.
             with anyio.move_on_after(30):
-                while sum(c.seen for c in team) < _expected(team):  # noqa: ASYNC110
+                while not _arrived(team):  # noqa: ASYNC110
                     await anyio.sleep(0.1)
             results.expected_deliveries = _expected(team)
+            if edits == "set":
+                # Overwritten values may travel merged, unseen: only the last ones count.
+                stale = sum(1 for client in team if not _holds_latest(client, team))
+                if stale:
+                    results.errors += stale
+                    results.error_kinds["not converged"] = stale
             results.leaving = True
             leave.set()
     finally:
         await server.stop()
     results.deliveries = sum(c.seen for c in team)
     missing = results.expected_deliveries - results.deliveries
-    if missing:
+    if missing and edits == "append":
         results.errors += missing
         results.error_kinds["undelivered"] = missing
     latencies = [latency for c in team for latency in c.latencies]
@@ -317,6 +348,18 @@ async def run(
             "max": 1000 * max(latencies),
         }
     return results
+
+
+def _holds_latest(client: LoadClient, team: list[LoadClient]) -> bool:
+    """Whether a client's Map holds the last value of every client of its room."""
+    expected = {f"c{c.number}": c.last for c in team if c.room == client.room and c.made}
+    return client.shared is not None and client.shared.to_py() == expected
+
+
+def _arrived(team: list[LoadClient]) -> bool:
+    if team and team[0].results.edits_kind == "set":
+        return all(_holds_latest(client, team) for client in team)
+    return sum(client.seen for client in team) >= _expected(team)
 
 
 def _expected(team: list[LoadClient]) -> int:
@@ -334,9 +377,18 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=1.0, help="edits per second per client")
+    parser.add_argument(
+        "--edits",
+        choices=["append", "set"],
+        default="append",
+        help="append tokens to a text (documents grow), or overwrite a Map's keys (they "
+        "do not: any growth of the server's memory is then its own)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
-    results = anyio.run(run, args.wire, args.clients, args.rooms, args.seconds, args.rate)
+    results = anyio.run(
+        run, args.wire, args.clients, args.rooms, args.seconds, args.rate, None, args.edits
+    )
     print(results)
     if args.json:
         print(json.dumps(asdict(results)))

@@ -66,8 +66,9 @@ class Proxy:
         self._resume.set()
         self.held = False
 
-    async def serve(self) -> None:
+    async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
+        task_status.started()
         await listener.serve(self._link)
 
     async def _link(self, client: SocketStream) -> None:
@@ -449,6 +450,11 @@ class Report:
     checked_after_restarts: int = 0
     resets: int = 0
 
+    def on_status(self, status: str, details: dict[str, Any]) -> None:
+        """A client's status callback: a reset (a new history) would drop its edits."""
+        if status == "reset":
+            self.resets += 1
+
     def __str__(self) -> str:
         faults = ", ".join(f"{n} {kind}" for kind, n in sorted(self.faults.items())) or "none"
         return (
@@ -494,7 +500,7 @@ class Writer:
         self, room: RoomKind, stop_editing: anyio.Event, leave: anyio.Event, *, task_status: Any
     ) -> None:
         client = self.wire.client(room, self.proxy.port, max_backoff=0.5)
-        client.on_status(self._count_resets)
+        client.on_status(self.report.on_status)
         self.clients[room.name] = client
         made = self.made[room.name]
         async with client:
@@ -506,10 +512,6 @@ class Writer:
                 self.report.edits += 1
                 await anyio.sleep(self.rng.uniform(0.01, 0.1))
             await leave.wait()
-
-    def _count_resets(self, status: str, details: dict[str, Any]) -> None:
-        if status == "reset":
-            self.report.resets += 1
 
 
 class Run:
@@ -537,12 +539,13 @@ class Run:
         leave = anyio.Event()
         try:
             async with anyio.create_task_group() as relays:
+                # Listening before any client connects: a first connection does not retry.
                 for proxy in self.proxies:
-                    relays.start_soon(proxy.serve)
+                    await relays.start(proxy.serve)
                 async with anyio.create_task_group() as clients:
                     for room in ROOMS:
                         client = self.wire.client(room, self.observer_proxy.port, max_backoff=0.2)
-                        client.on_status(self.team[0]._count_resets)
+                        client.on_status(self.report.on_status)
                         self.observers[room.name] = client
                         await clients.start(self._observe, client, leave)
                     # Faults start once everyone is in: a first connection does not retry.
@@ -593,6 +596,11 @@ class Run:
                 self._edit_outside()
             else:
                 await self._restart(signal.SIGKILL if fault == "kill" else signal.SIGTERM)
+        # However few faults fit in the time, every run restarts and kills at least once.
+        for fault, sig in (("restart", signal.SIGTERM), ("kill", signal.SIGKILL)):
+            if not self.report.faults[fault]:
+                self.report.faults[fault] += 1
+                await self._restart(sig)
 
     def _edit_outside(self) -> None:
         assert isinstance(self.wire, JupyterWire)

@@ -228,8 +228,12 @@ async def test_no_path_reaches_outside_the_root_or_a_special_file(
     place, server, before = path_server
     path = ("/" if leading else "") + "/".join(segments)
     INPUTS_TRIED["room paths"] += 1
+    logs_before = place.snapshot()
     status = await refused_status(HTTPRequest(ws_url(server, path), headers=auth(server)))
-    if status is None:
+    if status is not None:
+        # Refused before anything was opened: not even a log for the room.
+        assert place.snapshot() == logs_before, path
+    else:
         # Accepted: a plain file under the root, or a new one in an existing directory.
         opened = list(server.room_manager.rooms)
         for room_id in opened:

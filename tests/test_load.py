@@ -33,3 +33,12 @@ async def test_every_edit_reaches_the_room_without_errors(tmp_path: Path, wire: 
     assert results.edits > 100
     assert results.errors == 0, results.error_kinds
     assert results.deliveries == results.expected_deliveries == results.edits * 3
+
+
+async def test_overwrites_converge_on_the_last_values(tmp_path: Path) -> None:
+    results = await load.run(
+        "jupyter", clients=12, rooms=3, seconds=3, rate=4, directory=tmp_path, edits="set"
+    )
+    print(results)
+    assert results.edits > 100 and results.deliveries > 0
+    assert results.errors == 0, results.error_kinds

@@ -87,6 +87,10 @@ COMPACT_GROWTH = 4
 # During continuous editing a room still saves at least every this many save delays.
 _MAX_SAVE_WAIT = 10
 
+# How many times a save merges a change another program made to the file meanwhile,
+# and tries again, before it leaves the write for later.
+_SAVE_ATTEMPTS = 3
+
 # The extension of a room's log, after the file's own name.
 LOG_SUFFIX = ".ylog"
 
@@ -917,6 +921,19 @@ class FileRoom(Room):
 
     async def _save(self) -> bool:
         """Write the document to the file if it differs; whether the file now holds it."""
+        for _ in range(_SAVE_ATTEMPTS):
+            held = await self._save_once()
+            if held is not None:
+                return held
+        # The file keeps changing under the room: its changes are merged; save later.
+        self._dirty = True
+        self._retry_later()
+        return False
+
+    async def _save_once(self) -> bool | None:
+        """Merge the file's changes, then write the document; whether the file now holds
+        it, or ``None`` if the file changed again while the save was being prepared (then
+        nothing was written)."""
         self._flush = False
         await self._check_file()
         if self._deleted:
@@ -944,6 +961,11 @@ class FileRoom(Room):
             self.log.warning("room %r: not saved: %s", self.id, exc)
             self.broadcast(control_message({"type": "error", "reason": f"not saved: {exc}"}))
             return False
+        if await self._changed_since_check():
+            # Another program wrote the file while the save was being prepared (which
+            # takes a while for a large notebook): writing now would undo its change.
+            self._dirty = True
+            return None
         at, base = self._log_updates, self.doc.get_update()
         if self._log is not None:
             self._log.append(meta={"saving": {"updates": at}})
@@ -988,6 +1010,16 @@ class FileRoom(Room):
         await self._try_publish(stored_in=spare)
         self.broadcast(control_message({"type": "saved", "path": self.id, "time": self.last_saved}))
         return True
+
+    async def _changed_since_check(self) -> bool:
+        """Whether the file changed since the room last looked at it (a cheap look)."""
+        try:
+            model = await self._read(self.kind, content=False, hash=False)
+        except _FileUnreadable:
+            return True
+        if model is None:
+            return self._fingerprint is not None
+        return _fingerprint(model) != self._fingerprint
 
     # What JupyterLab's documents keep beside their content (jupyter_ydoc's ``state`` map)
 
