@@ -219,18 +219,29 @@ def _identity(path: Path) -> tuple[int, int, int]:
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
-def replace_file(path: Path, change: Callable[[bytes], bytes]) -> None:
+def replace_file(path: Path, change: Callable[[bytes], bytes]) -> bool:
     """Change a file the way another program saving it would, and only if it did not
-    change while the new content was made (so a save of the room's is never undone)."""
-    while True:
+    change while the new content was made (so a save of the room's is never undone).
+
+    Returns:
+        Whether the file was changed: not if it stayed unreadable (a save being written
+        in place, or one a crash cut short) for a second.
+    """
+    for _ in range(100):
         before = _identity(path)
-        data = change(path.read_bytes())
+        try:
+            data = change(path.read_bytes())
+        except ValueError:
+            # Caught in the middle of a save: look again in a moment.
+            time.sleep(0.01)
+            continue
         temporary = path.with_name(f".{path.name}.outside")
         temporary.write_bytes(data)
         if _identity(path) == before:
             os.replace(temporary, path)
-            return
+            return True
         temporary.unlink()
+    return False
 
 
 class RoomKind(ABC):
@@ -256,8 +267,8 @@ class RoomKind(ABC):
         """The content of the room's file."""
 
     @abstractmethod
-    def edit_file(self, path: Path, token: str) -> None:
-        """Put ``token`` in the room's file, as another program would."""
+    def edit_file(self, path: Path, token: str) -> bool:
+        """Put ``token`` in the room's file, as another program would; whether it could."""
 
     def check(self, state: Any) -> str | None:
         """What is wrong with a content besides its tokens, if anything."""
@@ -287,8 +298,8 @@ class TextRoom(RoomKind):
     def from_file(self, path: Path) -> str:
         return path.read_text() if path.exists() else ""
 
-    def edit_file(self, path: Path, token: str) -> None:
-        replace_file(path, lambda data: data + f"{token}\n".encode())
+    def edit_file(self, path: Path, token: str) -> bool:
+        return replace_file(path, lambda data: data + f"{token}\n".encode())
 
 
 class NotebookRoom(RoomKind):
@@ -322,13 +333,13 @@ class NotebookRoom(RoomKind):
         nbformat.validate(notebook)
         return [(cell.cell_type, cell.source) for cell in notebook.cells]
 
-    def edit_file(self, path: Path, token: str) -> None:
+    def edit_file(self, path: Path, token: str) -> bool:
         def add_cell(data: bytes) -> bytes:
             notebook = nbformat.reads(data.decode(), as_version=4)
             notebook.cells.append(nbformat.v4.new_markdown_cell(token))
             return nbformat.writes(notebook).encode()
 
-        replace_file(path, add_cell)
+        return replace_file(path, add_cell)
 
 
 def _doc_of_log(path: Path) -> Doc:
@@ -359,7 +370,7 @@ class FreeformRoom(RoomKind):
     def from_file(self, path: Path) -> tuple[dict[str, Any], list[Any]]:
         return self.state(_doc_of_log(path))
 
-    def edit_file(self, path: Path, token: str) -> None:
+    def edit_file(self, path: Path, token: str) -> bool:
         # Another writer of the file: an update of its own appended to the log.
         def append(data: bytes) -> bytes:
             with tempfile.TemporaryDirectory() as tmp:
@@ -372,7 +383,7 @@ class FreeformRoom(RoomKind):
                 updatelog.close()
                 return copy.read_bytes()
 
-        replace_file(path, append)
+        return replace_file(path, append)
 
 
 ROOMS: list[RoomKind] = [NotebookRoom(), TextRoom(), FreeformRoom()]
@@ -611,9 +622,9 @@ class Run:
             return
         made = self.outside[room.name]
         token = f"o.{len(made)}{END}"
-        made.append(token)
-        room.edit_file(path, token)
-        self.report.outside_edits += 1
+        if room.edit_file(path, token):
+            made.append(token)
+            self.report.outside_edits += 1
 
     async def _restart(self, sig: int) -> None:
         """Stop the server (gracefully or not) and start it again; before anyone else

@@ -25,6 +25,7 @@ from jupyter_rooms.client import ChannelClient
 from jupyter_rooms.jupyter.wire import JupyterServer, MissingServerError
 from jupyter_rooms.notebook import Notebook
 from jupyter_rooms.protocol import sync_step1, sync_update
+from jupyter_rooms.updatelog import UpdateLog
 
 from helpers import INPUTS_TRIED, login_cookie
 
@@ -556,3 +557,22 @@ async def test_renaming_a_directory_moves_its_rooms_and_their_history(root: Path
             assert sorted(log.name for log in logs) == ["closed.txt.ylog", "open.txt.ylog"]
             assert all(log.parent.name == "moved" for log in logs)
     assert not (root / "dir").exists()
+
+
+async def test_a_save_cut_short_by_a_crash_is_written_again_not_merged(root: Path) -> None:
+    # What a server killed while writing a file leaves: a "saving" record in the log,
+    # and the file holding only the beginning of what was being written (contents
+    # managers write in place).
+    path = root / "long.txt"
+    expected = "".join(f"line {i}\n" for i in range(2000))
+    async with serve(root) as server, join(server, "long.txt") as client:
+        client.doc.get("source", type=Text).insert(0, expected)
+        await until(lambda: read(path) == expected)
+    (log,) = Path(os.environ["JUPYTER_DATA_DIR"]).rglob("long.txt.ylog")
+    updatelog = UpdateLog(log)
+    updatelog.append(meta={"saving": {"updates": len(updatelog.load().updates)}})
+    updatelog.close()
+    path.write_text(expected[:1000])
+    async with serve(root) as server, join(server, "long.txt") as client:
+        assert str(client.doc.get("source", type=Text)) == expected
+        await until(lambda: read(path) == expected)

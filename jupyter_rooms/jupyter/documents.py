@@ -155,6 +155,23 @@ class DocumentKind(ABC):
         """
         return bool(a == b)
 
+    def cut_short(self, content: Any, full: Any) -> bool:
+        """Whether ``content`` is what an interrupted write of ``full`` leaves in a file
+        (contents managers write files in place): a strict beginning of it.
+
+        Args:
+            content: What the file holds.
+            full: What was being written.
+
+        Returns:
+            Whether ``content`` is ``full`` cut short.
+        """
+        if isinstance(content, str) and isinstance(full, str):
+            return len(content) < len(full) and full.startswith(content)
+        if isinstance(content, bytes) and isinstance(full, bytes):
+            return len(content) < len(full) and full.startswith(content)
+        return False
+
     def prepare(self, doc: Doc) -> None:  # noqa: B027 (most kinds need nothing)
         """Fill in what a document lacks to be saved as a valid file (a no-op by default).
 

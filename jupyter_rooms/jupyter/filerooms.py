@@ -262,6 +262,8 @@ class FileRoom(Room):
         self._save_requests: list[_SaveRequest] = []
         self.autosave = True
         self._wake: Event | None = None
+        # Changes held back from the log, to be written along with a record about them.
+        self._held: list[bytes] | None = None
         self._channels: set[Channel] = set()
         # Whether this server does what touches the file (always, unless the room is
         # shared with other servers), as the loop that keeps the file last saw it.
@@ -391,9 +393,19 @@ class FileRoom(Room):
             # A save was under way when the server stopped: did it reach the file?
             at = min(int(saving.get("updates", 0)), len(updates))
             pending = _Saved(model.get("hash"), True, _merged(updates[:at]), at)
-            if self.kind.same(content, self.kind.content(_doc_of(pending.base))):
+            written = self.kind.content(_doc_of(pending.base))
+            if self.kind.same(content, written):
                 self._set_saved(pending)
                 self._dirty = at != self._log_updates
+                return True
+            if self.kind.cut_short(content, written):
+                # The server stopped in the middle of writing the file: what is there is
+                # a piece of the room's own save, not someone else's change, and merging
+                # it would delete the rest. Write the file again instead.
+                self.log.warning("room %r: its last save was cut short; saving again", self.id)
+                self._set_saved(pending)
+                self._saved_content = content
+                self._dirty = True
                 return True
         await self._take_file(model, content)
         return True
@@ -673,7 +685,10 @@ class FileRoom(Room):
         if update == EMPTY_UPDATE or not self._logging:
             return
         if self._log is not None:
-            self._log.append([update])
+            if self._held is not None:
+                self._held.append(update)
+            else:
+                self._log.append([update])
             self._log_updates += 1
         if self._stamping:
             return
@@ -877,14 +892,27 @@ class FileRoom(Room):
         base = _doc_of(self._saved.base)
         state = base.get_state()
         self.kind.update(base, self.kind.content(base), content)
-        self.doc.apply_update(base.get_update(state))
-        if self.kind.same(self.kind.content(self.doc), content):
-            self._set_saved(_Saved(file_hash, True, self.doc.get_update(), self._log_updates))
-            self._saved_content = content
-            self._dirty = False
+        # The merged change and the record that the room now has the file's content go
+        # to the log in one write: a crash between the two (comparing a large notebook
+        # takes a while) would have the file's change merged again, twice, on restart.
+        self._held = []
+        try:
+            self.doc.apply_update(base.get_update(state))
+            matches = self.kind.same(self.kind.content(self.doc), content)
+        except BaseException:
+            held, self._held = self._held, None
+            if self._log is not None and held:
+                self._log.append(held)
+            raise
+        held, self._held = self._held, None
+        if matches:
+            saved = _Saved(file_hash, True, self.doc.get_update(), self._log_updates)
         else:
-            self._set_saved(_Saved(file_hash, True, base.get_update(), None))
-            self._saved_content = content
+            saved = _Saved(file_hash, True, base.get_update(), None)
+        self._set_saved(saved, held)
+        self._saved_content = content
+        if matches:
+            self._dirty = False
         self.log.info("room %r: merged a change made to its file outside the room", self.id)
         self.broadcast(control_message({"type": "merged", "path": self.id}))
 
@@ -911,13 +939,13 @@ class FileRoom(Room):
             self._saved_content = self.kind.content(_doc_of(self._saved.base))
         return self._saved_content
 
-    def _set_saved(self, saved: _Saved) -> None:
+    def _set_saved(self, saved: _Saved, updates: list[bytes] | None = None) -> None:
         if saved.base is not self._saved.base:
             self._saved_content = None
         self._saved = saved
         self._publish_due = True
         if self._log is not None:
-            self._log.append(meta={"saved": saved.record(), "saving": None})
+            self._log.append(updates or (), meta={"saved": saved.record(), "saving": None})
 
     async def _save(self) -> bool:
         """Write the document to the file if it differs; whether the file now holds it."""
