@@ -335,6 +335,10 @@ async def test_the_widget_in_jupyterlab(
         await page.keyboard.type(" please")
         expected_tail = "- milk and honey please"
         await until(lambda: str(source).endswith(expected_tail))
+        # The page has every edit, bob's included (it may arrive after the typing's).
+        await page.wait_for_function(
+            "([el, text]) => el.value === text", arg=[await editor.element_handle(), str(source)]
+        )
         value = await editor.input_value()
         assert value == str(source)
         assert await caret(editor) == len(value)
@@ -438,6 +442,12 @@ async def test_the_widget_in_jupyterlab(
         await until(lambda: analysis_nb.cell_number == 7)
         assert analysis_nb.get_cell(1)["cell_type"] == "code"
         assert analysis_nb.get_cell(1)["source"] == ""
+        # The page shows the new cell before its delete button is the one to press.
+        await page.wait_for_function(
+            "el => { const t = el.querySelectorAll('.jr-cell.jr-built textarea');"
+            " return t.length > 2 && t[1].value === '' && t[2].value !== ''; }",
+            arg=await analysis.element_handle(),
+        )
         await analysis.locator(".jr-cell.jr-built").nth(1).get_by_title("Delete this cell").click()
         await until(lambda: analysis_nb.cell_number == 6)
         assert analysis_nb.get_cell(1)["source"] == ANALYSIS["cells"][1]["source"]
