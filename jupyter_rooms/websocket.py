@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from asyncio import Future
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from anyio import (
@@ -24,10 +24,10 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
-from .channel import ChannelClosed, ChannelIterator
-from .client import FatalClose
+from .channel import Channel, ChannelClosed, ChannelIterator
+from .client import ChannelClient, FatalClose
 
-__all__ = ["ClientChannel", "HandlerChannel", "open_client_channel"]
+__all__ = ["ClientChannel", "HandlerChannel", "WebsocketChannelClient", "open_client_channel"]
 
 log = logging.getLogger("jupyter_rooms.websocket")
 
@@ -231,3 +231,27 @@ async def open_client_channel(
         yield ClientChannel(connection, path)
     finally:
         connection.close()
+
+
+class WebsocketChannelClient(ChannelClient):
+    """A client whose channel is a websocket to ``self.url``: the base of the websocket
+    and jupyter wires' clients, which differ only in how they make the URL and headers.
+
+    Subclasses set ``url``, ``headers`` and ``max_message_size`` in their ``__init__``.
+    """
+
+    url: str
+    headers: dict[str, str]
+    max_message_size: int
+
+    def _describe(self) -> str:
+        return self.url
+
+    def _open(self) -> AbstractAsyncContextManager[Channel]:
+        return open_client_channel(
+            self.url,
+            self.id,
+            headers=self.headers,
+            connect_timeout=self.timeout,
+            max_message_size=self.max_message_size,
+        )

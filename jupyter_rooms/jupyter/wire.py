@@ -11,7 +11,7 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -21,10 +21,8 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from traitlets.config import Config
 
-from ..channel import Channel
-from ..client import ChannelClient
 from ..room import Room, RoomManager
-from ..websocket import open_client_channel
+from ..websocket import WebsocketChannelClient
 from ..wire import ServerWire
 from .extension import RoomsApp
 from .filerooms import FileRoom, FileRooms
@@ -198,7 +196,7 @@ def _websocket_url(url: str, id: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
-class JupyterClient(ChannelClient):
+class JupyterClient(WebsocketChannelClient):
     """A client of a room on a Jupyter server: ``connect("jupyter", id=...)``.
 
     In a kernel started by a Jupyter server with the rooms extension, nothing else is
@@ -256,15 +254,3 @@ class JupyterClient(ChannelClient):
         if token:
             self.headers["Authorization"] = f"token {token}"
         self.max_message_size = max_message_size
-
-    def _describe(self) -> str:
-        return self.url
-
-    def _open(self) -> AbstractAsyncContextManager[Channel]:
-        return open_client_channel(
-            self.url,
-            self.id,
-            headers=self.headers,
-            connect_timeout=self.timeout,
-            max_message_size=self.max_message_size,
-        )

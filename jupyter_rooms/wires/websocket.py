@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -22,9 +22,8 @@ from tornado.websocket import WebSocketHandler
 
 from .._tasks import task_group
 from ..channel import Channel
-from ..client import ChannelClient
 from ..room import Room
-from ..websocket import HandlerChannel, open_client_channel
+from ..websocket import HandlerChannel, WebsocketChannelClient
 from ..wire import ServerWire
 
 __all__ = ["WebsocketClient", "WebsocketServer"]
@@ -157,7 +156,7 @@ class WebsocketServer(ServerWire):
             await channel.close(1011, f"server error: {exc}")
 
 
-class WebsocketClient(ChannelClient):
+class WebsocketClient(WebsocketChannelClient):
     """A client of any y-websocket server: ``connect("websocket", id=..., host=..., port=...)``.
 
     Args:
@@ -185,15 +184,3 @@ class WebsocketClient(ChannelClient):
         self.url = f"{base.rstrip('/')}/{quote(self.id)}"
         self.headers = headers or {}
         self.max_message_size = max_message_size
-
-    def _describe(self) -> str:
-        return self.url
-
-    def _open(self) -> AbstractAsyncContextManager[Channel]:
-        return open_client_channel(
-            self.url,
-            self.id,
-            headers=self.headers,
-            connect_timeout=self.timeout,
-            max_message_size=self.max_message_size,
-        )
