@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 import redis.asyncio as aioredis
 from pycrdt import Map, Text
 
-from jupyter_rooms import bind, connect
+from jupyter_rooms import ClientWire, bind, connect
 from jupyter_rooms.redis import RedisRoom, redis_room_factory
 from jupyter_rooms.room import RoomManager
 
@@ -19,13 +22,23 @@ from redis_server import RedisServer
 pytestmark = pytest.mark.anyio
 
 
-async def test_clients_of_two_servers_converge(redis_server: RedisServer) -> None:
+@asynccontextmanager
+async def two_servers(
+    redis_server: RedisServer,
+) -> AsyncIterator[tuple[Any, Any, ClientWire, ClientWire]]:
+    """Two websocket servers sharing rooms through Redis, and a client of room "doc" on
+    each: ``(one, two, alice, bob)``."""
     async with (
         bind("websocket", redis_url=redis_server.url) as one,
         bind("websocket", redis_url=redis_server.url) as two,
         connect("websocket", id="doc", port=one.port) as alice,
         connect("websocket", id="doc", port=two.port) as bob,
     ):
+        yield one, two, alice, bob
+
+
+async def test_clients_of_two_servers_converge(redis_server: RedisServer) -> None:
+    async with two_servers(redis_server) as (_one, _two, alice, bob):
         alice_text = alice.doc.get("text", type=Text)
         bob_text = bob.doc.get("text", type=Text)
         alice_text += "hello"
@@ -43,12 +56,7 @@ async def test_clients_of_two_servers_converge(redis_server: RedisServer) -> Non
 
 
 async def test_presence_crosses_servers(redis_server: RedisServer) -> None:
-    async with (
-        bind("websocket", redis_url=redis_server.url) as one,
-        bind("websocket", redis_url=redis_server.url) as two,
-        connect("websocket", id="doc", port=one.port) as alice,
-        connect("websocket", id="doc", port=two.port) as bob,
-    ):
+    async with two_servers(redis_server) as (one, _two, alice, bob):
         alice.awareness.set_local_state({"user": "alice"})
         await wait_until(lambda: {"user": "alice"} in bob.awareness.states.values())
         async with connect("websocket", id="doc", port=one.port) as carol:
@@ -60,22 +68,17 @@ async def test_presence_crosses_servers(redis_server: RedisServer) -> None:
 
 
 async def test_exactly_one_server_saves(redis_server: RedisServer) -> None:
-    async with (
-        bind("websocket", redis_url=redis_server.url) as one,
-        bind("websocket", redis_url=redis_server.url) as two,
-        connect("websocket", id="doc", port=one.port),
-        connect("websocket", id="doc", port=two.port),
-    ):
+    async with two_servers(redis_server) as (one, two, _, _):
         rooms = [one.room_manager.rooms["doc"], two.room_manager.rooms["doc"]]
         assert all(isinstance(room, RedisRoom) for room in rooms)
-        await wait_until(lambda: any(room.is_saver for room in rooms))  # type: ignore[attr-defined]
-        assert sum(room.is_saver for room in rooms) == 1  # type: ignore[attr-defined]
+        await wait_until(lambda: any(room.is_saver for room in rooms))
+        assert sum(room.is_saver for room in rooms) == 1
 
     # The saver leaves: the other server takes over once the lock expires or is released.
     async with bind("websocket", redis_url=redis_server.url) as three:
         async with connect("websocket", id="doc", port=three.port):
             room = three.room_manager.rooms["doc"]
-            await wait_until(lambda: room.is_saver)  # type: ignore[attr-defined]
+            await wait_until(lambda: room.is_saver)
 
 
 async def test_late_server_sees_everything_once(redis_server: RedisServer) -> None:
@@ -131,12 +134,7 @@ async def test_compaction_keeps_the_stream_short(redis_server: RedisServer) -> N
 
 
 async def test_redis_restart_while_editing(redis_server: RedisServer) -> None:
-    async with (
-        bind("websocket", redis_url=redis_server.url) as one,
-        bind("websocket", redis_url=redis_server.url) as two,
-        connect("websocket", id="doc", port=one.port) as alice,
-        connect("websocket", id="doc", port=two.port) as bob,
-    ):
+    async with two_servers(redis_server) as (one, _two, alice, bob):
         alice_text = alice.doc.get("text", type=Text)
         bob_text = bob.doc.get("text", type=Text)
         alice_text += "before "
