@@ -142,6 +142,23 @@ class ServerProcess(ABC):
                     raise RuntimeError(f"the server exited with {self.process.returncode}")
                 await anyio.sleep(0.05)
 
+    def warnings(self, limit: int = 20) -> str:
+        """What the server last logged about rooms, and its warnings, for a failure's message."""
+        try:
+            lines = (self.store / "server.log").read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return ""
+        picked = [
+            line
+            for line in lines
+            if ("RoomsApp" in line or line.startswith(("[W ", "[E ", "WARNING", "ERROR")))
+            and "websocket_ping_timeout" not in line
+            and "] rooms: " not in line
+        ]
+        if not picked:
+            return ""
+        return "\nwhat the server logged last:\n" + "\n".join(picked[-limit:])
+
     async def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None:
             return
@@ -574,7 +591,7 @@ class Run:
             on_disk = self.wire.on_disk(room)
             assert on_disk == final[room.name], (
                 f"{self.report}: the {room.name} room on disk differs from the clients: "
-                f"{on_disk!r:.300} != {final[room.name]!r:.300}"
+                f"{on_disk!r:.300} != {final[room.name]!r:.300}{self.server.warnings()}"
             )
         assert self.report.resets == 0, f"{self.report}: {self.report.resets} clients reset"
         return self.report
@@ -643,6 +660,7 @@ class Run:
                 assert not lost, (
                     f"{self.report}: after a restart with {signal.Signals(sig).name}, the "
                     f"{room.name} room lacks {len(lost)} edits it had: {lost[:5]}"
+                    f"{self.server.warnings()}"
                 )
                 self.report.checked_after_restarts += len(seen[room.name])
         finally:
@@ -688,7 +706,10 @@ class Run:
         if not problems:
             problems.append("the clients differ")
         writers = "; ".join(writer.describe() for writer in self.team)
-        return f"{self.report}: {room.name} room: {' / '.join(problems)}; writers: {writers}"
+        return (
+            f"{self.report}: {room.name} room: {' / '.join(problems)}; writers: {writers}"
+            f"{self.server.warnings()}"
+        )
 
 
 async def run(

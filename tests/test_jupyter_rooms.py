@@ -576,3 +576,34 @@ async def test_a_save_cut_short_by_a_crash_is_written_again_not_merged(root: Pat
     async with serve(root) as server, join(server, "long.txt") as client:
         assert str(client.doc.get("source", type=Text)) == expected
         await until(lambda: read(path) == expected)
+
+
+async def test_an_edit_made_while_a_save_looks_at_the_file_survives_a_merge(root: Path) -> None:
+    # A save looks at the file (asynchronously) before writing; an edit that arrives
+    # meanwhile is not in what it writes. The room's record of what the file holds
+    # must not claim that edit, or merging a later change to the file would undo it.
+    path = root / "a.txt"
+    path.write_text("alpha\n")
+    async with serve(root, save_delay=1.0) as server:
+        async with join(server, "a.txt") as client:
+            text = client.doc.get("source", type=Text)
+            room = server.room_manager.rooms["a.txt"]
+            look = room._changed_since_check
+            typed = anyio.Event()
+
+            async def look_while_someone_types() -> bool:
+                changed = await look()
+                if not typed.is_set():
+                    typed.set()
+                    room.doc.get("source", type=Text).insert(0, "typed ")
+                return changed
+
+            room._changed_since_check = look_while_someone_types  # type: ignore[method-assign]
+            text.insert(len(str(text)), "beta\n")
+            await until(lambda: "beta" in read(path))
+            # Before the room saves again, another program changes the file: its change
+            # is merged, and the edit stays whether or not that save wrote it.
+            path.write_text(read(path) + "gamma\n")
+            await until(lambda: "gamma" in str(text))
+            assert str(text) == "typed alpha\nbeta\ngamma\n"
+            await until(lambda: read(path) == "typed alpha\nbeta\ngamma\n")

@@ -242,6 +242,9 @@ class FileRoom(Room):
         self.last_saved: str | None = None
         self._log: UpdateLog | None = None
         self._log_updates = 0
+        # Changes to the document so far (any, logged or not): tells a save whether the
+        # document moved while it waited.
+        self._changes = 0
         self._compact_at = rooms.compact_size
         self._saved = _Saved(None, False, Doc().get_update(), 0)
         self._saved_content: Any = None
@@ -684,6 +687,7 @@ class FileRoom(Room):
         update = event.update
         if update == EMPTY_UPDATE or not self._logging:
             return
+        self._changes += 1
         if self._log is not None:
             if self._held is not None:
                 self._held.append(update)
@@ -983,6 +987,7 @@ class FileRoom(Room):
         self.kind.prepare(self.doc)
         content = self.kind.content(self.doc)
         self._dirty = False
+        changes = self._changes
         try:
             self.kind.validate(content)
         except DocumentError as exc:
@@ -994,6 +999,17 @@ class FileRoom(Room):
             # takes a while for a large notebook): writing now would undo its change.
             self._dirty = True
             return None
+        if self._changes != changes:
+            # Edits arrived during that look: the record of what the file holds must be
+            # the document as written, or a later merge with the file would undo them.
+            self.kind.prepare(self.doc)
+            content = self.kind.content(self.doc)
+            self._dirty = False
+            try:
+                self.kind.validate(content)
+            except DocumentError:
+                self._dirty = True
+                return None
         at, base = self._log_updates, self.doc.get_update()
         if self._log is not None:
             self._log.append(meta={"saving": {"updates": at}})
