@@ -145,10 +145,28 @@ async def test_new_paths_open_empty_and_appear_on_first_save(root: Path) -> None
             client.doc.get("source", type=Text).insert(0, "hello")
         await until(lambda: notebook_on_disk(root / "new.ipynb") is not None)
         await until(lambda: read(root / "new.txt") == "hello")
-    # Opened, never changed: never written.
+    # Opened, never changed: never written, and no history kept for it.
     assert not (root / "empty.txt").exists()
+    logs = Path(os.environ["JUPYTER_DATA_DIR"])
+    assert sorted(log.name for log in logs.rglob("*.ylog")) == ["new.ipynb.ylog", "new.txt.ylog"]
     nb = notebook_on_disk(root / "new.ipynb")
     assert nb is not None and [cell.source for cell in nb.cells] == ["x = 1"]
+
+
+async def test_looking_at_paths_leaves_no_history_behind(root: Path) -> None:
+    (root / "a" / "b").mkdir(parents=True)
+    async with serve(root) as server:
+        for path in ("a/b/probe.txt", "a/probe.ipynb", "probe.yroom"):
+            async with join(server, path):
+                pass
+        await until(lambda: not server.room_manager.rooms)
+        # A room reopened after that starts empty, as a new path does.
+        async with join(server, "a/b/probe.txt") as client:
+            assert str(client.doc.get("source", type=Text)) == ""
+        await until(lambda: not server.room_manager.rooms)
+    logs = Path(os.environ["JUPYTER_DATA_DIR"])
+    assert [p for p in logs.rglob("*") if "probe" in p.name or p.name in ("a", "b")] == []
+    assert [p.relative_to(root).as_posix() for p in root.rglob("*")] == ["a", "a/b"]
 
 
 async def test_an_unchanged_document_is_not_saved(root: Path) -> None:

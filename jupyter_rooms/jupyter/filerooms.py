@@ -821,8 +821,18 @@ class FileRoom(Room):
             updatelog.close()
             self._rooms.remove_logs(self.id)
             return
+        if saver and not self._saved.exists and self._unchanged():
+            # A path with no file that nobody wrote to: keep no history for it (clients
+            # that only look must not leave a log behind for every path they try).
+            updatelog.close()
+            self._rooms.forget_log(self.id)
+            return
         self._maybe_compact(updatelog)
         updatelog.close()
+
+    def _unchanged(self) -> bool:
+        """Whether the document holds just what the room last knew the file to hold."""
+        return bool(self.kind.same(self.kind.content(self.doc), self._saved_content_now()))
 
     # The file
 
@@ -1271,6 +1281,22 @@ class FileRooms:
             The log's path: the file's path under this root's log directory, plus ``.ylog``.
         """
         return self.log_root / (room_id + LOG_SUFFIX)
+
+    def forget_log(self, room_id: str) -> None:
+        """Remove the log of one room, and the directories that held only it.
+
+        Args:
+            room_id: The room's id (a normalised path).
+        """
+        path = self.log_path(room_id)
+        path.unlink(missing_ok=True)
+        for parent in path.parents:
+            if parent == self.log_root or self.log_root not in parent.parents:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
     def relative(self, message: str) -> str:
         """Take the server's own directories out of a message meant for clients.
