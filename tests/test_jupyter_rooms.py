@@ -625,3 +625,38 @@ async def test_an_edit_made_while_a_save_looks_at_the_file_survives_a_merge(root
             await until(lambda: "gamma" in str(text))
             assert str(text) == "typed alpha\nbeta\ngamma\n"
             await until(lambda: read(path) == "typed alpha\nbeta\ngamma\n")
+
+
+async def test_a_notebook_save_cut_short_by_a_crash_is_written_again(root: Path) -> None:
+    # A notebook cut short is not JSON: the room tells its own interrupted save from
+    # another program's damage by the bytes, and writes the notebook again.
+    path = root / "cut.ipynb"
+    async with serve(root) as server, join(server, "cut.ipynb") as client:
+        notebook = Notebook(client.doc)
+        for i in range(50):
+            notebook.append_cell(f"x = {i}\nprint(x)")
+        await until(lambda: notebook_on_disk(path) is not None)
+    written = path.read_bytes()
+    (log,) = Path(os.environ["JUPYTER_DATA_DIR"]).rglob("cut.ipynb.ylog")
+    updatelog = UpdateLog(log)
+    updatelog.append(meta={"saving": {"updates": len(updatelog.load().updates)}})
+    updatelog.close()
+    path.write_bytes(written[: len(written) // 2])
+    async with serve(root) as server, join(server, "cut.ipynb") as client:
+        assert len(Notebook(client.doc)) == 50
+        await until(lambda: notebook_on_disk(path) is not None)
+    nb = notebook_on_disk(path)
+    assert nb is not None and [cell.source for cell in nb.cells][-1] == "x = 49\nprint(x)"
+
+    # The same piece with a change of someone else's is not the room's to overwrite.
+    updatelog = UpdateLog(log)
+    updatelog.append(meta={"saving": {"updates": len(updatelog.load().updates)}})
+    updatelog.close()
+    damaged = written[: len(written) // 2].replace(b"x = 1", b"y = 1", 1)
+    path.write_bytes(damaged)
+    async with serve(root) as server, join(server, "cut.ipynb") as client:
+        assert len(Notebook(client.doc)) == 50
+        Notebook(client.doc).append_cell("more")
+        await anyio.sleep(0.5)
+        assert server.room_manager.rooms["cut.ipynb"].unsaved
+    assert path.read_bytes() == damaged

@@ -172,6 +172,18 @@ class DocumentKind(ABC):
             return len(content) < len(full) and full.startswith(content)
         return False
 
+    def file_bytes(self, content: Any) -> bytes | None:
+        """The bytes a contents manager writes for ``content``, when a file of this kind
+        cannot be read back once cut short (``None``: it can, compare contents instead).
+
+        Args:
+            content: The content being saved.
+
+        Returns:
+            The bytes, or ``None``.
+        """
+        return None
+
     def prepare(self, doc: Doc) -> None:  # noqa: B027 (most kinds need nothing)
         """Fill in what a document lacks to be saved as a valid file (a no-op by default).
 
@@ -458,6 +470,20 @@ class NotebookKind(DocumentKind):
 
     def to_model(self, content: dict[str, Any]) -> dict[str, Any]:
         return {"type": "notebook", "format": "json", "content": content}
+
+    def file_bytes(self, content: dict[str, Any]) -> bytes | None:
+        # A notebook cut short is not JSON any more: only its bytes can tell it apart
+        # from another program's damage. This is what Jupyter's contents manager writes.
+        try:
+            node = nbformat.from_dict(copy.deepcopy(content))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                text = nbformat.writes(node, version=nbformat.NO_CONVERT)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            return None
+        if not text.endswith("\n"):
+            text += "\n"
+        return text.encode("utf-8")
 
     def prepare(self, doc: Doc) -> None:
         ymeta = doc.get("meta", type=Map)

@@ -69,7 +69,7 @@ from ..protocol import (
 )
 from ..room import Room, RoomManager
 from ..updatelog import LogFormatError, UpdateLog
-from .documents import DocumentError, DocumentKind, kind_for_path, kind_named
+from .documents import BlobKind, DocumentError, DocumentKind, kind_for_path, kind_named
 
 __all__ = ["FileRoom", "FileRooms", "RoomOpenError", "RoomPathError"]
 
@@ -90,6 +90,11 @@ _MAX_SAVE_WAIT = 10
 # How many times a save merges a change another program made to the file meanwhile,
 # and tries again, before it leaves the write for later.
 _SAVE_ATTEMPTS = 3
+
+# Reads any file as its bytes.
+_FILE_BYTES = BlobKind()
+# What the room knows a file to hold when it holds a piece of the room's own save.
+_CUT_SHORT: Any = object()
 
 # The extension of a room's log, after the file's own name.
 LOG_SUFFIX = ".ylog"
@@ -385,6 +390,8 @@ class FileRoom(Room):
         self._dirty = saved.at != self._log_updates
         self._first_change = self._last_change = current_time()
         if self._file_error is not None:
+            if await self._own_save_cut_short(meta.get("saving"), updates):
+                return True
             self.log.warning("room %r: cannot read its file: %s", self.id, self._file_error)
             return True
         if model is None:
@@ -411,6 +418,33 @@ class FileRoom(Room):
                 self._dirty = True
                 return True
         await self._take_file(model, content)
+        return True
+
+    async def _own_save_cut_short(self, saving: Any, updates: list[bytes]) -> bool:
+        """Whether the unreadable file is the beginning of the room's own save, cut short
+        when the server stopped (then the room writes it again); any other unreadable
+        file is left alone."""
+        if not isinstance(saving, dict):
+            return False
+        at = min(int(saving.get("updates", 0)), len(updates))
+        pending = _Saved(None, True, _merged(updates[:at]), at)
+        written = self.kind.file_bytes(self.kind.content(_doc_of(pending.base)))
+        if written is None:
+            return False
+        try:
+            model = await self._read(_FILE_BYTES, content=True)
+            raw = _FILE_BYTES.from_model(model) if model is not None else None
+        except (_FileUnreadable, DocumentError):
+            return False
+        if model is None or raw is None or not _FILE_BYTES.cut_short(raw, written):
+            return False
+        self.log.warning("room %r: its last save was cut short; saving again", self.id)
+        self._file_error = None
+        self._fingerprint = _fingerprint(model)
+        self._set_saved(replace(pending, hash=model.get("hash")))
+        # Nothing readable is there: whatever the room holds differs from it.
+        self._saved_content = _CUT_SHORT
+        self._dirty = True
         return True
 
     async def _start_epoch(self) -> None:
