@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +18,7 @@ import anyio.to_thread
 import pytest
 from playwright.async_api import async_playwright
 
-from helpers import free_port
+from helpers import free_port, jupyter_command
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -103,20 +102,7 @@ class JupyterLab:
         """Start the server and wait until it answers."""
         log = self.log_path.open("a")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jupyter",
-                "lab",
-                "--no-browser",
-                "--ServerApp.ip=127.0.0.1",
-                f"--ServerApp.port={self.port}",
-                "--ServerApp.port_retries=0",
-                f"--IdentityProvider.token={self.token}",
-                "--allow-root",
-                f"--ServerApp.root_dir={self.root}",
-                *self.options,
-            ],
+            jupyter_command("lab", self.root, self.port, self.token, *self.options),
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

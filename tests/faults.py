@@ -47,7 +47,7 @@ from jupyter_rooms.logroom import log_path
 from jupyter_rooms.notebook import Notebook
 from jupyter_rooms.updatelog import UpdateLog
 
-from helpers import free_port
+from helpers import free_port, jupyter_command
 
 # Tokens end with this, so an insert never lands inside another token.
 END = "|"
@@ -199,19 +199,7 @@ class JupyterProcess(ServerProcess):
         self.options = options
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "jupyter_server",
-            "--no-browser",
-            "--allow-root",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={self.port}",
-            "--ServerApp.port_retries=0",
-            f"--ServerApp.root_dir={self.root}",
-            f"--IdentityProvider.token={JUPYTER_TOKEN}",
-            *self.options,
-        ]
+        return jupyter_command("server", self.root, self.port, JUPYTER_TOKEN, *self.options)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import socket
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -57,6 +59,36 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def jupyter_command(
+    app: str, root: str | os.PathLike[str], port: int, token: str, *options: str, python: str = ""
+) -> list[str]:
+    """The command line of a Jupyter server for a test: on 127.0.0.1 and one port only,
+    serving ``root`` with ``token``, with no flag about jupyter_rooms (its installation
+    enables it).
+
+    Args:
+        app: ``"server"`` (``python -m jupyter_server``) or ``"lab"`` (``jupyter lab``).
+        root: The server's root directory.
+        port: Its port.
+        token: The token clients must give.
+        options: More command-line options.
+        python: The Python to run it with; this one by default.
+    """
+    program = ["-m", "jupyter_server"] if app == "server" else ["-m", "jupyter", app]
+    return [
+        python or sys.executable,
+        *program,
+        "--no-browser",
+        "--allow-root",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={root}",
+        f"--IdentityProvider.token={token}",
+        *options,
+    ]
 
 
 def roots(doc: Doc) -> tuple[Text, Map, Array]:

@@ -17,6 +17,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from jupyter_rooms import connect
 from jupyter_rooms.jupyter.kernelenv import kernel_token
 
+from helpers import jupyter_command
+
 TOKEN = "secret-token"
 
 
@@ -36,19 +38,9 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        command = [
-            self.python,
-            "-m",
-            "jupyter_server",
-            "--no-browser",
-            "--allow-root",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={self.port}",
-            "--ServerApp.port_retries=0",
-            f"--ServerApp.root_dir={self.root}",
-            f"--IdentityProvider.token={TOKEN}",
-            *self.options,
-        ]
+        command = jupyter_command(
+            "server", self.root, self.port, TOKEN, *self.options, python=self.python
+        )
         with open(self.root.parent / f"server-{self.port}.log", "ab") as log:
             return subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
 
