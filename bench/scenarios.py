@@ -1,14 +1,15 @@
 """The benchmark's scenarios: the same work, by the same clients, on every server.
 
-Each scenario takes a running server (or none, for the floor) and returns figures. All
-the clients of a scenario run in this one process, on one event loop, so on a 2-core
-machine the server has one core to itself and the clients share the other.
+Each scenario takes a running server (or none, for the floor) and returns figures. The
+clients run in this process, on one event loop, except the burst's readers, which run
+in worker processes (``readers.py``) so that a burst measures the server and not them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import random
 import statistics
 import time
@@ -22,6 +23,7 @@ import nbformat
 import psutil
 from jupyter_ydoc import YNotebook
 from pycrdt import Array, Doc, Text, TransactionEvent
+from readers import ReaderPool
 from targets import Server, Target
 from yclient import YClient
 
@@ -37,6 +39,8 @@ class Params:
     latency_edits: int = 200
     burst_readers: Sequence[int] = (2, 50)
     burst_edits: int = 5000
+    # The burst's readers run in this many worker processes.
+    reader_processes: int = 2
     notebook_cells: int = 2000
     warm_opens: int = 3
     rooms: int = 1000
@@ -201,45 +205,73 @@ async def latency(server: Server, target: Target, root: Path, params: Params) ->
 
 
 async def burst(server: Server, target: Target, root: Path, params: Params) -> list[Figure]:
-    """The writer makes one-character edits as fast as it can; N readers converge."""
+    """The writer makes one-character edits as fast as it can; N readers converge.
+
+    The writer, in this process, makes each edit and sends it at once as a message of
+    its own (as a Yjs ``WebsocketProvider`` does), without waiting for anything but the
+    socket's flow control. The readers run in worker processes (``readers.py``), so that
+    their work overlaps the writer's and the server's instead of taking turns with them
+    on one event loop. The time is from the first edit until the last reader's text has
+    every edit; the texts are then checked equal to the writer's.
+    """
     figures = []
-    for readers in params.burst_readers:
-        detail = {"readers": readers, "edits": params.burst_edits}
-        seconds = Figure("burst", f"converged, N={readers}", "s", "lower", detail=detail)
-        rate = Figure("burst", f"edits/s, N={readers}", "edits/s", "higher", detail=detail)
-        cpu = Figure("burst", f"server CPU, N={readers}", "s", "lower", detail=detail)
-        figures += [seconds, rate, cpu]
-        clients: list[YClient] = []
-        try:
-            with anyio.fail_after(params.timeout):
-                writer, others = await _room_with_readers(
-                    server, root, f"burst-{readers}.txt", readers
-                )
-                clients = [writer, *others]
-                text = writer.doc.get("source", type=Text)
-                watch = LengthWatch(others)
-                watch.expect(len(text) + params.burst_edits)
-                server_cpu = cpu_seconds(server.pid)
-                client_cpu = time.process_time()
-                start = time.perf_counter()
-                for _ in range(params.burst_edits):
-                    text += "x"
-                    await writer.flushed()
-                await watch.wait()
-                elapsed = watch.last - start
-                cpu.value = cpu_seconds(server.pid) - server_cpu
-                detail["client_cpu_s"] = round(time.process_time() - client_cpu, 3)
-                detail["messages_per_reader"] = statistics.mean(c.received for c in others)
-            expected = str(text)
-            if any(str(reader) != expected for reader in watch.texts):
-                raise RuntimeError("the readers' texts differ from the writer's")
-            seconds.value = elapsed
-            rate.value = params.burst_edits / elapsed
-        except Exception as exc:
-            seconds.error = rate.error = cpu.error = describe(exc, params)
-        finally:
-            await close_clients(clients)
+    async with ReaderPool(params.reader_processes) as pool:
+        for readers in params.burst_readers:
+            figures += await _burst(server, root, params, pool, readers)
     return figures
+
+
+async def _burst(
+    server: Server, root: Path, params: Params, pool: ReaderPool, readers: int
+) -> list[Figure]:
+    detail: dict[str, Any] = {
+        "readers": readers,
+        "edits": params.burst_edits,
+        "reader_processes": min(params.reader_processes, readers),
+    }
+    seconds = Figure("burst", f"converged, N={readers}", "s", "lower", detail=detail)
+    rate = Figure("burst", f"edits/s, N={readers}", "edits/s", "higher", detail=detail)
+    cpu = Figure("burst", f"server CPU, N={readers}", "s", "lower", detail=detail)
+    writer: YClient | None = None
+    converged: asyncio.Future[dict[str, Any]] | None = None
+    try:
+        with anyio.fail_after(params.timeout):
+            name = f"burst-{readers}.txt"
+            (root / name).write_text("")
+            writer = (await open_clients(server, name, "text", 1))[0]
+            await pool.open([await server.room_url(name, "text") for _ in range(readers)])
+            text = writer.doc.get("source", type=Text)
+            converged = await pool.expect(len(text) + params.burst_edits)
+            server_cpu = cpu_seconds(server.pid)
+            client_cpu = time.process_time()
+            start = time.monotonic()
+            for _ in range(params.burst_edits):
+                text += "x"
+                # At once, unless the socket's buffer is full.
+                await writer.flushed()
+            detail["writer_s"] = round(time.monotonic() - start, 4)
+            result = await converged
+            elapsed = result["at"] - start
+            cpu.value = cpu_seconds(server.pid) - server_cpu
+            detail["writer_cpu_s"] = round(time.process_time() - client_cpu, 3)
+            detail["readers_cpu_s"] = round(result["cpu_s"], 3)
+            detail["messages_per_reader"] = statistics.mean(result["received"])
+            await pool.close()
+        expected = hashlib.sha256(str(text).encode()).hexdigest()
+        if any(digest != expected for digest in result["sha256"]):
+            raise RuntimeError("the readers' texts differ from the writer's")
+        seconds.value = elapsed
+        rate.value = params.burst_edits / elapsed
+    except Exception as exc:
+        seconds.error = rate.error = cpu.error = describe(exc, params)
+        if converged is not None:
+            converged.cancel()
+        # The readers' state is unknown: start afresh for the next figure.
+        await pool.stop()
+    finally:
+        if writer is not None:
+            await writer.close()
+    return [seconds, rate, cpu]
 
 
 def floor(params: Params) -> list[Figure]:

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import logging
 from asyncio import Future
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from anyio import (
-    BrokenResourceError,
-    ClosedResourceError,
-    EndOfStream,
-    WouldBlock,
-    create_memory_object_stream,
-)
+from anyio import Event
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
@@ -31,8 +26,10 @@ __all__ = ["ClientChannel", "HandlerChannel", "WebsocketChannelClient", "open_cl
 
 log = logging.getLogger("jupyter_rooms.websocket")
 
-# How many received messages may wait for the room before the socket stops reading.
-_RECEIVE_BUFFER = 64
+# How many received messages (and bytes) may wait for the room before the socket stops
+# reading; it reads on once the room has taken half of them.
+_RECEIVE_BUFFER = 1024
+_RECEIVE_BYTES = 4 * 1024 * 1024
 
 
 def _ignore_result(future: Future[None]) -> None:
@@ -43,9 +40,13 @@ def _ignore_result(future: Future[None]) -> None:
 class HandlerChannel(ChannelIterator):
     """The server's end of a websocket, as a [Channel][jupyter_rooms.Channel].
 
-    The handler feeds it: ``await channel.feed(message)`` from ``on_message`` (which
-    makes tornado wait before reading more, so a client cannot flood the server's
-    memory) and ``channel.closed(code, reason)`` from ``on_close``.
+    The handler feeds it: ``return channel.feed(message)`` from ``on_message``, and
+    ``channel.closed(code, reason)`` from ``on_close``. A message is handed over without
+    a task switch: all the frames tornado has already read reach the room's inbox before
+    the room runs, so the room takes a burst of a client's updates as one batch. Only
+    when the inbox is full does ``feed`` return something to await, which makes tornado
+    stop reading until the room has caught up (a client cannot flood the server's
+    memory).
 
     Args:
         handler: The websocket handler (``tornado.websocket.WebSocketHandler``).
@@ -55,7 +56,14 @@ class HandlerChannel(ChannelIterator):
     def __init__(self, handler: Any, path: str) -> None:
         self._handler = handler
         self._path = path
-        self._send_in, self._receive = create_memory_object_stream[bytes](_RECEIVE_BUFFER)
+        self._inbox: deque[bytes] = deque()
+        self._inbox_bytes = 0
+        # No more messages will arrive (the socket or the channel closed).
+        self._ended = False
+        # Set when a message arrives for a room waiting for one.
+        self._arrived: Event | None = None
+        # Set when the room has made space in a full inbox.
+        self._drained: Event | None = None
         self.close_code: int | None = None
         self.close_reason = ""
 
@@ -63,25 +71,56 @@ class HandlerChannel(ChannelIterator):
     def path(self) -> str:
         return self._path
 
-    async def feed(self, message: str | bytes) -> None:
+    def feed(self, message: str | bytes) -> Awaitable[None] | None:
         """Pass a received message on to the room.
 
         Args:
             message: The message; text messages are passed on as UTF-8 (and refused
                 by the room as malformed).
+
+        Returns:
+            ``None`` once the message is in the inbox; if that filled the inbox,
+            something to await (return it from ``on_message``) before reading more.
         """
+        if self._ended:
+            return None
         data = message.encode() if isinstance(message, str) else message
-        try:
-            await self._send_in.send(data)
-        except (BrokenResourceError, ClosedResourceError):
-            pass
+        self._inbox.append(data)
+        self._inbox_bytes += len(data)
+        if self._arrived is not None:
+            self._arrived.set()
+            self._arrived = None
+        if len(self._inbox) < _RECEIVE_BUFFER and self._inbox_bytes < _RECEIVE_BYTES:
+            return None
+        if self._drained is None:
+            self._drained = Event()
+        return self._drained.wait()
+
+    def _take(self) -> bytes:
+        data = self._inbox.popleft()
+        self._inbox_bytes -= len(data)
+        if (
+            self._drained is not None
+            and len(self._inbox) <= _RECEIVE_BUFFER // 2
+            and self._inbox_bytes <= _RECEIVE_BYTES // 2
+        ):
+            self._drained.set()
+            self._drained = None
+        return data
+
+    def _end(self) -> None:
+        self._ended = True
+        for event in (self._arrived, self._drained):
+            if event is not None:
+                event.set()
+        self._arrived = self._drained = None
 
     def closed(self, code: int | None, reason: str | None) -> None:
         """Record that the socket closed: iteration ends once the buffer is read."""
         if self.close_code is None:
             self.close_code = code if code is not None else 1005
             self.close_reason = reason or ""
-        self._send_in.close()
+        self._end()
 
     async def send(self, message: bytes) -> None:
         try:
@@ -127,16 +166,16 @@ class HandlerChannel(ChannelIterator):
 
     def recv_nowait(self) -> bytes | None:
         """A message already received, or ``None`` when none is waiting."""
-        try:
-            return self._receive.receive_nowait()
-        except (WouldBlock, EndOfStream, ClosedResourceError):
-            return None
+        return self._take() if self._inbox else None
 
     async def recv(self) -> bytes:
-        try:
-            return await self._receive.receive()
-        except (EndOfStream, ClosedResourceError):
-            raise ChannelClosed(self._path) from None
+        while not self._inbox:
+            if self._ended:
+                raise ChannelClosed(self._path)
+            if self._arrived is None:
+                self._arrived = Event()
+            await self._arrived.wait()
+        return self._take()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self.close_code is None:
@@ -144,7 +183,10 @@ class HandlerChannel(ChannelIterator):
             self.close_reason = reason
         # Close reasons travel in a control frame of at most 125 bytes.
         self._handler.close(code, reason.encode()[:120].decode(errors="ignore"))
-        self._send_in.close()
+        # Nobody reads what is left: let the socket go on (and end).
+        self._inbox.clear()
+        self._inbox_bytes = 0
+        self._end()
 
 
 class ClientChannel(ChannelIterator):

@@ -13,11 +13,13 @@ import pytest
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 from pycrdt import Doc, Text
+from tornado.websocket import websocket_connect
 
 from jupyter_rooms import Room, UnknownWireError, bind, connect
 from jupyter_rooms.channel import memory_channel_pair
 from jupyter_rooms.protocol import sync_update
 from jupyter_rooms.room import CloseCode
+from jupyter_rooms.websocket import _RECEIVE_BUFFER, HandlerChannel
 
 from helpers import capture_logs, content, edit_randomly, other_tasks, roots, serving, settle
 
@@ -304,3 +306,88 @@ async def test_a_malformed_message_in_a_backlog_keeps_the_updates_before_it() ->
         await room.serve(server_end)
         assert str(room.doc.get("text", type=Text)) == "kept"
         assert client_end.close_code == CloseCode.PROTOCOL_ERROR
+
+
+def _masked_binary_frame(payload: bytes) -> bytes:
+    # A client's frame, masked with a zero key (so the payload reads as is).
+    assert len(payload) < 126
+    return bytes((0x82, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+
+async def test_a_burst_read_from_a_websocket_at_once_is_applied_as_one_change() -> None:
+    source = Doc()
+    text = source.get("text", type=Text)
+    updates: list[bytes] = []
+    source.observe(lambda event: updates.append(event.update))
+    for char in "one read":
+        text += char
+    async with serving("websocket") as (server, options):
+        url = f"ws://127.0.0.1:{options['port']}/burst"
+        connection = await websocket_connect(url)
+        try:
+            await settle(lambda: "burst" in server.room_manager.rooms)
+            room = server.room_manager.rooms["burst"]
+            changes: list[bytes] = []
+            room.doc.observe(lambda event: changes.append(event.update))
+            # Every frame in one write: the server reads them all before the room runs.
+            assert connection.protocol is not None and connection.protocol.stream is not None
+            frames = b"".join(_masked_binary_frame(sync_update(u)) for u in updates)
+            await connection.protocol.stream.write(frames)
+            await settle(lambda: str(room.doc.get("text", type=Text)) == "one read")
+            assert str(room.doc.get("text", type=Text)) == "one read"
+            assert len(changes) == 1
+        finally:
+            connection.close()
+
+
+class _Handler:
+    def __init__(self) -> None:
+        self.closed_with: tuple[int, str] | None = None
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed_with = (code, reason)
+
+
+async def test_a_full_inbox_makes_the_socket_wait_until_the_room_catches_up() -> None:
+    channel = HandlerChannel(_Handler(), "r")
+    waits = [channel.feed(bytes([index % 256])) for index in range(_RECEIVE_BUFFER)]
+    # Messages go in without waiting until the inbox is full.
+    assert waits[:-1] == [None] * (_RECEIVE_BUFFER - 1)
+    full = waits[-1]
+    assert full is not None
+    released = anyio.Event()
+
+    async def wait_for_space() -> None:
+        await full
+        released.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait_for_space)
+        await anyio.wait_all_tasks_blocked()
+        assert not released.is_set()
+        for _ in range(_RECEIVE_BUFFER // 2):
+            await channel.recv()
+        await released.wait()
+    assert channel.recv_nowait() == bytes([(_RECEIVE_BUFFER // 2) % 256])
+
+
+async def test_a_closed_socket_ends_the_channel_after_what_it_received() -> None:
+    channel = HandlerChannel(_Handler(), "r")
+    assert channel.feed(b"a") is None
+    assert channel.feed("b") is None
+    channel.closed(1001, "gone")
+    assert channel.feed(b"late") is None
+    assert [message async for message in channel] == [b"a", b"b"]
+    assert channel.close_code == 1001
+
+
+async def test_closing_the_channel_releases_a_socket_waiting_for_space() -> None:
+    handler = _Handler()
+    channel = HandlerChannel(handler, "r")
+    full = None
+    while full is None:
+        full = channel.feed(b"x")
+    await channel.close(4008, "too slow")
+    await full
+    assert handler.closed_with == (4008, "too slow")
+    assert channel.recv_nowait() is None

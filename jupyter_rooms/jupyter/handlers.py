@@ -7,6 +7,7 @@ They only authenticate, authorize and hand over to
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -132,10 +133,9 @@ class RoomSocketHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
         except RuntimeError:
             self.close(1001, "server stopping")
 
-    async def on_message(self, message: str | bytes) -> None:
-        """Pass a message on to the room."""
-        if self.channel is not None:
-            await self.channel.feed(message)
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+        """Pass a message on to the room (without a task for each: not a coroutine)."""
+        return self.channel.feed(message) if self.channel is not None else None
 
     def on_close(self) -> None:
         """Tell the room the client left."""

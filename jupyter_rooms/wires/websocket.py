@@ -8,7 +8,7 @@ can join any y-websocket server. A room's id is the URL path after the first ``/
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote, unquote
@@ -52,9 +52,9 @@ class _RoomSocket(WebSocketHandler):
         self.set_nodelay(True)
         self.server.start_serving(path, self.channel)
 
-    async def on_message(self, message: str | bytes) -> None:
-        if self.channel is not None:
-            await self.channel.feed(message)
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+        # Not a coroutine: tornado would start a task for each message.
+        return self.channel.feed(message) if self.channel is not None else None
 
     def on_close(self) -> None:
         if self.channel is not None:
