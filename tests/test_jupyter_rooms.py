@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,6 +29,7 @@ from jupyter_rooms.notebook import Notebook
 from jupyter_rooms.protocol import sync_step1, sync_update
 from jupyter_rooms.updatelog import UpdateLog
 
+from faults import JUPYTER_TOKEN, JupyterProcess
 from helpers import INPUTS_TRIED, login_cookie
 
 pytestmark = pytest.mark.anyio
@@ -607,3 +610,76 @@ async def test_an_edit_made_while_a_save_looks_at_the_file_survives_a_merge(root
             await until(lambda: "gamma" in str(text))
             assert str(text) == "typed alpha\nbeta\ngamma\n"
             await until(lambda: read(path) == "typed alpha\nbeta\ngamma\n")
+
+
+async def test_a_new_epochs_log_is_written_before_a_change_is_taken(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A room opened from its file writes its log in the background: clients get the
+    # document at once, but no change of theirs is applied or passed on before the log
+    # holds the document it applies to.
+    make_notebook(root / "nb.ipynb", ["a = 1"])
+    release = threading.Event()
+    writing = threading.Event()
+    rewrite = UpdateLog.rewrite
+
+    def slow_rewrite(log: UpdateLog, update: bytes, meta: dict[str, Any]) -> None:
+        writing.set()
+        release.wait(30)
+        rewrite(log, update, meta)
+
+    monkeypatch.setattr(UpdateLog, "rewrite", slow_rewrite)
+    try:
+        async with serve(root) as server:
+            async with join(server, "nb.ipynb") as alice, join(server, "nb.ipynb") as bob:
+                assert writing.is_set()
+                assert [cell.source for cell in Notebook(bob.doc)] == ["a = 1"]
+                room = server.room_manager.rooms["nb.ipynb"]
+                Notebook(alice.doc)[0].source = "a = 2"
+                await anyio.sleep(0.3)
+                assert [cell.source for cell in Notebook(room.doc)] == ["a = 1"]
+                assert [cell.source for cell in Notebook(bob.doc)] == ["a = 1"]
+                release.set()
+                await until(lambda: [cell.source for cell in Notebook(bob.doc)] == ["a = 2"])
+                (log,) = Path(os.environ["JUPYTER_DATA_DIR"]).rglob("nb.ipynb.ylog")
+                updates = UpdateLog(log).load().updates
+                first = Doc()
+                first.apply_update(updates[0])
+                assert [cell.source for cell in Notebook(first)] == ["a = 1"]
+                assert len(updates) > 1
+    finally:
+        release.set()
+
+
+async def test_a_kill_right_after_opening_loses_nothing(tmp_path: Path) -> None:
+    # Killed as soon as a room was opened from its file (its log may not be written
+    # yet), then as soon as an edit was taken: each time every change is there again.
+    server = JupyterProcess(tmp_path)
+    make_notebook(server.root / "nb.ipynb", ["a = 1", "b = 2"])
+
+    def enter() -> Any:
+        url = f"http://127.0.0.1:{server.port}/"
+        return connect("jupyter", id="nb.ipynb", url=url, token=JUPYTER_TOKEN)
+
+    def sources(client: Any) -> list[str]:
+        return [cell.source for cell in Notebook(client.doc)]
+
+    try:
+        await server.start()
+        async with enter() as client:
+            assert sources(client) == ["a = 1", "b = 2"]
+            await server.stop(signal.SIGKILL)
+        await server.start()
+        async with enter() as client:
+            assert sources(client) == ["a = 1", "b = 2"]
+            Notebook(client.doc)[0].source = "a = 3"
+            async with enter() as other:
+                await until(lambda: sources(other) == ["a = 3", "b = 2"])
+            await server.stop(signal.SIGKILL)
+        await server.start()
+        async with enter() as client:
+            assert sources(client) == ["a = 3", "b = 2"]
+        nb = notebook_on_disk(server.root / "nb.ipynb")
+        assert nb is not None
+    finally:
+        await server.stop(signal.SIGKILL)
