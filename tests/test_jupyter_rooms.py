@@ -24,6 +24,7 @@ from tornado.websocket import websocket_connect
 
 from jupyter_rooms import bind, connect
 from jupyter_rooms.client import ChannelClient
+from jupyter_rooms.jupyter.filerooms import FileRoom
 from jupyter_rooms.jupyter.wire import JupyterServer, MissingServerError
 from jupyter_rooms.notebook import Notebook
 from jupyter_rooms.protocol import sync_step1, sync_update
@@ -643,7 +644,7 @@ async def test_a_new_epochs_log_is_written_before_a_change_is_taken(
                 await until(lambda: [cell.source for cell in Notebook(bob.doc)] == ["a = 2"])
                 (log,) = Path(os.environ["JUPYTER_DATA_DIR"]).rglob("nb.ipynb.ylog")
                 updates = UpdateLog(log).load().updates
-                first = Doc()
+                first: Doc = Doc()
                 first.apply_update(updates[0])
                 assert [cell.source for cell in Notebook(first)] == ["a = 1"]
                 assert len(updates) > 1
@@ -683,3 +684,31 @@ async def test_a_kill_right_after_opening_loses_nothing(tmp_path: Path) -> None:
         assert nb is not None
     finally:
         await server.stop(signal.SIGKILL)
+
+
+async def test_a_visit_without_changes_does_not_look_at_the_file_again(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The last client leaving saves at once what changed; with nothing changed there is
+    # nothing to save, nor to compare with the file (which takes a while for a large one).
+    make_notebook(root / "nb.ipynb", ["a = 1"])
+    saves: list[str] = []
+    save = FileRoom._save
+
+    async def counted(room: FileRoom) -> bool:
+        saves.append(room.id)
+        return await save(room)
+
+    monkeypatch.setattr(FileRoom, "_save", counted)
+    async with serve(root, cleanup_delay=60.0, save_delay=60.0, poll_interval=60.0) as server:
+        async with join(server, "nb.ipynb") as client:
+            assert [cell.source for cell in Notebook(client.doc)] == ["a = 1"]
+        room = server.room_manager.rooms["nb.ipynb"]
+        await until(lambda: room.client_count == 0)
+        await anyio.sleep(0.3)
+        assert saves == []
+        async with join(server, "nb.ipynb") as client:
+            Notebook(client.doc)[0].source = "a = 2"
+            await until(lambda: Notebook(room.doc)[0].source == "a = 2")
+        await until(lambda: saves == ["nb.ipynb"])
+    assert notebook_on_disk(root / "nb.ipynb").cells[0].source == "a = 2"  # type: ignore[union-attr]

@@ -416,8 +416,10 @@ class NotebookKind(DocumentKind):
     model_format = None
 
     def content(self, doc: Doc) -> dict[str, Any]:
-        meta = doc.get("meta", type=Map).to_py() or {}
-        cells = [_plain_cell(ycell, meta) for ycell in doc.get("cells", type=Array)]
+        # One transaction for all the reads (each read opens one of its own otherwise).
+        with doc.transaction():
+            meta = doc.get("meta", type=Map).to_py() or {}
+            cells = [_plain_cell(ycell, meta) for ycell in doc.get("cells", type=Array)]
         return {
             "cells": cells,
             "metadata": meta.get("metadata") or {},

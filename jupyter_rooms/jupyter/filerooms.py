@@ -753,8 +753,9 @@ class FileRoom(Room):
             pass
         finally:
             self._channels.discard(client)
-            if not self._channels:
-                # The last client left: save now rather than after the delay.
+            if not self._channels and self._dirty:
+                # The last client left: save now rather than after the delay (a room
+                # without changes has nothing to save, nor to compare with its file).
                 self._flush = True
                 self._wake_up()
 
