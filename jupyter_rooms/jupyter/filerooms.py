@@ -490,7 +490,8 @@ class FileRoom(Room):
         self._first_write = (update, self._meta())
         self._first_write_over = Event()
         self.hold_changes()
-        # The first client's sync reply.
+        # The first clients' sync reply, until the first change (it is the saved
+        # document too: kept anyway).
         self._whole_update = update
         self._log_updates = 1
         self._logging = True
