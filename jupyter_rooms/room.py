@@ -284,7 +284,9 @@ class Room(AsyncContextManagerMixin):
     def hold_changes(self) -> None:
         """Have clients' changes wait until ``take_changes`` is called: they are neither
         applied nor sent to others meanwhile, while clients still get the document (a
-        subclass that must be able to keep changes before it takes them)."""
+        subclass that must be able to keep changes before it takes them). Changes that
+        arrived are applied even if the room or the client closes meanwhile, so a hold
+        must end soon, whatever happens."""
         if self._changes_held is None:
             self._changes_held = Event()
 
@@ -298,7 +300,9 @@ class Room(AsyncContextManagerMixin):
         held = self._changes_held
         if held is not None and message.type == MessageType.SYNC:
             if message.sync_type != SyncType.STEP1 and message.payload != EMPTY_UPDATE:
-                await held.wait()
+                # A client that sent a change counts on it: it is not dropped.
+                with CancelScope(shield=True):
+                    await held.wait()
 
     async def _receive_loop(self, conn: _Client) -> None:
         recv_nowait = getattr(conn.channel, "recv_nowait", None)
@@ -325,7 +329,12 @@ class Room(AsyncContextManagerMixin):
                         self._apply_all(conn, updates)
                         updates = []
                         self._handle(conn, message)
-                    next_data = recv_nowait()
+                    try:
+                        next_data = recv_nowait()
+                    except ChannelClosed:
+                        # What the client sent before it left still counts.
+                        self._apply_all(conn, updates)
+                        raise
                 self._apply_all(conn, updates)
                 if next_data is not None:
                     message = parse_message(next_data)

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -712,3 +713,23 @@ async def test_a_visit_without_changes_does_not_look_at_the_file_again(
             await until(lambda: Notebook(room.doc)[0].source == "a = 2")
         await until(lambda: saves == ["nb.ipynb"])
     assert notebook_on_disk(root / "nb.ipynb").cells[0].source == "a = 2"  # type: ignore[union-attr]
+
+
+async def test_an_edit_held_while_the_log_is_written_is_saved_when_the_server_stops(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The client edits and leaves, and the server stops, all while the room's first log
+    # record is still being written: the edit waited for it, and is saved nonetheless.
+    rewrite = UpdateLog.rewrite
+
+    def slow_rewrite(log: UpdateLog, update: bytes, meta: dict[str, Any]) -> None:
+        time.sleep(0.2)
+        rewrite(log, update, meta)
+
+    monkeypatch.setattr(UpdateLog, "rewrite", slow_rewrite)
+    async with serve(root, cleanup_delay=60.0) as server:
+        async with join(server, "a.txt") as client:
+            client.doc.get("source", type=Text).insert(0, "hi")
+    assert read(root / "a.txt") == "hi"
+    async with serve(root) as server, join(server, "a.txt") as client:
+        assert str(client.doc.get("source", type=Text)) == "hi"

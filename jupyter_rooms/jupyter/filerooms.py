@@ -356,6 +356,11 @@ class FileRoom(Room):
             await self.task_group.start(self._keep_file)
             await super().run(task_status=task_status)
         finally:
+            # Changes held until the log's first record is written are taken before the
+            # room stops following its document (they go to the log, and the save that
+            # closes the room writes them).
+            with CancelScope(shield=True):
+                await self.write_history()
             self.doc.unobserve(subscription)
             self.awareness.unobserve(presence)
 
@@ -516,11 +521,15 @@ class FileRoom(Room):
                 await to_thread.run_sync(updatelog.rewrite, update, meta)
                 for updates, record in self._after_first_write:
                     updatelog.append(updates, meta=record)
-        except BaseException:
+        except BaseException as exc:
             # Without its history the room cannot take changes: it closes, and clients
-            # that come back find it opened anew (a new epoch from the file).
+            # that come back find it opened anew (a new epoch from the file). Changes
+            # that waited go nowhere: their clients are disconnected first.
             self._log = None
             self._logging = False
+            for channel in list(self._channels):
+                self.disconnect(channel, 1011, f"server error: cannot keep the history: {exc}")
+            self.take_changes()
             raise
         else:
             self._compact_at = max(self._rooms.compact_size, COMPACT_GROWTH * updatelog.size)
