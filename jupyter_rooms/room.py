@@ -51,6 +51,9 @@ _Item = tuple[bytes, "bytes | None"]
 # How many queued messages a sender takes at once, at most, to merge.
 _MAX_BATCH = 512
 
+# The state vector of a client that has nothing of the document.
+_EMPTY_STATE = b"\x00"
+
 
 class CloseCode:
     """Websocket close codes a room gives when it drops a client."""
@@ -175,6 +178,12 @@ class Room(AsyncContextManagerMixin):
         self._origin: _Client | None = None
         self._task_group: TaskGroup | None = None
         self.log = log
+        # While set, clients' changes wait until it is (see ``hold_changes``).
+        self._changes_held: Event | None = None
+        # The whole document as an update, for clients that have nothing of it yet,
+        # until the next change: a subclass that has it at hand (a room just loaded)
+        # spares them encoding a large document again.
+        self._whole_update: bytes | None = None
         self.awareness = Awareness(self._doc)
         # The room itself is not a participant: it only relays others' presence.
         self.awareness.set_local_state(None)
@@ -272,12 +281,38 @@ class Room(AsyncContextManagerMixin):
             with CancelScope(shield=True):
                 await client.close(conn.close_code, conn.close_reason)
 
+    def hold_changes(self) -> None:
+        """Have clients' changes wait until ``take_changes`` is called: they are neither
+        applied nor sent to others meanwhile, while clients still get the document (a
+        subclass that must be able to keep changes before it takes them). Changes that
+        arrived are applied even if the room or the client closes meanwhile, so a hold
+        must end soon, whatever happens."""
+        if self._changes_held is None:
+            self._changes_held = Event()
+
+    def take_changes(self) -> None:
+        """Apply clients' changes again, those that waited first, in order."""
+        held, self._changes_held = self._changes_held, None
+        if held is not None:
+            held.set()
+
+    async def _changes_may_wait(self, message: Message) -> None:
+        held = self._changes_held
+        if held is not None and message.type == MessageType.SYNC:
+            if message.sync_type != SyncType.STEP1 and message.payload != EMPTY_UPDATE:
+                # A client that sent a change counts on it: it is not dropped.
+                with CancelScope(shield=True):
+                    await held.wait()
+
     async def _receive_loop(self, conn: _Client) -> None:
         recv_nowait = getattr(conn.channel, "recv_nowait", None)
         try:
             async for data in conn.channel:
                 if recv_nowait is None:
-                    self._handle(conn, parse_message(data))
+                    message = parse_message(data)
+                    if self._changes_held is not None:
+                        await self._changes_may_wait(message)
+                    self._handle(conn, message)
                     continue
                 # Take what else the client has sent meanwhile, and apply its run of
                 # live updates as one: one change for the room to log and fan out
@@ -286,16 +321,26 @@ class Room(AsyncContextManagerMixin):
                 next_data: bytes | None = data
                 while next_data is not None and len(updates) < _MAX_BATCH:
                     message = parse_message(next_data)
+                    if self._changes_held is not None:
+                        await self._changes_may_wait(message)
                     if self._is_live_update(conn, message):
                         updates.append(message.payload)
                     else:
                         self._apply_all(conn, updates)
                         updates = []
                         self._handle(conn, message)
-                    next_data = recv_nowait()
+                    try:
+                        next_data = recv_nowait()
+                    except ChannelClosed:
+                        # What the client sent before it left still counts.
+                        self._apply_all(conn, updates)
+                        raise
                 self._apply_all(conn, updates)
                 if next_data is not None:
-                    self._handle(conn, parse_message(next_data))
+                    message = parse_message(next_data)
+                    if self._changes_held is not None:
+                        await self._changes_may_wait(message)
+                    self._handle(conn, message)
         except ProtocolError as exc:
             self.log.warning("room %r: dropping a client: %s", self._id, exc)
             conn.drop(CloseCode.PROTOCOL_ERROR, f"protocol error: {exc}")
@@ -328,10 +373,13 @@ class Room(AsyncContextManagerMixin):
     def _handle(self, conn: _Client, message: Message) -> None:
         if message.type == MessageType.SYNC:
             if message.sync_type == SyncType.STEP1:
-                try:
-                    update = self._doc.get_update(message.payload)
-                except ValueError as exc:
-                    raise ProtocolError(f"invalid state vector: {exc}") from None
+                if message.payload == _EMPTY_STATE and self._whole_update is not None:
+                    update = self._whole_update
+                else:
+                    try:
+                        update = self._doc.get_update(message.payload)
+                    except ValueError as exc:
+                        raise ProtocolError(f"invalid state vector: {exc}") from None
                 conn.enqueue((sync_step2(update), None))
             elif message.payload != EMPTY_UPDATE:
                 if conn.read_only:
@@ -419,6 +467,7 @@ class Room(AsyncContextManagerMixin):
                 conn.drop(code, reason)
 
     def _forward_update(self, event: TransactionEvent) -> None:
+        self._whole_update = None
         update = event.update
         if update == EMPTY_UPDATE:
             return

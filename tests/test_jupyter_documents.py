@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import nbformat
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jupyter_server.services.contents.filemanager import FileContentsManager
 from pycrdt import Doc, Text
 
 from jupyter_rooms.jupyter.documents import (
@@ -90,3 +96,86 @@ def test_an_invalid_notebook_is_refused_with_a_reason() -> None:
         )
     with pytest.raises(DocumentError):
         TextKind().from_model({"format": "base64", "content": "AAE="})
+
+
+def _stored(tmp_path: Path, notebook: dict[str, Any] | bytes) -> bytes:
+    data = notebook if isinstance(notebook, bytes) else json.dumps(notebook).encode()
+    (tmp_path / "nb.ipynb").write_bytes(data)
+    return data
+
+
+def _written_by_nbformat() -> dict[str, Any]:
+    nb = nbformat.v4.new_notebook(metadata={"language_info": {"name": "python"}})
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "a = 1\nprint(a)\n",
+            outputs=[
+                nbformat.v4.new_output("stream", name="stdout", text="1\n2\n"),
+                nbformat.v4.new_output(
+                    "display_data",
+                    data={
+                        "text/plain": "line\nline\n",
+                        "application/json": {"a": ["x\n", "y"]},
+                        "image/png": "AAAA",
+                    },
+                ),
+                nbformat.v4.new_output("error", ename="E", evalue="v", traceback=["t\n", "u"]),
+            ],
+            execution_count=3,
+        ),
+        nbformat.v4.new_markdown_cell("# title\ntext", attachments={"a.png": {"text/x": "b\n"}}),
+        nbformat.v4.new_raw_cell("raw\n", metadata={"tags": ["t"]}),
+    ]
+    written: dict[str, Any] = json.loads(nbformat.writes(nb))
+    # What a manager adds when it writes, or marks when it reads: not content.
+    written["metadata"]["signature"] = "sha256:0"
+    written["cells"][2]["metadata"]["trusted"] = True
+    return written
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda nb: nb,
+        # An older minor version: no cell ids.
+        lambda nb: {
+            **nb,
+            "nbformat_minor": 4,
+            "cells": [{k: v for k, v in cell.items() if k != "id"} for cell in nb["cells"]],
+        },
+        lambda nb: {**nb, "cells": []},
+        lambda nb: {k: v for k, v in nb.items() if k != "nbformat_minor"},
+    ],
+)
+def test_a_notebook_file_reads_as_the_contents_manager_gives_it(
+    tmp_path: Path, change: Callable[[dict[str, Any]], dict[str, Any]]
+) -> None:
+    data = _stored(tmp_path, change(_written_by_nbformat()))
+    manager = FileContentsManager(root_dir=str(tmp_path))
+    model = manager.get("nb.ipynb", content=True, type="notebook")
+    kind = NotebookKind()
+    assert kind.from_file(data) == kind.from_model(model)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"{ not json",
+        "\ufeff{}".encode(),
+        json.dumps(_written_by_nbformat()).encode("utf-16"),
+        b"[]",
+        b'{"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": []}',
+        b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}}',
+        b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"id": "a"}]}',
+        # Cells the manager would give ids of their own: none, or the same twice.
+        b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, '
+        b'"cells": [{"cell_type": "raw", "source": "", "metadata": {}}]}',
+        b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": ['
+        b'{"id": "a", "cell_type": "raw", "source": "", "metadata": {}},'
+        b'{"id": "a", "cell_type": "raw", "source": "", "metadata": {}}]}',
+        b'{"nbformat": 4, "nbformat_minor": 4, "metadata": {}, '
+        b'"cells": [{"cell_type": "raw", "source": ["a", 1], "metadata": {}}]}',
+    ],
+)
+def test_anything_but_a_plain_notebook_is_left_to_the_contents_manager(data: bytes) -> None:
+    assert NotebookKind().from_file(data) is None

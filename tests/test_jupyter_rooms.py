@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,11 +25,13 @@ from tornado.websocket import websocket_connect
 
 from jupyter_rooms import bind, connect
 from jupyter_rooms.client import ChannelClient
+from jupyter_rooms.jupyter.filerooms import FileRoom
 from jupyter_rooms.jupyter.wire import JupyterServer, MissingServerError
 from jupyter_rooms.notebook import Notebook
 from jupyter_rooms.protocol import sync_step1, sync_update
 from jupyter_rooms.updatelog import UpdateLog
 
+from faults import JUPYTER_TOKEN, JupyterProcess
 from helpers import INPUTS_TRIED, login_cookie
 
 pytestmark = pytest.mark.anyio
@@ -660,3 +665,124 @@ async def test_a_notebook_save_cut_short_by_a_crash_is_written_again(root: Path)
         await anyio.sleep(0.5)
         assert server.room_manager.rooms["cut.ipynb"].unsaved
     assert path.read_bytes() == damaged
+
+
+async def test_a_new_epochs_log_is_written_before_a_change_is_taken(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A room opened from its file writes its log in the background: clients get the
+    # document at once, but no change of theirs is applied or passed on before the log
+    # holds the document it applies to.
+    make_notebook(root / "nb.ipynb", ["a = 1"])
+    release = threading.Event()
+    writing = threading.Event()
+    rewrite = UpdateLog.rewrite
+
+    def slow_rewrite(log: UpdateLog, update: bytes, meta: dict[str, Any]) -> None:
+        writing.set()
+        release.wait(30)
+        rewrite(log, update, meta)
+
+    monkeypatch.setattr(UpdateLog, "rewrite", slow_rewrite)
+    try:
+        async with serve(root) as server:
+            async with join(server, "nb.ipynb") as alice, join(server, "nb.ipynb") as bob:
+                assert writing.is_set()
+                assert [cell.source for cell in Notebook(bob.doc)] == ["a = 1"]
+                room = server.room_manager.rooms["nb.ipynb"]
+                Notebook(alice.doc)[0].source = "a = 2"
+                await anyio.sleep(0.3)
+                assert [cell.source for cell in Notebook(room.doc)] == ["a = 1"]
+                assert [cell.source for cell in Notebook(bob.doc)] == ["a = 1"]
+                release.set()
+                await until(lambda: [cell.source for cell in Notebook(bob.doc)] == ["a = 2"])
+                (log,) = Path(os.environ["JUPYTER_DATA_DIR"]).rglob("nb.ipynb.ylog")
+                updates = UpdateLog(log).load().updates
+                first: Doc = Doc()
+                first.apply_update(updates[0])
+                assert [cell.source for cell in Notebook(first)] == ["a = 1"]
+                assert len(updates) > 1
+    finally:
+        release.set()
+
+
+async def test_a_kill_right_after_opening_loses_nothing(tmp_path: Path) -> None:
+    # Killed as soon as a room was opened from its file (its log may not be written
+    # yet), then as soon as an edit was taken: each time every change is there again.
+    server = JupyterProcess(tmp_path)
+    make_notebook(server.root / "nb.ipynb", ["a = 1", "b = 2"])
+
+    def enter() -> Any:
+        url = f"http://127.0.0.1:{server.port}/"
+        return connect("jupyter", id="nb.ipynb", url=url, token=JUPYTER_TOKEN)
+
+    def sources(client: Any) -> list[str]:
+        return [cell.source for cell in Notebook(client.doc)]
+
+    try:
+        await server.start()
+        async with enter() as client:
+            assert sources(client) == ["a = 1", "b = 2"]
+            await server.stop(signal.SIGKILL)
+        await server.start()
+        async with enter() as client:
+            assert sources(client) == ["a = 1", "b = 2"]
+            Notebook(client.doc)[0].source = "a = 3"
+            async with enter() as other:
+                await until(lambda: sources(other) == ["a = 3", "b = 2"])
+            await server.stop(signal.SIGKILL)
+        await server.start()
+        async with enter() as client:
+            assert sources(client) == ["a = 3", "b = 2"]
+        nb = notebook_on_disk(server.root / "nb.ipynb")
+        assert nb is not None
+    finally:
+        await server.stop(signal.SIGKILL)
+
+
+async def test_a_visit_without_changes_does_not_look_at_the_file_again(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The last client leaving saves at once what changed; with nothing changed there is
+    # nothing to save, nor to compare with the file (which takes a while for a large one).
+    make_notebook(root / "nb.ipynb", ["a = 1"])
+    saves: list[str] = []
+    save = FileRoom._save
+
+    async def counted(room: FileRoom) -> bool:
+        saves.append(room.id)
+        return await save(room)
+
+    monkeypatch.setattr(FileRoom, "_save", counted)
+    async with serve(root, cleanup_delay=60.0, save_delay=60.0, poll_interval=60.0) as server:
+        async with join(server, "nb.ipynb") as client:
+            assert [cell.source for cell in Notebook(client.doc)] == ["a = 1"]
+        room = server.room_manager.rooms["nb.ipynb"]
+        await until(lambda: room.client_count == 0)
+        await anyio.sleep(0.3)
+        assert saves == []
+        async with join(server, "nb.ipynb") as client:
+            Notebook(client.doc)[0].source = "a = 2"
+            await until(lambda: Notebook(room.doc)[0].source == "a = 2")
+        await until(lambda: saves == ["nb.ipynb"])
+    assert notebook_on_disk(root / "nb.ipynb").cells[0].source == "a = 2"  # type: ignore[union-attr]
+
+
+async def test_an_edit_held_while_the_log_is_written_is_saved_when_the_server_stops(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The client edits and leaves, and the server stops, all while the room's first log
+    # record is still being written: the edit waited for it, and is saved nonetheless.
+    rewrite = UpdateLog.rewrite
+
+    def slow_rewrite(log: UpdateLog, update: bytes, meta: dict[str, Any]) -> None:
+        time.sleep(0.2)
+        rewrite(log, update, meta)
+
+    monkeypatch.setattr(UpdateLog, "rewrite", slow_rewrite)
+    async with serve(root, cleanup_delay=60.0) as server:
+        async with join(server, "a.txt") as client:
+            client.doc.get("source", type=Text).insert(0, "hi")
+    assert read(root / "a.txt") == "hi"
+    async with serve(root) as server, join(server, "a.txt") as client:
+        assert str(client.doc.get("source", type=Text)) == "hi"

@@ -343,24 +343,81 @@ def _plain_cell(ycell: Any, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _youtput(output: dict[str, Any]) -> Map:
-    output = copy.deepcopy(output)
+    # Shallow copies: pycrdt copies what it integrates and never changes the values it
+    # is given, so only the keys replaced here need a dict of their own.
     if output.get("output_type") == "stream":
         text = output.get("text", "")
-        output["text"] = Text("".join(text) if isinstance(text, list) else text)
+        output = {**output, "text": Text("".join(text) if isinstance(text, list) else text)}
     return Map(output)
 
 
 def _new_ycell(cell: dict[str, Any]) -> Map:
     """A cell as jupyter_ydoc's YNotebook holds it: source a Text, metadata a Map,
     outputs an Array of Maps (stream texts as Texts)."""
-    cell = copy.deepcopy(cell)
     source = cell.get("source", "")
-    cell["source"] = Text("".join(source) if isinstance(source, list) else source)
-    cell["metadata"] = Map(cell.get("metadata") or {})
+    ycell = {
+        **cell,
+        "source": Text("".join(source) if isinstance(source, list) else source),
+        "metadata": Map(cell.get("metadata") or {}),
+    }
     if cell.get("cell_type") == "code":
-        cell["outputs"] = Array([_youtput(output) for output in cell.get("outputs") or []])
-        cell.setdefault("execution_count", None)
-    return Map(cell)
+        ycell["outputs"] = Array([_youtput(output) for output in cell.get("outputs") or []])
+        ycell.setdefault("execution_count", None)
+    return Map(ycell)
+
+
+def _is_json_mime(mime: str) -> bool:
+    return mime == "application/json" or (
+        mime.startswith("application/") and mime.endswith("+json")
+    )
+
+
+def _is_lines(value: list[Any]) -> bool:
+    return all(isinstance(line, str) for line in value)
+
+
+def _rejoin_bundle(bundle: Any) -> bool:
+    """Join a mime bundle's texts split in lines (in place), as nbformat reads them."""
+    if not isinstance(bundle, dict):
+        return False
+    for mime, value in bundle.items():
+        if isinstance(value, list) and not _is_json_mime(mime) and _is_lines(value):
+            bundle[mime] = "".join(value)
+    return True
+
+
+def _rejoin_cell(cell: dict[str, Any]) -> bool:
+    """Put a cell read from a file in the form nbformat reads it in (in place): texts
+    split in lines joined, no ``trusted`` mark; ``False`` if the cell is not of the
+    shape nbformat reads without an error of its own."""
+    metadata = cell.get("metadata")
+    if not isinstance(metadata, dict):
+        return False
+    metadata.pop("trusted", None)
+    if isinstance(cell.get("source"), list):
+        if not _is_lines(cell["source"]):
+            return False
+        cell["source"] = "".join(cell["source"])
+    attachments = cell.get("attachments", {})
+    if not isinstance(attachments, dict) or not all(map(_rejoin_bundle, attachments.values())):
+        return False
+    if cell.get("cell_type") != "code":
+        return True
+    outputs = cell.get("outputs", [])
+    if not isinstance(outputs, list):
+        return False
+    for output in outputs:
+        if not isinstance(output, dict):
+            return False
+        output_type = output.get("output_type", "")
+        if output_type in ("execute_result", "display_data"):
+            if not _rejoin_bundle(output.get("data", {})):
+                return False
+        elif output_type and isinstance(output.get("text", ""), list):
+            if not _is_lines(output["text"]):
+                return False
+            output["text"] = "".join(output["text"])
+    return True
 
 
 class NotebookKind(DocumentKind):
@@ -371,8 +428,10 @@ class NotebookKind(DocumentKind):
     model_format = None
 
     def content(self, doc: Doc) -> dict[str, Any]:
-        meta = doc.get("meta", type=Map).to_py() or {}
-        cells = [_plain_cell(ycell, meta) for ycell in doc.get("cells", type=Array)]
+        # One transaction for all the reads (each read opens one of its own otherwise).
+        with doc.transaction():
+            meta = doc.get("meta", type=Map).to_py() or {}
+            cells = [_plain_cell(ycell, meta) for ycell in doc.get("cells", type=Array)]
         return {
             "cells": cells,
             "metadata": meta.get("metadata") or {},
@@ -484,6 +543,46 @@ class NotebookKind(DocumentKind):
         if not text.endswith("\n"):
             text += "\n"
         return text.encode("utf-8")
+
+    def from_file(self, data: bytes) -> dict[str, Any] | None:
+        """Read a notebook file's bytes as ``from_model`` reads the contents manager's
+        model of the file, without the manager's other work (its notebook objects, its
+        schema validation, which only logs, and its trust check, whose marks
+        ``from_model`` drops).
+
+        Args:
+            data: The file's bytes.
+
+        Returns:
+            The content; ``None`` for anything but a plain version 4 notebook, which the
+            contents manager reads differently (converts, repairs, or refuses with its
+            own error): read that one through the manager.
+        """
+        try:
+            notebook = json.loads(data.decode("utf-8"))
+        except ValueError:
+            return None
+        if not isinstance(notebook, dict) or type(notebook.get("nbformat")) is not int:
+            return None
+        minor = notebook.get("nbformat_minor", 0)
+        metadata = notebook.get("metadata")
+        cells = notebook.get("cells")
+        if notebook["nbformat"] != 4 or type(minor) is not int or not isinstance(metadata, dict):
+            return None
+        if not isinstance(cells, list) or not all(isinstance(cell, dict) for cell in cells):
+            return None
+        if minor >= 5:
+            # The manager gives cells without ids, or with the same id, ids of their own.
+            ids = [cell.get("id") for cell in cells]
+            if None in ids or len(set(map(str, ids))) != len(ids):
+                return None
+        for key in ("orig_nbformat", "orig_nbformat_minor", "signature"):
+            metadata.pop(key, None)
+        for cell in cells:
+            if not _rejoin_cell(cell):
+                return None
+        notebook.setdefault("nbformat_minor", 5)
+        return notebook
 
     def prepare(self, doc: Doc) -> None:
         ymeta = doc.get("meta", type=Map)

@@ -50,9 +50,14 @@ from anyio import (
     get_cancelled_exc_class,
     move_on_after,
     sleep,
+    to_thread,
 )
 from anyio.abc import TaskGroup, TaskStatus
 from jupyter_core.utils import ensure_async
+from jupyter_server.services.contents.filemanager import (
+    AsyncFileContentsManager,
+    FileContentsManager,
+)
 from pycrdt import Doc, Map, TransactionEvent, merge_updates
 from tornado.web import HTTPError
 
@@ -69,7 +74,14 @@ from ..protocol import (
 )
 from ..room import Room, RoomManager
 from ..updatelog import LogFormatError, UpdateLog
-from .documents import BlobKind, DocumentError, DocumentKind, kind_for_path, kind_named
+from .documents import (
+    BlobKind,
+    DocumentError,
+    DocumentKind,
+    NotebookKind,
+    kind_for_path,
+    kind_named,
+)
 
 __all__ = ["FileRoom", "FileRooms", "RoomOpenError", "RoomPathError"]
 
@@ -202,6 +214,38 @@ def _fingerprint(model: dict[str, Any]) -> tuple[Any, Any]:
     return (str(model.get("last_modified")), model.get("size"))
 
 
+_NOTEBOOK = NotebookKind()
+
+
+def _reads_notebooks(contents_manager: Any) -> bool:
+    """Whether a contents manager reads notebooks from local files as jupyter_server's
+    own file managers do (none of the reading overridden), so that a room may read them
+    from the files itself."""
+    # The async manager is a kind of the other: look at it first.
+    for base in (AsyncFileContentsManager, FileContentsManager):
+        if isinstance(contents_manager, base):
+            cls = type(contents_manager)
+            names = ("get", "_notebook_model", "_read_notebook", "_read_file", "_get_os_path")
+            return all(getattr(cls, name) is getattr(base, name) for name in names)
+    return False
+
+
+def _read_notebook_file(contents_manager: Any, path: str) -> tuple[Any, dict[str, str]] | None:
+    """A notebook's content as ``NotebookKind.from_model`` reads it from the contents
+    manager, and the file's hash as the manager gives it; ``None`` when the manager must
+    read it (it does not exist any more, or is anything but a plain notebook)."""
+    try:
+        with open(contents_manager._get_os_path(path), "rb") as file:
+            data = file.read()
+    except (OSError, HTTPError):
+        return None
+    content = _NOTEBOOK.from_file(data)
+    if content is None:
+        return None
+    digest: dict[str, str] = contents_manager._get_hash(data)
+    return content, digest
+
+
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -272,6 +316,11 @@ class FileRoom(Room):
         self._wake: Event | None = None
         # Changes held back from the log, to be written along with a record about them.
         self._held: list[bytes] | None = None
+        # A new epoch's first log write, done in the background (see ``_start_epoch``):
+        # what it writes, what goes to the log after it meanwhile, and when it is over.
+        self._first_write: tuple[bytes, dict[str, Any]] | None = None
+        self._after_first_write: list[tuple[list[bytes], dict[str, Any] | None]] = []
+        self._first_write_over: Event | None = None
         self._channels: set[Channel] = set()
         # Whether this server does what touches the file (always, unless the room is
         # shared with other servers), as the loop that keeps the file last saw it.
@@ -312,11 +361,18 @@ class FileRoom(Room):
             else:
                 await self._open()
                 self._saver_role = True
+                if self._first_write is not None:
+                    self.task_group.start_soon(self.write_history)
                 await self._publish_saved(opening=True)
             self._stamp_state(path=self.id)
             await self.task_group.start(self._keep_file)
             await super().run(task_status=task_status)
         finally:
+            # Changes held until the log's first record is written are taken before the
+            # room stops following its document (they go to the log, and the save that
+            # closes the room writes them).
+            with CancelScope(shield=True):
+                await self.write_history()
             self.doc.unobserve(subscription)
             self.awareness.unobserve(presence)
 
@@ -371,8 +427,7 @@ class FileRoom(Room):
         self.kind = kind_named(meta["kind"])
         saved = _Saved.from_record(meta["saved"], updates)
         try:
-            model = await self._read(self.kind, content=True)
-            content = self.kind.from_model(model) if model is not None else None
+            model, content = await self._read_content(self.kind)
         except (_FileUnreadable, DocumentError) as exc:
             model, content = None, None
             self._file_error = str(exc)
@@ -448,31 +503,90 @@ class FileRoom(Room):
         return True
 
     async def _start_epoch(self) -> None:
-        """Start the room's history afresh, from its file if there is one."""
+        """Start the room's history afresh, from its file if there is one.
+
+        The log's first record (the document as built from the file) is written in the
+        background (``write_history``) rather than before the first client is served:
+        until it is on disk the file holds all of it, so a crash meanwhile loses nothing
+        (the next opening starts another epoch from the file, as it would have), and no
+        change of a client is applied, nor sent to the others, before it is written.
+        """
         guess = kind_for_path(self.id)
         try:
             if guess.name in ("notebook", "room"):
-                model = await self._read(guess, content=True)
+                model, content = await self._read_content(guess)
                 self.kind = guess
             else:
                 model = await self._read(None, content=True)
                 self.kind = kind_for_path(self.id, model.get("format") if model else None)
-            content = self.kind.from_model(model) if model is not None else None
+                content = self.kind.from_model(model) if model is not None else None
         except (_FileUnreadable, DocumentError) as exc:
             raise RoomOpenError(f"cannot open {self.id}: {exc}") from None
         self.epoch = uuid4().hex
         if content is not None:
             self.kind.update(self.doc, self.kind.content(self.doc), content)
+        if self.kind.name != "room":
+            # What ``run`` would stamp at once, in the first record rather than after it.
+            self.doc.get("state", type=Map)["path"] = self.id
         update = self.doc.get_update()
         self._saved = _Saved(model.get("hash") if model else None, model is not None, update, 1)
         self._saved_content = content
         self._fingerprint = _fingerprint(model) if model is not None else None
         assert self._log is not None
-        self._log.rewrite(update, self._meta())
+        self._first_write = (update, self._meta())
+        self._first_write_over = Event()
+        self.hold_changes()
+        # The first clients' sync reply, until the first change (it is the saved
+        # document too: kept anyway).
+        self._whole_update = update
         self._log_updates = 1
         self._logging = True
-        self._compact_at = max(self._rooms.compact_size, COMPACT_GROWTH * self._log.size)
         self.log.info("room %r: new epoch %s (no earlier history)", self.id, self.epoch)
+
+    async def write_history(self) -> None:
+        """Write the log's first record of a new epoch if it is not written yet, and
+        return once it is (or once writing it failed, which closes the room)."""
+        over = self._first_write_over
+        if over is None:
+            return
+        if self._first_write is None:
+            # Being written.
+            await over.wait()
+            return
+        update, meta = self._first_write
+        self._first_write = None
+        updatelog = self._log
+        assert updatelog is not None
+        try:
+            with CancelScope(shield=True):
+                await to_thread.run_sync(updatelog.rewrite, update, meta)
+                for updates, record in self._after_first_write:
+                    updatelog.append(updates, meta=record)
+        except BaseException as exc:
+            # Without its history the room cannot take changes: it closes, and clients
+            # that come back find it opened anew (a new epoch from the file). Changes
+            # that waited go nowhere: their clients are disconnected first.
+            self._log = None
+            self._logging = False
+            for channel in list(self._channels):
+                self.disconnect(channel, 1011, f"server error: cannot keep the history: {exc}")
+            self.take_changes()
+            raise
+        else:
+            self._compact_at = max(self._rooms.compact_size, COMPACT_GROWTH * updatelog.size)
+            self.take_changes()
+        finally:
+            self._after_first_write = []
+            self._first_write_over = None
+            over.set()
+
+    def _log_append(self, updates: list[bytes], meta: dict[str, Any] | None = None) -> None:
+        """Append to the log, after its first record if that is still being written."""
+        assert self._log is not None
+        if self._first_write_over is not None:
+            self._after_first_write.append((updates, meta))
+        else:
+            self._log.append(updates, meta=meta)
 
     async def _adopt_history(self) -> None:
         """Bind a history that came without metadata to the file: the file gets the doc."""
@@ -655,8 +769,7 @@ class FileRoom(Room):
         """Did the previous saver's last save reach the file? Then that is what it holds."""
         self._shared_saving = None
         try:
-            model = await self._read(self.kind, content=True)
-            content = self.kind.from_model(model) if model is not None else None
+            model, content = await self._read_content(self.kind)
         except (_FileUnreadable, DocumentError):
             return
         if model is None or model.get("hash") == self._saved.hash:
@@ -691,8 +804,9 @@ class FileRoom(Room):
             pass
         finally:
             self._channels.discard(client)
-            if not self._channels:
-                # The last client left: save now rather than after the delay.
+            if not self._channels and self._dirty:
+                # The last client left: save now rather than after the delay (a room
+                # without changes has nothing to save, nor to compare with its file).
                 self._flush = True
                 self._wake_up()
 
@@ -718,15 +832,20 @@ class FileRoom(Room):
     # Changes
 
     def _on_change(self, event: TransactionEvent) -> None:
+        # Also before the room forwards changes (its document as a whole is kept from
+        # the moment it is loaded).
+        self._whole_update = None
+        if not self._logging:
+            return
         update = event.update
-        if update == EMPTY_UPDATE or not self._logging:
+        if update == EMPTY_UPDATE:
             return
         self._changes += 1
         if self._log is not None:
             if self._held is not None:
                 self._held.append(update)
             else:
-                self._log.append([update])
+                self._log_append([update])
             self._log_updates += 1
         if self._stamping:
             return
@@ -765,6 +884,8 @@ class FileRoom(Room):
         poll = self._rooms.poll_interval
         task_status.started()
         try:
+            # Nothing that touches the log before its first record is written.
+            await self.write_history()
             next_poll = current_time() + poll
             while not self._deleted:
                 # Only the saver touches the file; the others wait to become it.
@@ -830,6 +951,7 @@ class FileRoom(Room):
             self.log.warning("room %r: could not share its save record: %s", self.id, exc)
 
     async def _close_file(self) -> None:
+        await self.write_history()
         # With autosave off, what was not saved stays in the room's log (the room
         # reopens with it), not in the file.
         saver = self._saver_role and self.is_saver
@@ -894,6 +1016,29 @@ class FileRoom(Room):
             raise _FileUnreadable(self._rooms.relative(str(exc))) from None
         return model
 
+    async def _read_content(self, kind: DocumentKind) -> tuple[dict[str, Any] | None, Any]:
+        """The file's model and its content as ``kind`` reads it; ``(None, None)`` if
+        the file does not exist.
+
+        A notebook of a local contents manager's is read from its file here: the
+        manager's reading (notebook objects, a schema validation that only logs, a trust
+        check whose marks the room drops) takes most of the time of opening a large
+        notebook. Anything but a plain notebook is read through the manager.
+        """
+        if kind.name == "notebook" and self._rooms.reads_notebooks:
+            # The manager's checks (hidden, outside the root, a directory) and its
+            # figures for the file (size, time), without the content.
+            model = await self._read(kind, content=False, hash=False)
+            if model is None:
+                return None, None
+            cm = self._rooms.contents_manager
+            read = await to_thread.run_sync(_read_notebook_file, cm, self.id)
+            if read is not None:
+                content, digest = read
+                return {**model, "format": "json", **digest}, content
+        model = await self._read(kind, content=True)
+        return model, kind.from_model(model) if model is not None else None
+
     async def _check_file(self) -> None:
         """Merge what someone else changed in the file since the room last matched it."""
         try:
@@ -908,8 +1053,7 @@ class FileRoom(Room):
         if self._file_error is None and _fingerprint(model) == self._fingerprint:
             return
         try:
-            model = await self._read(self.kind, content=True)
-            content = self.kind.from_model(model) if model is not None else None
+            model, content = await self._read_content(self.kind)
         except (_FileUnreadable, DocumentError) as exc:
             self._file_problem(str(exc))
             return
@@ -950,7 +1094,7 @@ class FileRoom(Room):
         except BaseException:
             held, self._held = self._held, None
             if self._log is not None and held:
-                self._log.append(held)
+                self._log_append(held)
             raise
         held, self._held = self._held, None
         if matches:
@@ -993,7 +1137,7 @@ class FileRoom(Room):
         self._saved = saved
         self._publish_due = True
         if self._log is not None:
-            self._log.append(updates or (), meta={"saved": saved.record(), "saving": None})
+            self._log_append(updates or [], meta={"saved": saved.record(), "saving": None})
 
     async def _save(self) -> bool:
         """Write the document to the file if it differs; whether the file now holds it."""
@@ -1056,7 +1200,7 @@ class FileRoom(Room):
                 return None
         at, base = self._log_updates, self.doc.get_update()
         if self._log is not None:
-            self._log.append(meta={"saving": {"updates": at}})
+            self._log_append([], meta={"saving": {"updates": at}})
         spare = self._spare_field()
         try:
             # Whoever saves next must be able to tell this save's file from another's.
@@ -1073,8 +1217,7 @@ class FileRoom(Room):
                 await ensure_async(cm.save(self.kind.to_model(content), self.id))
             self.saves += 1
             self.log.debug("room %r: saved its file", self.id)
-            model = await self._read(self.kind, content=True)
-            written = self.kind.from_model(model) if model is not None else None
+            model, written = await self._read_content(self.kind)
         except get_cancelled_exc_class():
             raise
         except Exception as exc:
@@ -1199,7 +1342,9 @@ class FileRoom(Room):
 
     def _maybe_compact(self, updatelog: UpdateLog | None = None) -> None:
         updatelog = updatelog or self._log
-        if updatelog is None or updatelog.size <= self._compact_at:
+        if updatelog is None or self._first_write_over is not None:
+            return
+        if updatelog.size <= self._compact_at:
             return
         saved = self._saved
         at = 1 if saved.at == self._log_updates else None
@@ -1285,6 +1430,7 @@ class FileRooms:
         self.room_class = room_class
         self.room_factory: Callable[..., Room] = room_factory or room_class
         self.log = logger or log
+        self.reads_notebooks = _reads_notebooks(contents_manager)
         root = os.path.realpath(getattr(contents_manager, "root_dir", "") or "")
         self.root_dir = root
         key = hashlib.sha256(root.encode()).hexdigest()[:16]
@@ -1646,6 +1792,9 @@ class FileRooms:
                 tg.start_soon(self._manager.close_room, room.id)
         self.remove_logs(new)
         moving = self._rooms_under(old)
+        for room in moving:
+            # A new epoch's first record may be on its way to the old path.
+            await room.write_history()
         old_log, new_log = self.log_path(old), self.log_path(new)
         if old_log.exists():
             new_log.parent.mkdir(parents=True, exist_ok=True)
