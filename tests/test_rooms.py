@@ -268,13 +268,19 @@ async def test_any_room_id_reaches_its_own_room_over_a_websocket(id: str) -> Non
         assert str(roots(elsewhere.doc)[0]) == ""
 
 
-async def test_a_backlog_of_updates_is_applied_as_one_change() -> None:
+def typed_updates(typed: str) -> list[bytes]:
+    """The updates of typing ``typed`` into a text, one character each."""
     source = Doc()
     text = source.get("text", type=Text)
     updates: list[bytes] = []
     source.observe(lambda event: updates.append(event.update))
-    for char in "backlog":
+    for char in typed:
         text += char
+    return updates
+
+
+async def test_a_backlog_of_updates_is_applied_as_one_change() -> None:
+    updates = typed_updates("backlog")
     client_end, server_end = memory_channel_pair("r")
     # Everything the client sent waits before the room reads any of it.
     for update in updates:
@@ -291,12 +297,7 @@ async def test_a_backlog_of_updates_is_applied_as_one_change() -> None:
 
 
 async def test_a_malformed_message_in_a_backlog_keeps_the_updates_before_it() -> None:
-    source = Doc()
-    text = source.get("text", type=Text)
-    updates: list[bytes] = []
-    source.observe(lambda event: updates.append(event.update))
-    for char in "kept":
-        text += char
+    updates = typed_updates("kept")
     client_end, server_end = memory_channel_pair("r")
     for update in updates:
         await client_end.send(sync_update(update))
@@ -315,12 +316,7 @@ def _masked_binary_frame(payload: bytes) -> bytes:
 
 
 async def test_a_burst_read_from_a_websocket_at_once_is_applied_as_one_change() -> None:
-    source = Doc()
-    text = source.get("text", type=Text)
-    updates: list[bytes] = []
-    source.observe(lambda event: updates.append(event.update))
-    for char in "one read":
-        text += char
+    updates = typed_updates("one read")
     async with serving("websocket") as (server, options):
         url = f"ws://127.0.0.1:{options['port']}/burst"
         connection = await websocket_connect(url)
