@@ -786,3 +786,28 @@ async def test_an_edit_held_while_the_log_is_written_is_saved_when_the_server_st
     assert read(root / "a.txt") == "hi"
     async with serve(root) as server, join(server, "a.txt") as client:
         assert str(client.doc.get("source", type=Text)) == "hi"
+
+
+async def test_a_change_made_after_a_save_the_server_did_not_record_is_merged_once(
+    root: Path,
+) -> None:
+    # The server is killed after writing the file but before recording the save, and
+    # another program then changes the file: the change is merged from what the room
+    # wrote, so the room's own lines are not added a second time.
+    path = root / "t.txt"
+    path.write_text("one\n")
+    async with serve(root) as server, join(server, "t.txt") as client:
+        # Autosave off (as a JupyterLab page can ask): the edit stays in the log only.
+        client.awareness.set_local_state({"autosave": False})
+        text = client.doc.get("source", type=Text)
+        await until(lambda: server.room_manager.rooms["t.txt"].autosave is False)
+        text.insert(len(str(text)), "two\n")
+        await until(lambda: server.room_manager.rooms["t.txt"].unsaved is True)
+    assert read(path) == "one\n"
+    (log,) = Path(os.environ["JUPYTER_DATA_DIR"]).rglob("t.txt.ylog")
+    updatelog = UpdateLog(log)
+    updatelog.append(meta={"saving": {"updates": len(updatelog.load().updates)}})
+    updatelog.close()
+    path.write_text("one\ntwo\nthree\n")
+    async with serve(root) as server, join(server, "t.txt") as client:
+        assert str(client.doc.get("source", type=Text)) == "one\ntwo\nthree\n"

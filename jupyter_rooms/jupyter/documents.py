@@ -24,6 +24,8 @@ import posixpath
 import tempfile
 import warnings
 from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 from uuid import uuid4
 
@@ -154,6 +156,26 @@ class DocumentKind(ABC):
             Whether saving one over the other would change nothing.
         """
         return bool(a == b)
+
+    def difference(self, a: Any, b: Any) -> int:
+        """How much two contents differ, roughly: 0 when they are the same, more the
+        more there is in one and not in the other (for choosing the closer of two).
+
+        Args:
+            a: One content.
+            b: The other.
+
+        Returns:
+            The size of what differs, in the kind's own units.
+        """
+        if self.same(a, b):
+            return 0
+        units_a, units_b = Counter(self._units(a)), Counter(self._units(b))
+        return sum(((units_a - units_b) + (units_b - units_a)).values())
+
+    def _units(self, content: Any) -> Iterable[Any]:
+        # By default a content is one unit: two contents are the same or not.
+        return [repr(content)]
 
     def cut_short(self, content: Any, full: Any) -> bool:
         """Whether ``content`` is what an interrupted write of ``full`` leaves in a file
@@ -292,6 +314,9 @@ class TextKind(DocumentKind):
         content = model.get("content")
         if model.get("format") != "text" or not isinstance(content, str):
             raise DocumentError("the file is not UTF-8 text")
+        return content
+
+    def _units(self, content: str) -> Iterable[Any]:
         return content
 
     def to_model(self, content: str) -> dict[str, Any]:
@@ -526,6 +551,10 @@ class NotebookKind(DocumentKind):
             if isinstance(cell.get("source"), list):
                 cell["source"] = "".join(cell["source"])
         return notebook
+
+    def _units(self, content: dict[str, Any]) -> Iterable[Any]:
+        for cell in content.get("cells", []):
+            yield (cell.get("id"), cell.get("cell_type"), cell.get("source"))
 
     def to_model(self, content: dict[str, Any]) -> dict[str, Any]:
         return {"type": "notebook", "format": "json", "content": content}

@@ -291,9 +291,6 @@ class FileRoom(Room):
         self.last_saved: str | None = None
         self._log: UpdateLog | None = None
         self._log_updates = 0
-        # Changes to the document so far (any, logged or not): tells a save whether the
-        # document moved while it waited.
-        self._changes = 0
         self._compact_at = rooms.compact_size
         self._saved = _Saved(None, False, Doc().get_update(), 0)
         self._saved_content: Any = None
@@ -472,6 +469,14 @@ class FileRoom(Room):
                 self._saved_content = content
                 self._dirty = True
                 return True
+            if self.kind.difference(content, written) < self.kind.difference(
+                content, self._saved_content_now()
+            ):
+                # Another program changed the file after the room's save reached it:
+                # merge its change from what the room wrote, not from the save before
+                # (which would add what the room wrote a second time).
+                self._set_saved(replace(pending, hash=None))
+                self._saved_content = written
         await self._take_file(model, content)
         return True
 
@@ -840,7 +845,6 @@ class FileRoom(Room):
         update = event.update
         if update == EMPTY_UPDATE:
             return
-        self._changes += 1
         if self._log is not None:
             if self._held is not None:
                 self._held.append(update)
@@ -1175,7 +1179,11 @@ class FileRoom(Room):
         self.kind.prepare(self.doc)
         content = self.kind.content(self.doc)
         self._dirty = False
-        changes = self._changes
+        # What the file will hold, as the record of the save will say: taken with the
+        # content, before anything can change the document (an edit that arrives while
+        # the file is looked at below is saved next time, and the record must not
+        # claim it, or a later merge with the file would undo it).
+        at, base = self._log_updates, self.doc.get_update()
         try:
             self.kind.validate(content)
         except DocumentError as exc:
@@ -1187,18 +1195,6 @@ class FileRoom(Room):
             # takes a while for a large notebook): writing now would undo its change.
             self._dirty = True
             return None
-        if self._changes != changes:
-            # Edits arrived during that look: the record of what the file holds must be
-            # the document as written, or a later merge with the file would undo them.
-            self.kind.prepare(self.doc)
-            content = self.kind.content(self.doc)
-            self._dirty = False
-            try:
-                self.kind.validate(content)
-            except DocumentError:
-                self._dirty = True
-                return None
-        at, base = self._log_updates, self.doc.get_update()
         if self._log is not None:
             self._log_append([], meta={"saving": {"updates": at}})
         spare = self._spare_field()
