@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jupyter_server.auth.authorizer import Authorizer
+from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 from pycrdt import Array, Doc, Map, Text
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
@@ -811,3 +812,37 @@ async def test_a_change_made_after_a_save_the_server_did_not_record_is_merged_on
     path.write_text("one\ntwo\nthree\n")
     async with serve(root) as server, join(server, "t.txt") as client:
         assert str(client.doc.get("source", type=Text)) == "one\ntwo\nthree\n"
+
+
+async def test_a_change_to_a_cut_short_save_keeps_the_rest_of_it(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A crash cut a save short; before the room writes the file again (here its saves
+    # fail for a while), another program appends to the piece in the file. What that
+    # program never saw, the rest of the room's save, is not deleted.
+    path = root / "long.txt"
+    expected = "".join(f"line {i}\n" for i in range(2000))
+    async with serve(root) as server, join(server, "long.txt") as client:
+        client.doc.get("source", type=Text).insert(0, expected)
+        await until(lambda: read(path) == expected)
+    (log,) = Path(os.environ["JUPYTER_DATA_DIR"]).rglob("long.txt.ylog")
+    updatelog = UpdateLog(log)
+    updatelog.append(meta={"saving": {"updates": len(updatelog.load().updates)}})
+    updatelog.close()
+    path.write_text(expected[:1000])
+    failing = True
+    save = AsyncLargeFileManager.save
+
+    async def save_or_fail(self: AsyncLargeFileManager, model: Any, path: str) -> Any:
+        if failing:
+            raise OSError("disk full")
+        return await save(self, model, path)
+
+    monkeypatch.setattr(AsyncLargeFileManager, "save", save_or_fail)
+    async with serve(root) as server, join(server, "long.txt") as client:
+        text = client.doc.get("source", type=Text)
+        path.write_text(expected[:1000] + "added\n")
+        await until(lambda: "added" in str(text))
+        assert str(text) == expected[:1000] + "added\n" + expected[1000:]
+        failing = False
+        await until(lambda: read(path) == str(text))

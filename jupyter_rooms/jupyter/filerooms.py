@@ -303,6 +303,9 @@ class FileRoom(Room):
         self._retry_at = 0.0
         self._missing_since: float | None = None
         self._file_error: str | None = None
+        # While the file holds a piece of the room's own save (cut short by a crash),
+        # the rest of it: what another program changing that piece never saw.
+        self._cut_tail: Any = None
         self._deleted = False
         # Whether changes go to the log: from the moment the log's own content is loaded.
         self._logging = False
@@ -467,7 +470,9 @@ class FileRoom(Room):
                 self.log.warning("room %r: its last save was cut short; saving again", self.id)
                 self._set_saved(pending)
                 self._saved_content = content
-                self._dirty = True
+                self._cut_tail = written[len(content) :]
+                # At once: until then another program could take the piece for the file.
+                self._dirty = self._flush = True
                 return True
             if self.kind.difference(content, written) < self.kind.difference(
                 content, self._saved_content_now()
@@ -504,7 +509,7 @@ class FileRoom(Room):
         self._set_saved(replace(pending, hash=model.get("hash")))
         # Nothing readable is there: whatever the room holds differs from it.
         self._saved_content = _CUT_SHORT
-        self._dirty = True
+        self._dirty = self._flush = True
         return True
 
     async def _start_epoch(self) -> None:
@@ -1079,6 +1084,15 @@ class FileRoom(Room):
             self._set_saved(replace(self._saved, hash=file_hash, exists=True))
             self._stamp_state(file_hash)
             return
+        tail = self._cut_tail
+        if tail is not None and type(content) is type(tail):
+            # Someone changed the piece of the room's save a crash left in the file:
+            # the rest of that save, which they never saw, is not theirs to delete. The
+            # room writes the whole again.
+            self._merge(content + tail, None)
+            self._saved_content = content
+            self._dirty = self._flush = True
+            return
         self._merge(content, file_hash)
         self._stamp_state(file_hash)
 
@@ -1233,6 +1247,7 @@ class FileRoom(Room):
         self.last_saved = _now_iso()
         self._set_saved(_Saved(file_hash, True, base, at, self.last_saved))
         self._saved_content = content
+        self._cut_tail = None
         self._stamp_state(file_hash)
         await self._try_publish(stored_in=spare)
         self.broadcast(control_message({"type": "saved", "path": self.id, "time": self.last_saved}))
