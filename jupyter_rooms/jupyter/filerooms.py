@@ -445,7 +445,10 @@ class FileRoom(Room):
             return False
         self.epoch = meta["epoch"]
         self.last_saved = saved.time
-        self.doc.apply_update(_merged(updates))
+        whole = _merged(updates)
+        self.doc.apply_update(whole)
+        # The first clients' sync reply, until the first change.
+        self._whole_update = whole
         self._log_updates = len(updates)
         self._logging = True
         self._saved = saved
