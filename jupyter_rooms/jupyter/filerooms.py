@@ -1196,8 +1196,11 @@ class FileRoom(Room):
                 self._saved_content = content
             self._stamp_state(self._saved.hash)
             return True
+        state = self.doc.get_state()
         self.kind.prepare(self.doc)
-        content = self.kind.content(self.doc)
+        if self.doc.get_state() != state:
+            # Prepared (ids given, say): what it added only ever adds to the state.
+            content = self.kind.content(self.doc)
         self._dirty = False
         changes = self._changes
         try:
