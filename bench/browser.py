@@ -5,21 +5,36 @@ The page is the same on both (``jupyter-docprovider`` and ``jupyter-collaboratio
 the front end jupyter-collaboration ships); only the server behind
 ``api/collaboration/...`` differs. For each server, on a fresh root::
 
-    python bench/browser.py                         # both servers, 2,000 cells
-    python bench/browser.py --cells 500 --edits 10 --targets jupyter_rooms
+    python bench/browser.py                         # both servers, 2,000 large cells
+    python bench/browser.py --cells 500 --edits 20 --targets jupyter_rooms
 
-it measures:
+The notebook is the benchmark's large one (``scenarios.make_notebook``: code cells with a
+stream and an image output each, about 5 kB a cell, 10 MB for 2,000 cells). It measures:
 
-- opening a notebook of ``--cells`` cells from the running page (``docmanager:open``):
-  until the page's shared model holds every cell and its first cells are on screen (the
-  page renders in the same turn as the sync completes, so the two are not told apart
-  there); and the server's share of it, measured apart: a Python client's session and
-  sync of a copy of the notebook (a cold room too), until it has every cell, and the
-  same for the notebook the page has open (a warm room: open, with a client);
-- edit latency from Python to the page: a client of the same room (``yclient.py``, the
-  benchmark's neutral client) edits the first cell; the time until the page's editor
-  shows it (median and 90th percentile);
-- the server process's resident memory with the notebook open.
+- opening it from the running page (``docmanager:open``), until the page's shared model
+  holds every cell and its first cell is on screen (the page renders in the same turn as
+  the sync completes, so the two are not told apart there):
+
+  - *cold*: the room is not open (the server never opened the file); the server has
+    served the page, which opened another (small) notebook first, so that what a server
+    does once for the first notebook of all (JupyterLab's page asks for the exporters
+    of ``nbconvert``, which the server imports then) is not counted;
+  - *warm*: the room is open, a first page has the notebook open, and a second page
+    (the same browser, its own workspace) opens it;
+
+  and, for each, the server's share as Chromium's network stack times it (outside the
+  page's main thread): the session request (``PUT api/collaboration/session/...``) from
+  sending to its answer, plus the room's socket from its handshake until the message
+  that completes the document arrived; the page's own work before, between and after
+  the two is the rest;
+- the server's share measured without the page, by a Python client (``yclient.py``):
+  session request, socket and sync until the message that completes the document is
+  received (before the client applies it). Cold: a copy of the notebook no one opened
+  yet; warm: the notebook the pages have open; reopened: the copy after a restart of the
+  server on the same root (the room rebuilt from the history the server kept);
+- edit latency from Python to the page: a client of the same room edits the first cell;
+  the time until the first page's editor shows it (median and 99th percentile);
+- the server process's resident memory once both pages have the notebook open.
 
 jupyter-collaboration is installed on first use in ``bench/.cache`` (as ``run.py`` does);
 jupyter_rooms runs from this environment, which needs ``jupyterlab``,
@@ -36,7 +51,6 @@ import json
 import os
 import secrets
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,9 +61,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import nbformat
 import psutil
 from playwright.async_api import async_playwright
 from pycrdt import Array, Map, Text
+from run import profiling
+from scenarios import make_notebook, percentile
 from targets import JupyterCollaboration, Unavailable, free_port
 from tornado.httpclient import AsyncHTTPClient
 from yclient import YClient
@@ -67,11 +84,46 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-# Polled in the page: when the opened notebook's shared model holds every cell, and when
-# its first cell is on screen (milliseconds from the start of the open).
-OPEN_NOTEBOOK = """async ([path, cells]) => {
+# Installed in every page before its scripts run: counts the messages each notebook
+# room socket delivers to the page, and after the page's own handler has applied each,
+# calls ``window.benchApplied`` (set while a notebook opens).
+RECORD = """(() => {
+    window.benchMessages = 0;
+    const Native = window.WebSocket;
+    class Counting extends Native {
+        constructor(url, protocols) {
+            super(url, protocols);
+            if (String(url).includes('api/collaboration/room/json:notebook:')) {
+                this.addEventListener('message', () => { window.benchMessages += 1; });
+                // The page sets its handler (onmessage) once the socket is made: a
+                // listener added after that runs after it.
+                setTimeout(() => this.addEventListener('message', () => {
+                    if (window.benchApplied) window.benchApplied();
+                }), 0);
+            }
+        }
+    }
+    window.WebSocket = Counting;
+})()"""
+
+# Polled in the page: when the opened notebook's shared model holds every cell and when
+# its first cell is on screen (milliseconds from the start of the open); and which room
+# message made the model whole.
+OPEN_NOTEBOOK = """async ([path, cells, marker]) => {
+    window.benchMessages = 0;
     const started = performance.now();
     const result = {};
+    const whole = () => {
+        for (const w of jupyterapp.shell.widgets('main')) {
+            const model = w.context && w.context.path === path && w.context.model;
+            if (model && model.sharedModel.cells.length === cells) return true;
+        }
+        return false;
+    };
+    // The room message after which the page's model is whole (counted from the first).
+    window.benchApplied = () => {
+        if (result.messages === undefined && whole()) result.messages = window.benchMessages;
+    };
     jupyterapp.commands.execute('docmanager:open', {path});
     await new Promise((resolve) => {
         const check = () => {
@@ -80,12 +132,14 @@ OPEN_NOTEBOOK = """async ([path, cells]) => {
                 if (w.context && w.context.path === path) widget = w;
             }
             const model = widget && widget.context.model;
+            const now = performance.now();
             if (result.model === undefined && model && model.sharedModel.cells.length === cells) {
-                result.model = performance.now() - started;
+                result.model = now - started;
             }
             const line = widget && widget.node.querySelector('.jp-Cell .cm-line');
-            if (result.model !== undefined && line && line.textContent.includes('cell 0')) {
-                result.rendered = performance.now() - started;
+            if (result.model !== undefined && line && line.textContent.includes(marker)) {
+                result.rendered = now - started;
+                window.benchApplied = null;
                 resolve();
             } else {
                 setTimeout(check, 2);
@@ -95,6 +149,74 @@ OPEN_NOTEBOOK = """async ([path, cells]) => {
     });
     return result;
 }"""
+
+
+class Network:
+    """What Chromium's network stack saw of a page's session requests and notebook room
+    sockets, with its own timestamps (seconds): when a request left and its answer was
+    in, when a socket's handshake left and each of its messages arrived. These are taken
+    outside the page's busy main thread, so they time the server, not the page."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, dict[str, float]] = {}
+        self.sockets: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    async def attach(cls, page: Any) -> Network:
+        network = cls()
+        cdp = await page.context.new_cdp_session(page)
+        cdp.on("Network.requestWillBeSent", network._request)
+        cdp.on("Network.loadingFinished", network._finished)
+        cdp.on("Network.webSocketCreated", network._socket)
+        cdp.on("Network.webSocketWillSendHandshakeRequest", network._handshake)
+        cdp.on("Network.webSocketFrameReceived", network._frame)
+        await cdp.send("Network.enable")
+        return network
+
+    def clear(self) -> None:
+        self.requests.clear()
+        self.sockets.clear()
+
+    def _request(self, event: dict[str, Any]) -> None:
+        request = event["request"]
+        if request["method"] == "PUT" and "/api/collaboration/session/" in request["url"]:
+            self.requests[event["requestId"]] = {"sent": event["timestamp"]}
+
+    def _finished(self, event: dict[str, Any]) -> None:
+        if event["requestId"] in self.requests:
+            self.requests[event["requestId"]]["done"] = event["timestamp"]
+
+    def _socket(self, event: dict[str, Any]) -> None:
+        if "api/collaboration/room/json:notebook:" in event["url"]:
+            self.sockets[event["requestId"]] = {"frames": []}
+
+    def _handshake(self, event: dict[str, Any]) -> None:
+        if event["requestId"] in self.sockets:
+            self.sockets[event["requestId"]]["sent"] = event["timestamp"]
+
+    def _frame(self, event: dict[str, Any]) -> None:
+        if event["requestId"] in self.sockets:
+            self.sockets[event["requestId"]]["frames"].append(event["timestamp"])
+
+    def server_share(self, messages: int) -> tuple[float, float]:
+        """Milliseconds the server took to open one notebook for a page: its session request
+        and its socket from the handshake until the ``messages``-th message (the one that
+        completed the document) arrived."""
+        (request,) = self.requests.values()
+        (socket,) = self.sockets.values()
+        session = request["done"] - request["sent"]
+        sync = socket["frames"][messages - 1] - socket["sent"]
+        return float(session) * 1000, float(sync) * 1000
+
+
+CLOSE_NOTEBOOK = """(path) => {
+    for (const w of jupyterapp.shell.widgets('main')) {
+        if (w.context && w.context.path === path) w.close();
+    }
+}"""
+
+# A small notebook the page opens before the measured ones.
+WARMUP_CELLS = 10
 
 # Resolves with the time (Date.now()) an editor line of the page shows the marker.
 WATCH = """(marker) => {
@@ -113,25 +235,13 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def notebook(cells: int) -> dict[str, Any]:
-    return {
-        "nbformat": 4,
-        "nbformat_minor": 5,
-        "metadata": {
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
-        },
-        "cells": [
-            {
-                "cell_type": "code",
-                "id": f"cell-{i}",
-                "metadata": {},
-                "source": f"# cell {i}\nx_{i} = {i} * 2\nprint(x_{i})",
-                "execution_count": i + 1,
-                "outputs": [{"output_type": "stream", "name": "stdout", "text": f"{i * 2}\n"}],
-            }
-            for i in range(cells)
-        ],
-    }
+def write_notebook(path: Path, cells: int) -> None:
+    """The benchmark's large notebook (as ``run.py``'s open scenario writes it)."""
+    nbformat.write(nbformat.from_dict(make_notebook(cells)), str(path))
+
+
+# What the first cell's editor shows once it is on screen.
+FIRST_LINE = "value_0_0 = compute("
 
 
 def rooms_python() -> str:
@@ -162,13 +272,16 @@ def _spawn(
 
 @asynccontextmanager
 async def jupyterlab(python: str, root: Path) -> AsyncIterator[tuple[str, str, int]]:
-    """Run ``jupyter lab`` of an interpreter on ``root``; yields its URL, token and pid."""
+    """Run ``jupyter lab`` of an interpreter on ``root``; yields its URL, token and pid.
+
+    Run again on the same root, it finds what the previous run kept (its settings, file
+    ids and the rooms' histories)."""
     home = root.parent / "jupyter"
     settings = home / "settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
+    settings.mkdir(parents=True, exist_ok=True)
     (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
     config = home / "config"
-    config.mkdir()
+    config.mkdir(exist_ok=True)
     (config / "jupyter_server_config.json").write_text(
         json.dumps(
             {
@@ -181,6 +294,9 @@ async def jupyterlab(python: str, root: Path) -> AsyncIterator[tuple[str, str, i
     )
     env = {
         **os.environ,
+        # The interpreter's own scripts first: ``jupyter`` commands found on the PATH
+        # otherwise could be another environment's (another server than the one asked).
+        "PATH": os.pathsep.join([str(Path(python).parent), os.environ.get("PATH", "")]),
         "JUPYTER_CONFIG_DIR": str(config),
         "JUPYTER_DATA_DIR": str(home / "data"),
         "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
@@ -188,13 +304,12 @@ async def jupyterlab(python: str, root: Path) -> AsyncIterator[tuple[str, str, i
         "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
     }
     port, token = free_port(), secrets.token_hex(16)
-    logfile = (root.parent / "server.log").open("w")
+    logfile = (root.parent / "server.log").open("a")
     process = _spawn(
         [
             python,
             "-m",
-            "jupyter",
-            "lab",
+            "jupyterlab",
             "--no-browser",
             "--allow-root",
             "--ServerApp.ip=127.0.0.1",
@@ -222,6 +337,9 @@ async def jupyterlab(python: str, root: Path) -> AsyncIterator[tuple[str, str, i
                 await asyncio.sleep(0.2)
             except Exception:
                 await asyncio.sleep(0.2)
+        running = psutil.Process(process.pid).cmdline()
+        if not running or Path(running[0]) != Path(python):
+            raise RuntimeError(f"the server runs {running[:1]}, not {python}")
         yield url, token, process.pid
     finally:
         process.terminate()
@@ -249,11 +367,22 @@ async def room_url(url: str, token: str, path: str) -> str:
 
 async def open_room(url: str, token: str, path: str, cells: int) -> tuple[YClient, float]:
     """A Python client's session and sync of a notebook: the client, and the milliseconds
-    until it has every cell (a server may answer the sync before it has loaded them)."""
+    until the message that completes the document was received (a server may answer the
+    sync before it has loaded the notebook; the client's own applying is left out)."""
     started = time.perf_counter()
     client = await YClient.open(await room_url(url, token, path))
     array = client.doc.get("cells", type=Array)
     complete = asyncio.Event()
+    received = started
+    receive = client._receive
+
+    def timed(messages: list[bytes]) -> None:
+        nonlocal received
+        received = time.perf_counter()
+        receive(messages)
+
+    # Nothing was received yet: the client handles its first messages once this returns.
+    client._receive = timed  # type: ignore[method-assign]
 
     def check() -> None:
         if (client.synced.is_set() and len(array) >= cells) or client.closed:
@@ -261,39 +390,71 @@ async def open_room(url: str, token: str, path: str, cells: int) -> tuple[YClien
 
     client.on_change = check
     check()
-    await asyncio.wait_for(complete.wait(), 120)
+    await asyncio.wait_for(complete.wait(), 300)
     if client.closed:
         raise RuntimeError(f"the connection to {path} ended: {client.error!r}")
     client.on_change = None
-    return client, (time.perf_counter() - started) * 1000
+    return client, (received - started) * 1000
 
 
-async def measure(name: str, python: str, cells: int, edits: int) -> dict[str, Any]:
+async def lab_page(browser: Any, url: str, token: str, workspace: str) -> tuple[Any, Network]:
+    """A page of JupyterLab with an empty workspace of its own, and its network's record."""
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    await page.add_init_script(RECORD)
+    network = await Network.attach(page)
+    await page.goto(f"{url}/lab/workspaces/{workspace}?reset&token={token}")
+    await page.wait_for_function(
+        "() => window.jupyterapp && jupyterapp.shell.widgets", timeout=120_000
+    )
+    await page.locator(".jp-Launcher").first.wait_for(timeout=120_000)
+    return page, network
+
+
+async def open_in_page(page: Any, network: Network, path: str, cells: int) -> dict[str, float]:
+    """Open a notebook in a page: milliseconds until it is on screen, and the server's."""
+    network.clear()
+    opened: dict[str, float] = await page.evaluate(OPEN_NOTEBOOK, [path, cells, FIRST_LINE])
+    opened["session"], opened["sync"] = network.server_share(int(opened["messages"]))
+    opened["server"] = opened["session"] + opened["sync"]
+    return opened
+
+
+async def measure(
+    name: str, python: str, cells: int, edits: int, profile: Path | None = None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-browser-") as tmp:
         root = Path(tmp) / "root"
         root.mkdir()
-        (root / "big.ipynb").write_text(json.dumps(notebook(cells)))
-        # The same notebook under another name, for the server alone (a cold room too).
-        (root / "copy.ipynb").write_text(json.dumps(notebook(cells)))
+        write_notebook(root / "big.ipynb", cells)
+        # The same notebook under another name, for the server alone.
+        shutil.copyfile(root / "big.ipynb", root / "copy.ipynb")
+        write_notebook(root / "warmup.ipynb", WARMUP_CELLS)
+        size = (root / "big.ipynb").stat().st_size
         async with jupyterlab(python, root) as (url, token, pid), async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = await browser.new_page(viewport={"width": 1200, "height": 900})
-            await page.goto(f"{url}/lab?token={token}")
-            await page.wait_for_function(
-                "() => window.jupyterapp && jupyterapp.shell.widgets", timeout=120_000
-            )
-            await page.locator(".jp-Launcher").first.wait_for(timeout=120_000)
-            log(f"[{name}] the server alone: session and first sync of a Python client")
-            alone, server_alone = await open_room(url, token, "copy.ipynb", cells)
+            page, network = await lab_page(browser, url, token, "bench-first")
+            # What a server does once, for the first notebook a page opens (loading its
+            # exporters for the page's menus, say), is done on another notebook first.
+            await open_in_page(page, network, "warmup.ipynb", WARMUP_CELLS)
+            await page.evaluate(CLOSE_NOTEBOOK, "warmup.ipynb")
+            log(f"[{name}] the server alone, cold: session and sync of a Python client")
+            with profiling(pid, profile and profile / f"{name}-alone-cold.txt"):
+                alone, server_cold = await open_room(url, token, "copy.ipynb", cells)
             await alone.close()
 
-            log(f"[{name}] opening a notebook of {cells} cells")
-            opened = await page.evaluate(OPEN_NOTEBOOK, ["big.ipynb", cells])
+            log(f"[{name}] opening a notebook of {cells} cells ({size / 1e6:.1f} MB), cold")
+            with profiling(pid, profile and profile / f"{name}-page-cold.txt"):
+                cold = await open_in_page(page, network, "big.ipynb", cells)
+            log(f"[{name}] the same in a second page, warm")
+            second, second_network = await lab_page(browser, url, token, "bench-second")
+            with profiling(pid, profile and profile / f"{name}-page-warm.txt"):
+                warm = await open_in_page(second, second_network, "big.ipynb", cells)
             rss = psutil.Process(pid).memory_info().rss
 
+            log(f"[{name}] the server alone, warm")
+            with profiling(pid, profile and profile / f"{name}-alone-warm.txt"):
+                client, server_warm = await open_room(url, token, "big.ipynb", cells)
             log(f"[{name}] {edits} edits from Python")
-            # The server's share of opening a notebook someone has open (a warm room).
-            client, server_warm = await open_room(url, token, "big.ipynb", cells)
             source = client.doc.get("cells", type=Array)[0]
             assert isinstance(source, Map)
             text = source["source"]
@@ -309,31 +470,60 @@ async def measure(name: str, python: str, cells: int, edits: int) -> dict[str, A
                 await asyncio.sleep(0.05)
             await client.close()
             await browser.close()
-    latencies.sort()
+        log(f"[{name}] the server alone, reopened after a restart")
+        async with jupyterlab(python, root) as (url, token, pid):
+            with profiling(pid, profile and profile / f"{name}-alone-reopened.txt"):
+                again, server_reopened = await open_room(url, token, "copy.ipynb", cells)
+            await again.close()
     return {
         "target": name,
         "cells": cells,
-        "open_page_ms": round(opened["rendered"]),
-        "open_server_ms": round(server_alone),
+        "file_mb": round(size / 1e6, 1),
+        "open_page_cold_ms": round(cold["rendered"]),
+        "open_page_cold_server_ms": round(cold["server"]),
+        "open_page_cold_session_ms": round(cold["session"]),
+        "open_page_warm_ms": round(warm["rendered"]),
+        "open_page_warm_server_ms": round(warm["server"]),
+        "open_page_warm_session_ms": round(warm["session"]),
+        "open_server_cold_ms": round(server_cold),
         "open_server_warm_ms": round(server_warm),
-        "edit_median_ms": round(statistics.median(latencies), 1),
-        "edit_p90_ms": round(latencies[int(0.9 * (len(latencies) - 1))], 1),
+        "open_server_reopened_ms": round(server_reopened),
+        "edits": edits,
+        "edit_median_ms": round(percentile(latencies, 50), 1),
+        "edit_p99_ms": round(percentile(latencies, 99), 1),
         "server_rss_mb": round(rss / 2**20),
+        "load_average": [round(load, 2) for load in os.getloadavg()],
     }
 
 
+ROWS = [
+    (
+        "open in the page, cold: every cell in its model, first cell on screen",
+        "open_page_cold_ms",
+        "ms",
+    ),
+    (
+        "  the server's share: session request, socket until the document is in",
+        "open_page_cold_server_ms",
+        "ms",
+    ),
+    ("    of which the session request", "open_page_cold_session_ms", "ms"),
+    ("open in a second page, warm (the room is open)", "open_page_warm_ms", "ms"),
+    ("  the server's share", "open_page_warm_server_ms", "ms"),
+    ("    of which the session request", "open_page_warm_session_ms", "ms"),
+    ("the server alone (Python client), cold: session + sync", "open_server_cold_ms", "ms"),
+    ("  warm: the pages have the notebook open", "open_server_warm_ms", "ms"),
+    ("  reopened after a server restart", "open_server_reopened_ms", "ms"),
+    ("edit Python -> page, median", "edit_median_ms", "ms"),
+    ("edit Python -> page, p99", "edit_p99_ms", "ms"),
+    ("server memory (RSS) with the notebook open", "server_rss_mb", "MB"),
+]
+
+
 def table(results: list[dict[str, Any]]) -> str:
-    rows = [
-        ("open in the page: every cell in its model, first cells on screen", "open_page_ms", "ms"),
-        ("  the server's share, cold: session + sync, Python client", "open_server_ms", "ms"),
-        ("  the same, warm: the page has the notebook open", "open_server_warm_ms", "ms"),
-        ("edit Python -> page, median", "edit_median_ms", "ms"),
-        ("edit Python -> page, p90", "edit_p90_ms", "ms"),
-        ("server memory (RSS)", "server_rss_mb", "MB"),
-    ]
     names = [result["target"] for result in results]
     lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for label, key, unit in rows:
+    for label, key, unit in ROWS:
         cells = " | ".join(f"{result[key]} {unit}" for result in results)
         lines.append(f"| {label} | {cells} |")
     return "\n".join(lines)
@@ -341,12 +531,20 @@ def table(results: list[dict[str, Any]]) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cells", type=int, default=2000)
-    parser.add_argument("--edits", type=int, default=20)
+    parser.add_argument("--cells", type=int, default=2000, help="the notebook's size")
+    parser.add_argument("--edits", type=int, default=100)
     parser.add_argument("--targets", default="jupyter_rooms,jupyter-collaboration")
     parser.add_argument("--cache", type=Path, default=HERE / ".cache")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="sample each server with py-spy while the pages open the notebook, into "
+        "collapsed stacks in this directory",
+    )
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     if not shutil.which(CHROMIUM):
         sys.exit(f"Chromium is needed at {CHROMIUM}")
     results = []
@@ -356,8 +554,11 @@ async def main() -> None:
         except Unavailable as exc:
             log(f"[{name}] skipped: {exc}")
             continue
-        results.append(await measure(name, python, args.cells, args.edits))
+        log(f"[{name}] load average {os.getloadavg()}")
+        results.append(await measure(name, python, args.cells, args.edits, args.profile))
     print(table(results))
+    for result in results:
+        print(f"{result['target']}: load average at the end {result['load_average']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -181,8 +181,9 @@ class Room(AsyncContextManagerMixin):
         # While set, clients' changes wait until it is (see ``hold_changes``).
         self._changes_held: Event | None = None
         # The whole document as an update, for clients that have nothing of it yet,
-        # until the next change: a subclass that has it at hand (a room just loaded)
-        # spares them encoding a large document again.
+        # until the next change: encoded once for all those who join meanwhile (a page
+        # opening a large notebook), or given by a subclass that has it at hand (a room
+        # just loaded).
         self._whole_update: bytes | None = None
         self.awareness = Awareness(self._doc)
         # The room itself is not a participant: it only relays others' presence.
@@ -373,7 +374,9 @@ class Room(AsyncContextManagerMixin):
     def _handle(self, conn: _Client, message: Message) -> None:
         if message.type == MessageType.SYNC:
             if message.sync_type == SyncType.STEP1:
-                if message.payload == _EMPTY_STATE and self._whole_update is not None:
+                if message.payload == _EMPTY_STATE:
+                    if self._whole_update is None:
+                        self._whole_update = self._doc.get_update()
                     update = self._whole_update
                 else:
                     try:

@@ -26,6 +26,7 @@ from tornado.websocket import websocket_connect
 
 from jupyter_rooms import bind, connect
 from jupyter_rooms.client import ChannelClient
+from jupyter_rooms.jupyter.documents import NotebookKind, TextKind
 from jupyter_rooms.jupyter.filerooms import FileRoom
 from jupyter_rooms.jupyter.wire import JupyterServer, MissingServerError
 from jupyter_rooms.notebook import Notebook
@@ -846,3 +847,95 @@ async def test_a_change_to_a_cut_short_save_keeps_the_rest_of_it(
         assert str(text) == expected[:1000] + "added\n" + expected[1000:]
         failing = False
         await until(lambda: read(path) == str(text))
+
+
+async def test_a_reopened_room_reads_its_file_only_if_it_changed(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A room rebuilt from its log compares the file's hash with the one it saved: the
+    # same file is not read as a notebook again (which takes a while for a large one);
+    # a file changed while the room was closed is read and merged.
+    make_notebook(root / "nb.ipynb", ["a = 1", "b = 1"])
+    (root / "a.txt").write_text("alpha\n")
+    # The rooms stay open until they have saved (a save cut off by the room closing is
+    # settled by comparing contents when it reopens instead).
+    async with serve(root, cleanup_delay=60.0) as server:
+        async with join(server, "nb.ipynb") as client:
+            Notebook(client.doc)[0].source = "a = 2"
+            notebook_room = server.room_manager.rooms["nb.ipynb"]
+        async with join(server, "a.txt") as client:
+            client.doc.get("source", type=Text).insert(0, "one ")
+            text_room = server.room_manager.rooms["a.txt"]
+        await until(lambda: notebook_room.unsaved is False and text_room.unsaved is False)
+        await until(lambda: notebook_room.saves == 1 and text_room.saves == 1)
+    assert notebook_on_disk(root / "nb.ipynb").cells[0].source == "a = 2"  # type: ignore[union-attr]
+    assert read(root / "a.txt") == "one alpha\n"
+
+    reads: list[str] = []
+    readers = [(NotebookKind, "from_file"), (NotebookKind, "from_model"), (TextKind, "from_model")]
+    for kind, name in readers:
+        original = getattr(kind, name)
+
+        def counted(self: Any, data: Any, original: Any = original, name: str = name) -> Any:
+            reads.append(f"{type(self).__name__}.{name}")
+            return original(self, data)
+
+        monkeypatch.setattr(kind, name, counted)
+
+    async with serve(root) as server:
+        async with join(server, "nb.ipynb") as client:
+            assert [cell.source for cell in Notebook(client.doc)] == ["a = 2", "b = 1"]
+        async with join(server, "a.txt") as client:
+            assert str(client.doc.get("source", type=Text)) == "one alpha\n"
+    assert reads == []
+
+    # Changed while the rooms were closed: read, and merged with the rooms' history.
+    nb = nbformat.read(root / "nb.ipynb", as_version=4)
+    nb.cells[1].source = "b = 2"
+    nbformat.write(nb, root / "nb.ipynb")
+    (root / "a.txt").write_text("one alpha\nbeta\n")
+    async with serve(root) as server:
+        async with join(server, "nb.ipynb") as client:
+            assert [cell.source for cell in Notebook(client.doc)] == ["a = 2", "b = 2"]
+        async with join(server, "a.txt") as client:
+            assert str(client.doc.get("source", type=Text)) == "one alpha\nbeta\n"
+    assert "NotebookKind.from_file" in reads and "TextKind.from_model" in reads
+
+
+async def test_a_save_cut_short_is_found_again_after_another_restart(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The room finds its own save cut short, and the server stops again before writing
+    # the file anew: the piece in the file is still not the saved document (the room
+    # does not take it for one by its hash); the next opening finds the piece again and
+    # writes the file.
+    path = root / "cut.ipynb"
+    async with serve(root) as server, join(server, "cut.ipynb") as client:
+        notebook = Notebook(client.doc)
+        for i in range(20):
+            notebook.append_cell(f"x = {i}")
+        await until(lambda: notebook_on_disk(path) is not None)
+    written = path.read_bytes()
+    (log,) = Path(os.environ["JUPYTER_DATA_DIR"]).rglob("cut.ipynb.ylog")
+    updatelog = UpdateLog(log)
+    updatelog.append(meta={"saving": {"updates": len(updatelog.load().updates)}})
+    updatelog.close()
+    piece = written[: len(written) // 2]
+    path.write_bytes(piece)
+
+    async def no_save(room: FileRoom) -> bool:
+        room._retry_later()
+        return False
+
+    with monkeypatch.context() as patch:
+        patch.setattr(FileRoom, "_save", no_save)
+        async with serve(root) as server, join(server, "cut.ipynb") as client:
+            assert len(Notebook(client.doc)) == 20
+            room = server.room_manager.rooms["cut.ipynb"]
+            assert room._file_error is None and room.unsaved
+    assert path.read_bytes() == piece
+    async with serve(root) as server, join(server, "cut.ipynb") as client:
+        assert len(Notebook(client.doc)) == 20
+        await until(lambda: notebook_on_disk(path) is not None)
+    nb = notebook_on_disk(path)
+    assert nb is not None and len(nb.cells) == 20

@@ -73,6 +73,36 @@ async def test_room_outlives_its_last_client_by_cleanup_delay(wire: str) -> None
             assert str(roots(third.doc)[0]) == ""
 
 
+async def test_clients_joining_between_changes_share_one_encoding_of_the_document(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A large document is encoded once for everyone who joins with nothing of it, until
+    # the next change; after that, joiners get the change too.
+    async with serving("memory", cleanup_delay=5.0) as (server, options):
+        async with connect("memory", id="a", **options) as first:
+            roots(first.doc)[0].insert(0, "hello")
+            room = server.room_manager.rooms["a"]
+            await settle(lambda: str(roots(room.doc)[0]) == "hello")
+            encoded: list[bytes | None] = []
+            get_update = Doc.get_update
+
+            def counted(doc: Doc, state: bytes | None = None) -> bytes:
+                if doc is room.doc:
+                    encoded.append(state)
+                return get_update(doc, state)
+
+            monkeypatch.setattr(Doc, "get_update", counted)
+            for _ in range(3):
+                async with connect("memory", id="a", **options) as joiner:
+                    assert str(roots(joiner.doc)[0]) == "hello"
+            assert len(encoded) == 1
+            roots(first.doc)[0].insert(5, " world")
+            await settle(lambda: str(roots(room.doc)[0]) == "hello world")
+            async with connect("memory", id="a", **options) as joiner:
+                assert str(roots(joiner.doc)[0]) == "hello world"
+            assert len(encoded) == 2
+
+
 async def test_rooms_are_separate() -> None:
     async with serving("memory") as (server, options):
         async with (

@@ -107,6 +107,8 @@ _SAVE_ATTEMPTS = 3
 _FILE_BYTES = BlobKind()
 # What the room knows a file to hold when it holds a piece of the room's own save.
 _CUT_SHORT: Any = object()
+# The content of a file read only to compare its hash, which was the one asked about.
+_UNCHANGED: Any = object()
 
 # The extension of a room's log, after the file's own name.
 LOG_SUFFIX = ".ylog"
@@ -230,19 +232,24 @@ def _reads_notebooks(contents_manager: Any) -> bool:
     return False
 
 
-def _read_notebook_file(contents_manager: Any, path: str) -> tuple[Any, dict[str, str]] | None:
+def _read_notebook_file(
+    contents_manager: Any, path: str, unless_hash: str | None = None
+) -> tuple[Any, dict[str, str]] | None:
     """A notebook's content as ``NotebookKind.from_model`` reads it from the contents
     manager, and the file's hash as the manager gives it; ``None`` when the manager must
-    read it (it does not exist any more, or is anything but a plain notebook)."""
+    read it (it does not exist any more, or is anything but a plain notebook). A file
+    whose hash is ``unless_hash`` is not parsed: its content is ``_UNCHANGED``."""
     try:
         with open(contents_manager._get_os_path(path), "rb") as file:
             data = file.read()
     except (OSError, HTTPError):
         return None
+    digest: dict[str, str] = contents_manager._get_hash(data)
+    if unless_hash is not None and digest.get("hash") == unless_hash:
+        return _UNCHANGED, digest
     content = _NOTEBOOK.from_file(data)
     if content is None:
         return None
-    digest: dict[str, str] = contents_manager._get_hash(data)
     return content, digest
 
 
@@ -427,7 +434,9 @@ class FileRoom(Room):
         self.kind = kind_named(meta["kind"])
         saved = _Saved.from_record(meta["saved"], updates)
         try:
-            model, content = await self._read_content(self.kind)
+            # A file with the hash it had when it last matched the room is that file:
+            # nothing to merge nor to look at (it need not even be read as a notebook).
+            model, content = await self._read_content(self.kind, unless_hash=saved.hash)
         except (_FileUnreadable, DocumentError) as exc:
             model, content = None, None
             self._file_error = str(exc)
@@ -436,7 +445,10 @@ class FileRoom(Room):
             return False
         self.epoch = meta["epoch"]
         self.last_saved = saved.time
-        self.doc.apply_update(_merged(updates))
+        whole = _merged(updates)
+        self.doc.apply_update(whole)
+        # The first clients' sync reply, until the first change.
+        self._whole_update = whole
         self._log_updates = len(updates)
         self._logging = True
         self._saved = saved
@@ -453,6 +465,8 @@ class FileRoom(Room):
             return True
         assert content is not None
         self._fingerprint = _fingerprint(model)
+        if content is _UNCHANGED:
+            return True
         saving = meta.get("saving")
         if model.get("hash") != saved.hash and isinstance(saving, dict):
             # A save was under way when the server stopped: did it reach the file?
@@ -468,7 +482,9 @@ class FileRoom(Room):
                 # a piece of the room's own save, not someone else's change, and merging
                 # it would delete the rest. Write the file again instead.
                 self.log.warning("room %r: its last save was cut short; saving again", self.id)
-                self._set_saved(pending)
+                # Not recorded in the log: should the server stop again before the file
+                # is written, the log's record of the save under way still tells.
+                self._saved = replace(pending, hash=None)
                 self._saved_content = content
                 self._cut_tail = written[len(content) :]
                 # At once: until then another program could take the piece for the file.
@@ -506,7 +522,9 @@ class FileRoom(Room):
         self.log.warning("room %r: its last save was cut short; saving again", self.id)
         self._file_error = None
         self._fingerprint = _fingerprint(model)
-        self._set_saved(replace(pending, hash=model.get("hash")))
+        # Not recorded in the log: should the server stop again before the file is
+        # written, the log's record of the save under way still tells.
+        self._saved = pending
         # Nothing readable is there: whatever the room holds differs from it.
         self._saved_content = _CUT_SHORT
         self._dirty = self._flush = True
@@ -1025,9 +1043,13 @@ class FileRoom(Room):
             raise _FileUnreadable(self._rooms.relative(str(exc))) from None
         return model
 
-    async def _read_content(self, kind: DocumentKind) -> tuple[dict[str, Any] | None, Any]:
+    async def _read_content(
+        self, kind: DocumentKind, *, unless_hash: str | None = None
+    ) -> tuple[dict[str, Any] | None, Any]:
         """The file's model and its content as ``kind`` reads it; ``(None, None)`` if
-        the file does not exist.
+        the file does not exist. A file whose hash is ``unless_hash`` is not read as
+        ``kind`` (which may fail, and takes a while for a large notebook): its content is
+        then ``_UNCHANGED``.
 
         A notebook of a local contents manager's is read from its file here: the
         manager's reading (notebook objects, a schema validation that only logs, a trust
@@ -1041,10 +1063,14 @@ class FileRoom(Room):
             if model is None:
                 return None, None
             cm = self._rooms.contents_manager
-            read = await to_thread.run_sync(_read_notebook_file, cm, self.id)
+            read = await to_thread.run_sync(_read_notebook_file, cm, self.id, unless_hash)
             if read is not None:
                 content, digest = read
                 return {**model, "format": "json", **digest}, content
+        if unless_hash is not None:
+            model = await self._read(kind, content=False)
+            if model is None or model.get("hash") == unless_hash:
+                return model, _UNCHANGED if model is not None else None
         model = await self._read(kind, content=True)
         return model, kind.from_model(model) if model is not None else None
 
@@ -1190,8 +1216,11 @@ class FileRoom(Room):
                 self._saved_content = content
             self._stamp_state(self._saved.hash)
             return True
+        state = self.doc.get_state()
         self.kind.prepare(self.doc)
-        content = self.kind.content(self.doc)
+        if self.doc.get_state() != state:
+            # Prepared (ids given, say): what it added only ever adds to the state.
+            content = self.kind.content(self.doc)
         self._dirty = False
         # What the file will hold, as the record of the save will say: taken with the
         # content, before anything can change the document (an edit that arrives while
