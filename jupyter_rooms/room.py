@@ -180,6 +180,9 @@ class Room(AsyncContextManagerMixin):
         self.log = log
         # While set, clients' changes wait until it is (see ``hold_changes``).
         self._changes_held: Event | None = None
+        # How many clients' changes wait for ``take_changes`` right now.
+        self._changes_waiting = 0
+        self._changes_drained: Event | None = None
         # The whole document as an update, for clients that have nothing of it yet,
         # until the next change: encoded once for all those who join meanwhile (a page
         # opening a large notebook), or given by a subclass that has it at hand (a room
@@ -297,13 +300,31 @@ class Room(AsyncContextManagerMixin):
         if held is not None:
             held.set()
 
+    async def changes_taken(self) -> None:
+        """Return once every change that waited for ``take_changes`` is applied."""
+        while self._changes_waiting:
+            if self._changes_drained is None:
+                self._changes_drained = Event()
+            await self._changes_drained.wait()
+
     async def _changes_may_wait(self, message: Message) -> None:
         held = self._changes_held
         if held is not None and message.type == MessageType.SYNC:
             if message.sync_type != SyncType.STEP1 and message.payload != EMPTY_UPDATE:
-                # A client that sent a change counts on it: it is not dropped.
-                with CancelScope(shield=True):
-                    await held.wait()
+                # A client that sent a change counts on it: it is not dropped. Its
+                # receive loop applies it before it awaits anything else.
+                self._changes_waiting += 1
+                try:
+                    with CancelScope(shield=True):
+                        await held.wait()
+                finally:
+                    self._changes_waiting -= 1
+                    # Whoever waits for this runs once this loop has applied the change
+                    # (nothing between here and there awaits).
+                    drained = self._changes_drained
+                    if not self._changes_waiting and drained is not None:
+                        self._changes_drained = None
+                        drained.set()
 
     async def _receive_loop(self, conn: _Client) -> None:
         recv_nowait = getattr(conn.channel, "recv_nowait", None)

@@ -380,6 +380,7 @@ class FileRoom(Room):
             # closes the room writes them).
             with CancelScope(shield=True):
                 await self.write_history()
+                await self.changes_taken()
             self.doc.unobserve(subscription)
             self.awareness.unobserve(presence)
 
@@ -979,6 +980,7 @@ class FileRoom(Room):
 
     async def _close_file(self) -> None:
         await self.write_history()
+        await self.changes_taken()
         # With autosave off, what was not saved stays in the room's log (the room
         # reopens with it), not in the file.
         saver = self._saver_role and self.is_saver
