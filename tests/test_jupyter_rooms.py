@@ -94,6 +94,15 @@ def make_notebook(path: Path, sources: list[str]) -> nbformat.NotebookNode:
     return nb
 
 
+def a_save_under_way(name: str) -> None:
+    """Leave in a room's log what a server killed in the middle of saving leaves: the
+    record of a save of everything the log holds, and no record that it ended."""
+    (log,) = Path(os.environ["JUPYTER_DATA_DIR"]).rglob(f"{name}.ylog")
+    updatelog = UpdateLog(log)
+    updatelog.append(meta={"saving": {"updates": len(updatelog.load().updates)}})
+    updatelog.close()
+
+
 async def fetch(server: JupyterServer, path: str, **kwargs: Any) -> Any:
     headers = kwargs.pop("headers", {"Authorization": f"token {server.token}"})
     response = await AsyncHTTPClient().fetch(server.url + path, headers=headers, **kwargs)
@@ -593,10 +602,7 @@ async def test_a_save_cut_short_by_a_crash_is_written_again_not_merged(root: Pat
     async with serve(root) as server, join(server, "long.txt") as client:
         client.doc.get("source", type=Text).insert(0, expected)
         await until(lambda: read(path) == expected)
-    (log,) = Path(os.environ["JUPYTER_DATA_DIR"]).rglob("long.txt.ylog")
-    updatelog = UpdateLog(log)
-    updatelog.append(meta={"saving": {"updates": len(updatelog.load().updates)}})
-    updatelog.close()
+    a_save_under_way("long.txt")
     path.write_text(expected[:1000])
     async with serve(root) as server, join(server, "long.txt") as client:
         assert str(client.doc.get("source", type=Text)) == expected
@@ -644,10 +650,7 @@ async def test_a_notebook_save_cut_short_by_a_crash_is_written_again(root: Path)
             notebook.append_cell(f"x = {i}\nprint(x)")
         await until(lambda: notebook_on_disk(path) is not None)
     written = path.read_bytes()
-    (log,) = Path(os.environ["JUPYTER_DATA_DIR"]).rglob("cut.ipynb.ylog")
-    updatelog = UpdateLog(log)
-    updatelog.append(meta={"saving": {"updates": len(updatelog.load().updates)}})
-    updatelog.close()
+    a_save_under_way("cut.ipynb")
     path.write_bytes(written[: len(written) // 2])
     async with serve(root) as server, join(server, "cut.ipynb") as client:
         assert len(Notebook(client.doc)) == 50
@@ -656,9 +659,7 @@ async def test_a_notebook_save_cut_short_by_a_crash_is_written_again(root: Path)
     assert nb is not None and [cell.source for cell in nb.cells][-1] == "x = 49\nprint(x)"
 
     # The same piece with a change of someone else's is not the room's to overwrite.
-    updatelog = UpdateLog(log)
-    updatelog.append(meta={"saving": {"updates": len(updatelog.load().updates)}})
-    updatelog.close()
+    a_save_under_way("cut.ipynb")
     damaged = written[: len(written) // 2].replace(b"x = 1", b"y = 1", 1)
     path.write_bytes(damaged)
     async with serve(root) as server, join(server, "cut.ipynb") as client:
@@ -806,10 +807,7 @@ async def test_a_change_made_after_a_save_the_server_did_not_record_is_merged_on
         text.insert(len(str(text)), "two\n")
         await until(lambda: server.room_manager.rooms["t.txt"].unsaved is True)
     assert read(path) == "one\n"
-    (log,) = Path(os.environ["JUPYTER_DATA_DIR"]).rglob("t.txt.ylog")
-    updatelog = UpdateLog(log)
-    updatelog.append(meta={"saving": {"updates": len(updatelog.load().updates)}})
-    updatelog.close()
+    a_save_under_way("t.txt")
     path.write_text("one\ntwo\nthree\n")
     async with serve(root) as server, join(server, "t.txt") as client:
         assert str(client.doc.get("source", type=Text)) == "one\ntwo\nthree\n"
@@ -826,10 +824,7 @@ async def test_a_change_to_a_cut_short_save_keeps_the_rest_of_it(
     async with serve(root) as server, join(server, "long.txt") as client:
         client.doc.get("source", type=Text).insert(0, expected)
         await until(lambda: read(path) == expected)
-    (log,) = Path(os.environ["JUPYTER_DATA_DIR"]).rglob("long.txt.ylog")
-    updatelog = UpdateLog(log)
-    updatelog.append(meta={"saving": {"updates": len(updatelog.load().updates)}})
-    updatelog.close()
+    a_save_under_way("long.txt")
     path.write_text(expected[:1000])
     failing = True
     save = AsyncLargeFileManager.save
@@ -916,10 +911,7 @@ async def test_a_save_cut_short_is_found_again_after_another_restart(
             notebook.append_cell(f"x = {i}")
         await until(lambda: notebook_on_disk(path) is not None)
     written = path.read_bytes()
-    (log,) = Path(os.environ["JUPYTER_DATA_DIR"]).rglob("cut.ipynb.ylog")
-    updatelog = UpdateLog(log)
-    updatelog.append(meta={"saving": {"updates": len(updatelog.load().updates)}})
-    updatelog.close()
+    a_save_under_way("cut.ipynb")
     piece = written[: len(written) // 2]
     path.write_bytes(piece)
 
