@@ -1065,7 +1065,9 @@ class FileRoom(Room):
             if model is None:
                 return None, None
             cm = self._rooms.contents_manager
-            read = await to_thread.run_sync(_read_notebook_file, cm, self.id, unless_hash)
+            # Not cancelled half way, as reads through the contents manager are not.
+            with CancelScope(shield=True):
+                read = await to_thread.run_sync(_read_notebook_file, cm, self.id, unless_hash)
             if read is not None:
                 content, digest = read
                 return {**model, "format": "json", **digest}, content
@@ -1254,11 +1256,14 @@ class FileRoom(Room):
             return False
         cm = self._rooms.contents_manager
         try:
+            # The write and the look at what it left go together: a save cancelled in
+            # between (the room closing) would leave a file the room wrote without a
+            # record of it, and its next look would merge the room's own edits again.
             with CancelScope(shield=True):
                 await ensure_async(cm.save(self.kind.to_model(content), self.id))
-            self.saves += 1
-            self.log.debug("room %r: saved its file", self.id)
-            model, written = await self._read_content(self.kind)
+                self.saves += 1
+                self.log.debug("room %r: saved its file", self.id)
+                model, written = await self._read_content(self.kind)
         except get_cancelled_exc_class():
             raise
         except Exception as exc:
