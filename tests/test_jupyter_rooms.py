@@ -931,3 +931,36 @@ async def test_a_save_cut_short_is_found_again_after_another_restart(
         await until(lambda: notebook_on_disk(path) is not None)
     nb = notebook_on_disk(path)
     assert nb is not None and len(nb.cells) == 20
+
+
+async def test_a_room_closing_in_the_middle_of_a_save_adds_nothing_twice(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server stops while a save has written the file and is still looking at what
+    # it wrote: the save completes with its record, and the closing room does not
+    # merge its own write as someone else's change.
+    path = root / "d.ipynb"
+    make_notebook(path, ["a = 1"])
+    reading = anyio.Event()
+    read_content = FileRoom._read_content
+
+    async def slow_read(self: FileRoom, kind: Any, **options: Any) -> Any:
+        if self.saves:
+            reading.set()
+            await anyio.sleep(0.5)
+        return await read_content(self, kind, **options)
+
+    monkeypatch.setattr(FileRoom, "_read_content", slow_read)
+    async with serve(root, save_delay=0.05) as server:
+        async with join(server, "d.ipynb") as client:
+            Notebook(client.doc).append_cell("b = 2")
+            await reading.wait()
+            # More to save when the room closes.
+            Notebook(client.doc).append_cell("c = 3")
+            await until(lambda: len(Notebook(server.room_manager.rooms["d.ipynb"].doc)) == 3)
+    monkeypatch.undo()
+    expected = ["a = 1", "b = 2", "c = 3"]
+    async with serve(root) as server, join(server, "d.ipynb") as client:
+        assert [cell.source for cell in Notebook(client.doc)] == expected
+    nb = notebook_on_disk(path)
+    assert nb is not None and [cell.source for cell in nb.cells] == expected
