@@ -313,6 +313,9 @@ class FileRoom(Room):
         # While the file holds a piece of the room's own save (cut short by a crash),
         # the rest of it: what another program changing that piece never saw.
         self._cut_tail: Any = None
+        # Whether the file holds such a piece (of any kind of file) until the room has
+        # written it again: the log keeps the record of the save under way until then.
+        self._repairing = False
         self._deleted = False
         # Whether changes go to the log: from the moment the log's own content is loaded.
         self._logging = False
@@ -488,6 +491,7 @@ class FileRoom(Room):
                 self._saved = replace(pending, hash=None)
                 self._saved_content = content
                 self._cut_tail = written[len(content) :]
+                self._repairing = True
                 # At once: until then another program could take the piece for the file.
                 self._dirty = self._flush = True
                 return True
@@ -528,6 +532,7 @@ class FileRoom(Room):
         self._saved = pending
         # Nothing readable is there: whatever the room holds differs from it.
         self._saved_content = _CUT_SHORT
+        self._repairing = True
         self._dirty = self._flush = True
         return True
 
@@ -1284,6 +1289,7 @@ class FileRoom(Room):
         self._set_saved(_Saved(file_hash, True, base, at, self.last_saved))
         self._saved_content = content
         self._cut_tail = None
+        self._repairing = False
         self._stamp_state(file_hash)
         await self._try_publish(stored_in=spare)
         self.broadcast(control_message({"type": "saved", "path": self.id, "time": self.last_saved}))
@@ -1389,7 +1395,9 @@ class FileRoom(Room):
 
     def _maybe_compact(self, updatelog: UpdateLog | None = None) -> None:
         updatelog = updatelog or self._log
-        if updatelog is None or self._first_write_over is not None:
+        if updatelog is None or self._first_write_over is not None or self._repairing:
+            # Not while the first record is being written, nor while the log's record
+            # of a save cut short is what tells a restart to write the file again.
             return
         if updatelog.size <= self._compact_at:
             return
