@@ -326,12 +326,20 @@ async def test_a_backlog_of_updates_is_applied_as_one_change() -> None:
         room.task_group.cancel_scope.cancel()
 
 
-async def test_a_malformed_message_in_a_backlog_keeps_the_updates_before_it() -> None:
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(sync_update(b"\x01\x02\x03garbage"), id="garbage-update"),
+        pytest.param(sync_update(b"\x01\x02\x03garbage")[:-3], id="truncated"),
+        pytest.param(b"\x07\x00", id="unknown-type"),
+    ],
+)
+async def test_a_malformed_message_in_a_backlog_keeps_the_updates_before_it(bad: bytes) -> None:
     updates = typed_updates("kept")
     client_end, server_end = memory_channel_pair("r")
     for update in updates:
         await client_end.send(sync_update(update))
-    await client_end.send(sync_update(b"\x01\x02\x03garbage"))
+    await client_end.send(bad)
     async with Room("r") as room:
         await room.task_group.start(room.run)
         await room.serve(server_end)
