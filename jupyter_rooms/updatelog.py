@@ -239,19 +239,28 @@ class UpdateLog:
         """
         self.close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._good_end is not None and self.path.exists():
+            # What follows damage is about to be replaced, like a repairing append would.
+            self._set_aside_damage()
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         data = _HEADER + _record(RecordKind.UPDATE, update)
         data += _record(RecordKind.META, json.dumps(meta).encode())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except BaseException:
+            # The log is as it was: leave no half-written copy beside it.
+            tmp.unlink(missing_ok=True)
+            raise
         self._good_end = None
+        self._damaged = False
         try:
             dir_fd = os.open(self.path.parent, os.O_RDONLY)
         except OSError:

@@ -147,7 +147,8 @@ async def test_cut_tail_keeps_every_complete_update(tmp_path: Path, cut: int) ->
         assert str(client.doc.get("text", type=Text)) == "abcdX"
 
 
-async def test_damage_before_good_records_is_set_aside(tmp_path: Path) -> None:
+@pytest.mark.parametrize("squash", [False, True])
+async def test_damage_before_good_records_is_set_aside(tmp_path: Path, squash: bool) -> None:
     path = tmp_path / "doc.ylog"
     async with connect("file", path=path) as client:
         text = client.doc.get("text", type=Text)
@@ -161,12 +162,34 @@ async def test_damage_before_good_records_is_set_aside(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
 
     with pytest.warns(TruncatedLogWarning):
-        async with connect("file", path=path) as client:
+        async with connect("file", path=path, squash=squash) as client:
             assert str(client.doc.get("text", type=Text)) == "a"
             client.doc.get("text", type=Text).insert(1, "Z")
     backups = list(tmp_path.glob("doc.ylog.damaged-*"))
     assert len(backups) == 1
     assert backups[0].read_bytes() == bytes(data)
+    async with connect("file", path=path) as client:
+        assert str(client.doc.get("text", type=Text)) == "aZ"
+
+
+def test_a_compaction_that_fails_leaves_the_log_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "doc.ylog"
+    log = UpdateLog(path)
+    log.append([b"\x00\x00"], meta={"n": 1})
+    log.close()
+    before = path.read_bytes()
+
+    def disk_full(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        log.rewrite(b"\x00\x00", {"n": 2})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["doc.ylog"]
 
 
 def test_killed_writer_loses_nothing_it_appended(tmp_path: Path) -> None:
