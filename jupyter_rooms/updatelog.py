@@ -212,6 +212,9 @@ class UpdateLog:
         Args:
             updates: Updates to append, in order.
             meta: JSON-serialisable metadata; on load, its keys override earlier ones.
+
+        Raises:
+            OSError: The file could not be written; the log is left as it was.
         """
         chunks = [_record(RecordKind.UPDATE, update) for update in updates]
         if meta is not None:
@@ -220,10 +223,24 @@ class UpdateLog:
             return
         data = b"".join(chunks)
         fd = self._open()
+        start = os.lseek(fd, 0, os.SEEK_CUR)
         view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except BaseException:
+            # A write that failed part way (a full disk) must not leave a piece of a
+            # record for later ones to follow: cut it off now, or on the next open.
+            self._good_end = start
+            self.close()
+            try:
+                os.truncate(self.path, start)
+            except OSError:
+                pass
+            else:
+                self._good_end = None
+            raise
 
     def sync(self) -> None:
         """Ask the operating system to put what was appended on disk (survives power loss)."""
