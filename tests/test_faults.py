@@ -335,7 +335,7 @@ async def test_a_memory_client_that_stops_reading_is_dropped() -> None:
         with anyio.fail_after(10):
             while room.client_count == 2:
                 text += "x"
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
         assert room.client_count == 1
         with anyio.fail_after(5):
             await stalled.read_until_closed()
