@@ -342,7 +342,12 @@ class Room(AsyncContextManagerMixin):
                 updates: list[bytes] = []
                 next_data: bytes | None = data
                 while next_data is not None and len(updates) < _MAX_BATCH:
-                    message = parse_message(next_data)
+                    try:
+                        message = parse_message(next_data)
+                    except ProtocolError:
+                        # The client is refused, but what it sent before still counts.
+                        self._apply_all(conn, updates)
+                        raise
                     if self._changes_held is not None:
                         await self._changes_may_wait(message)
                     if self._is_live_update(conn, message):

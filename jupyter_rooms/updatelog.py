@@ -212,6 +212,9 @@ class UpdateLog:
         Args:
             updates: Updates to append, in order.
             meta: JSON-serialisable metadata; on load, its keys override earlier ones.
+
+        Raises:
+            OSError: The file could not be written; the log is left as it was.
         """
         chunks = [_record(RecordKind.UPDATE, update) for update in updates]
         if meta is not None:
@@ -220,10 +223,24 @@ class UpdateLog:
             return
         data = b"".join(chunks)
         fd = self._open()
+        start = os.lseek(fd, 0, os.SEEK_CUR)
         view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except BaseException:
+            # A write that failed part way (a full disk) must not leave a piece of a
+            # record for later ones to follow: cut it off now, or on the next open.
+            self._good_end = start
+            self.close()
+            try:
+                os.truncate(self.path, start)
+            except OSError:
+                pass
+            else:
+                self._good_end = None
+            raise
 
     def sync(self) -> None:
         """Ask the operating system to put what was appended on disk (survives power loss)."""
@@ -239,19 +256,28 @@ class UpdateLog:
         """
         self.close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._good_end is not None and self.path.exists():
+            # What follows damage is about to be replaced, like a repairing append would.
+            self._set_aside_damage()
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         data = _HEADER + _record(RecordKind.UPDATE, update)
         data += _record(RecordKind.META, json.dumps(meta).encode())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except BaseException:
+            # The log is as it was: leave no half-written copy beside it.
+            tmp.unlink(missing_ok=True)
+            raise
         self._good_end = None
+        self._damaged = False
         try:
             dir_fd = os.open(self.path.parent, os.O_RDONLY)
         except OSError:

@@ -319,6 +319,29 @@ async def test_stalled_client_over_a_channel_is_dropped_and_can_resync() -> None
             await client_end.close()
 
 
+async def test_a_memory_client_that_stops_reading_is_dropped() -> None:
+    # What the room sends a memory client waits in a bounded buffer too: one that stops
+    # reading is found out, rather than held in memory without end.
+    async with (
+        serving("memory", room_factory=small_rooms) as (server, options),
+        connect("memory", id="busy", **options) as alice,
+    ):
+        stalled = RawPeer(server.accept("busy"))  # type: ignore[attr-defined]
+        with anyio.fail_after(5):
+            await stalled.sync()
+        room = server.room_manager.rooms["busy"]
+        await settle(lambda: room.client_count == 2)
+        text = roots(alice.doc)[0]
+        with anyio.fail_after(10):
+            while room.client_count == 2:
+                text += "x"
+                await anyio.lowlevel.checkpoint()
+        assert room.client_count == 1
+        with anyio.fail_after(5):
+            await stalled.read_until_closed()
+        assert stalled.channel.close_code == 4008  # type: ignore[attr-defined]
+
+
 async def test_stalled_client_over_a_websocket_is_dropped_and_can_resync() -> None:
     async with (
         serving("websocket", room_factory=small_rooms) as (server, options),

@@ -147,7 +147,8 @@ async def test_cut_tail_keeps_every_complete_update(tmp_path: Path, cut: int) ->
         assert str(client.doc.get("text", type=Text)) == "abcdX"
 
 
-async def test_damage_before_good_records_is_set_aside(tmp_path: Path) -> None:
+@pytest.mark.parametrize("squash", [False, True])
+async def test_damage_before_good_records_is_set_aside(tmp_path: Path, squash: bool) -> None:
     path = tmp_path / "doc.ylog"
     async with connect("file", path=path) as client:
         text = client.doc.get("text", type=Text)
@@ -161,12 +162,34 @@ async def test_damage_before_good_records_is_set_aside(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
 
     with pytest.warns(TruncatedLogWarning):
-        async with connect("file", path=path) as client:
+        async with connect("file", path=path, squash=squash) as client:
             assert str(client.doc.get("text", type=Text)) == "a"
             client.doc.get("text", type=Text).insert(1, "Z")
     backups = list(tmp_path.glob("doc.ylog.damaged-*"))
     assert len(backups) == 1
     assert backups[0].read_bytes() == bytes(data)
+    async with connect("file", path=path) as client:
+        assert str(client.doc.get("text", type=Text)) == "aZ"
+
+
+def test_a_compaction_that_fails_leaves_the_log_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "doc.ylog"
+    log = UpdateLog(path)
+    log.append([b"\x00\x00"], meta={"n": 1})
+    log.close()
+    before = path.read_bytes()
+
+    def disk_full(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        log.rewrite(b"\x00\x00", {"n": 2})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["doc.ylog"]
 
 
 def test_killed_writer_loses_nothing_it_appended(tmp_path: Path) -> None:
@@ -202,3 +225,57 @@ def test_log_file_is_private(tmp_path: Path) -> None:
     log.append([b"\x00\x00"])
     log.close()
     assert os.stat(tmp_path / "doc.ylog").st_mode & 0o077 == 0
+
+
+class FailingWrites:
+    """``os.write`` on a disk that fills up: writes ``budget`` bytes more, then fails."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
+        self.budget = budget
+        self._write = os.write
+        monkeypatch.setattr(os, "write", self)
+
+    def __call__(self, fd: int, data: bytes | memoryview) -> int:
+        if self.budget <= 0:
+            raise OSError(28, "No space left on device")
+        written = self._write(fd, bytes(data[: self.budget]))
+        self.budget -= written
+        return written
+
+
+@pytest.mark.parametrize("budget", [0, 3, 20])
+def test_an_append_that_fails_part_way_leaves_no_piece_of_a_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    log = UpdateLog(tmp_path / "doc.ylog")
+    log.append([b"first"])
+    failing = FailingWrites(monkeypatch, budget)
+    with pytest.raises(OSError, match="No space"):
+        log.append([b"x" * 100])
+    failing.budget = 1 << 20
+    log.append([b"third"])
+    log.close()
+    contents = UpdateLog(tmp_path / "doc.ylog").load()
+    assert not contents.truncated
+    assert contents.updates == [b"first", b"third"]
+
+
+async def test_a_change_the_disk_refused_is_written_with_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "doc.ylog"
+    async with connect("file", path=path) as client:
+        text = client.doc.get("text", type=Text)
+        text += "ab"
+        failing = FailingWrites(monkeypatch, 4)
+        # The change is made; writing it fails, and says so.
+        with pytest.raises(BaseException) as info:
+            text += "c"
+        assert "No space" in repr(info.value)
+        assert str(text) == "abc"
+        failing.budget = 1 << 20
+        text += "d"
+    contents = UpdateLog(path).load()
+    assert not contents.truncated
+    async with connect("file", path=path) as client:
+        assert str(client.doc.get("text", type=Text)) == "abcd"

@@ -3,14 +3,17 @@ running, and the user's own exception comes out as itself."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
 from jupyter_rooms import Room, RoomManager, bind, connect
+from jupyter_rooms.updatelog import UpdateLog
 
 from helpers import other_tasks, roots, settle
 
@@ -56,10 +59,28 @@ async def _manager_with_rooms() -> AsyncIterator[None]:
         yield
 
 
+@asynccontextmanager
+async def _file_with_pending_writes(path: Path, squash: bool = True) -> AsyncIterator[None]:
+    """A file client with changes that wait for a write delay not yet over."""
+    async with connect("file", path=path, write_delay=60, squash=squash) as client:
+        text = roots(client.doc)[0]
+        for char in "pending":
+            text += char
+        yield
+
+
+@asynccontextmanager
+async def _file_in_a_temporary_directory() -> AsyncIterator[None]:
+    with tempfile.TemporaryDirectory() as directory:
+        async with _file_with_pending_writes(Path(directory) / "doc.ylog"):
+            yield
+
+
 # What a user enters, each holding tasks of its own while open.
 CONTEXTS: dict[str, Callable[[], AbstractAsyncContextManager[Any]]] = {
     "memory": lambda: server_and_clients("memory"),
     "websocket": lambda: server_and_clients("websocket"),
+    "file": _file_in_a_temporary_directory,
     "room": _room_with_work,
     "room-manager": _manager_with_rooms,
 }
@@ -127,3 +148,31 @@ async def test_a_timeout_when_joining_names_where() -> None:
             async with connect("websocket", id="x", port=port):
                 pass
     assert await wait_for_no_other_tasks(baseline) == set()
+
+
+@pytest.mark.parametrize("squash", [False, True])
+@pytest.mark.parametrize("how", ["normally", "by-error", "by-cancellation"])
+async def test_leaving_the_file_wire_leaves_the_whole_log_and_nothing_else(
+    tmp_path: Path, how: str, squash: bool
+) -> None:
+    path = tmp_path / "doc.ylog"
+    with anyio.move_on_after(10) as outer:
+        with anyio.CancelScope() as scope:
+            try:
+                async with _file_with_pending_writes(path, squash):
+                    if how == "by-error":
+                        raise Oops("mine")
+                    if how == "by-cancellation":
+                        scope.cancel()
+                        await anyio.sleep_forever()
+            except Oops:
+                pass
+    assert not outer.cancelled_caught
+    # The changes that waited were written (as one), compacted with the rest if asked,
+    # and no temporary file is left beside the log.
+    contents = UpdateLog(path).load()
+    assert not contents.truncated
+    assert len(contents.updates) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["doc.ylog"]
+    async with connect("file", path=path) as client:
+        assert str(roots(client.doc)[0]) == "pending"

@@ -3,9 +3,11 @@ by a ``room_factory`` that can give them work of their own; and wires that are m
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import ClassVar
 
 import anyio
@@ -218,6 +220,45 @@ async def test_unknown_wire_names_it_and_what_to_install(side: str) -> None:
     assert "memory" in message and "websocket" in message
 
 
+async def test_a_wire_another_package_declares_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A package installed beside jupyter_rooms that declares a wire's two entry points.
+    (tmp_path / "pigeon_wire.py").write_text(
+        textwrap.dedent(
+            """
+            from jupyter_rooms.wires.memory import MemoryClient, MemoryServer
+
+            class PigeonServer(MemoryServer):
+                pass
+
+            class PigeonClient(MemoryClient):
+                pass
+            """
+        )
+    )
+    info = tmp_path / "pigeon_wire-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pigeon-wire\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[jupyter_rooms.wires]\n"
+        "pigeon_server = pigeon_wire:PigeonServer\n"
+        "pigeon_client = pigeon_wire:PigeonClient\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    async with bind("pigeon") as server:
+        assert type(server).__name__ == "PigeonServer"
+        async with (
+            connect("pigeon", id="coop", server=server) as a,
+            connect("pigeon", id="coop", server=server) as b,
+        ):
+            assert type(a).__name__ == "PigeonClient"
+            roots(a.doc)[0].insert(0, "coo")
+            await settle(lambda: str(roots(b.doc)[0]) == "coo")
+            assert str(roots(b.doc)[0]) == "coo"
+
+
 async def test_unknown_wire_from_an_extra_names_the_extra() -> None:
     with pytest.raises(UnknownWireError, match=r"jupyter_rooms\[redis\]"):
         connect("redis", id="x")
@@ -326,12 +367,20 @@ async def test_a_backlog_of_updates_is_applied_as_one_change() -> None:
         room.task_group.cancel_scope.cancel()
 
 
-async def test_a_malformed_message_in_a_backlog_keeps_the_updates_before_it() -> None:
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(sync_update(b"\x01\x02\x03garbage"), id="garbage-update"),
+        pytest.param(sync_update(b"\x01\x02\x03garbage")[:-3], id="truncated"),
+        pytest.param(b"\x07\x00", id="unknown-type"),
+    ],
+)
+async def test_a_malformed_message_in_a_backlog_keeps_the_updates_before_it(bad: bytes) -> None:
     updates = typed_updates("kept")
     client_end, server_end = memory_channel_pair("r")
     for update in updates:
         await client_end.send(sync_update(update))
-    await client_end.send(sync_update(b"\x01\x02\x03garbage"))
+    await client_end.send(bad)
     async with Room("r") as room:
         await room.task_group.start(room.run)
         await room.serve(server_end)

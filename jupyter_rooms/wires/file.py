@@ -103,13 +103,15 @@ class FileClient(ClientWire):
         finally:
             self._doc.unobserve(subscription)
             with CancelScope(shield=True):
-                self._flush()
-                if self.squash:
-                    await to_thread.run_sync(
-                        self._log.rewrite, self._doc.get_update(), contents.meta
-                    )
-                self._log.close()
-                self.synchronized.clear()
+                try:
+                    self._flush()
+                    if self.squash:
+                        await to_thread.run_sync(
+                            self._log.rewrite, self._doc.get_update(), contents.meta
+                        )
+                finally:
+                    self._log.close()
+                    self.synchronized.clear()
 
     def _on_update(self, event: TransactionEvent) -> None:
         if self._applying or event.update == EMPTY_UPDATE:
@@ -129,8 +131,14 @@ class FileClient(ClientWire):
 
     def _flush(self) -> None:
         if self._pending:
-            pending, self._pending = self._pending, []
-            self._log.append([pending[0] if len(pending) == 1 else merge_updates(*pending)])
+            pending = self._pending
+            update = pending[0] if len(pending) == 1 else merge_updates(*pending)
+            # Until it is written, the change stays pending: a write that fails (a full
+            # disk) is tried again with the next one, so no later change is logged
+            # without those it builds on.
+            self._pending = [update]
+            self._log.append([update])
+            self._pending = []
 
     async def push(self) -> None:
         """Write the changes made since the last push (with ``auto_push=False``)."""

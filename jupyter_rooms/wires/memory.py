@@ -19,6 +19,11 @@ __all__ = ["MemoryClient", "MemoryServer"]
 
 log = logging.getLogger("jupyter_rooms.memory")
 
+# How many messages each direction of a connection holds before its sender waits: what
+# a room sends a client that stops reading then waits in the room's own bounded queue,
+# and the client is dropped once that is full, as over a socket.
+CHANNEL_BUFFER = 64
+
 
 class MemoryServer(ServerWire):
     """An in-process server: ``bind("memory")``.
@@ -55,7 +60,7 @@ class MemoryServer(ServerWire):
         """
         if self._task_group is None:
             raise ConnectionRefusedError("the memory server is not running")
-        client_end, server_end = memory_channel_pair(id)
+        client_end, server_end = memory_channel_pair(id, CHANNEL_BUFFER)
         self._task_group.start_soon(self._serve_one, id, server_end)
         return client_end
 
