@@ -297,6 +297,31 @@ async def test_presence_and_status(frontends: list[Frontend]) -> None:
         assert widget.status == "closed"
 
 
+@pytest.mark.parametrize(
+    ("color", "shown"),
+    [
+        ("#e91e63", "#e91e63"),
+        ("rgb(3, 169, 244)", "rgb(3, 169, 244)"),
+        ("var(--jp-collaborator-color3)", "var(--jp-collaborator-color3)"),
+        ("teal", "teal"),
+        # What the page would load, or apply beyond the peer's chip.
+        ("url(http://example.com/track.png)", ""),
+        ("red; background-image: url(http://example.com/t.png)", ""),
+        ("var(--x, url(http://example.com/t.png))", ""),
+        (["#fff"], ""),
+    ],
+)
+async def test_a_peers_color_is_shown_only_if_it_is_a_color(
+    color: Any, shown: str, frontends: list[Frontend]
+) -> None:
+    async with room_pair("memory") as (alice, bob):
+        widget = RoomWidget(alice)
+        bob.awareness.set_local_state({"user": {"name": "bob", "color": color}})
+        await until(lambda: widget.peers != [])
+        assert widget.peers[0]["color"] == shown
+        widget.close()
+
+
 async def test_presence_follows_the_connection(frontends: list[Frontend]) -> None:
     # Disconnected, the widget cannot know who leaves meanwhile: it shows nobody, then
     # whoever is there when it is back.

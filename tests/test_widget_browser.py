@@ -526,6 +526,13 @@ async def test_the_widget_in_jupyterlab(
         await tree.scroll_into_view_if_needed()
         await tree.screenshot(path=screenshots / "widget-tree.png")
 
+        # A peer's color that is not a color shows as the default one, and loads nothing
+        # (the page fails the test if it reaches beyond the machine).
+        bob["state"].awareness.set_local_state(
+            {"user": {"name": "eve", "color": "url(http://example.com/track.png)"}}
+        )
+        await tree.locator(".jr-peer", has_text="eve").wait_for()
+
     # A file's room, joined the way the README shows (the jupyter wire, in the kernel of
     # the server that serves the file): the page shows the file, and typing reaches the
     # room, then the file.
