@@ -276,6 +276,7 @@ class ChannelClient(ClientWire):
                     self._delivered.clear()
                 self._in_flight = 0
                 self._idle.set()
+                self._forget_others()
                 if self.connected:
                     self.connected.clear()
                     self.synchronized.clear()
@@ -307,7 +308,10 @@ class ChannelClient(ClientWire):
             self._step2_pending = 1
             self._enqueue((sync_step1(self._doc.get_state()), None))
             if self.awareness.get_local_state():
-                self._send_local_awareness()
+                # Under a new clock, which sends it: the room may have dropped this state
+                # with the previous connection, and takes a state back only with a newer
+                # clock than the one it dropped.
+                self.awareness.set_local_state(self.awareness.get_local_state())
             try:
                 async for data in channel:
                     self._handle(channel, data)
@@ -464,6 +468,20 @@ class ChannelClient(ClientWire):
     def _on_local_awareness(self, topic: str, changes: tuple[dict[str, Any], Any]) -> None:
         if topic == "update" and changes[1] == "local":
             self._send_local_awareness()
+
+    def _forget_others(self) -> None:
+        """Drop the others' presence when the connection goes: only the room can say who
+        leaves meanwhile, and the next connection brings everyone still there."""
+        own = self.awareness.client_id
+        others = [client_id for client_id in self.awareness.meta if client_id != own]
+        self.awareness.remove_awareness_states(
+            [client_id for client_id in others if client_id in self.awareness.states],
+            "disconnected",
+        )
+        # Their clocks too: the room sends the same states again under the same clocks,
+        # which would otherwise be taken for news already seen.
+        for client_id in others:
+            del self.awareness.meta[client_id]
 
     def _send_local_awareness(self) -> None:
         update = self.awareness.encode_awareness_update([self.awareness.client_id])

@@ -511,8 +511,14 @@ class Room(AsyncContextManagerMixin):
             return
         change, origin = changes
         if isinstance(origin, _Client):
-            origin.awareness_ids.update(change["added"], change["updated"])
+            claimed = {*change["added"], *change["updated"]}
+            origin.awareness_ids.update(claimed)
             origin.awareness_ids.difference_update(change["removed"])
+            # A client that reconnected speaks for itself on its new connection: the old
+            # one, if the room has not seen it close yet, must not take its presence along.
+            for conn in self._clients:
+                if conn is not origin:
+                    conn.awareness_ids.difference_update(claimed)
         ids = change["added"] + change["updated"] + change["removed"]
         message = awareness_message(self.awareness.encode_awareness_update(ids))
         for conn in list(self._clients):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import weakref
 from enum import Enum
@@ -227,8 +228,15 @@ def _peer(client_id: int, state: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": client_id,
         "name": str(name) if name else f"client {client_id}",
-        "color": str(color) if isinstance(color, str) else "",
+        "color": color if isinstance(color, str) and _COLOR.fullmatch(color) else "",
     }
+
+
+# The colors a peer may give, as CSS: a hex color, an rgb()/hsl() of plain values, a
+# variable (JupyterLab gives its collaborators `var(--jp-collaborator-colorN)`) or a
+# name. Anything else (a url(), a second declaration) is the room's data, not a color,
+# and is dropped: every page that shows the peer would otherwise load or apply it.
+_COLOR = re.compile(r"#[0-9a-fA-F]{3,8}|(?:rgba?|hsla?)\([\w.,%/+\s-]*\)|var\(--[\w-]+\)|[a-zA-Z]+")
 
 
 def widget_for(client: ClientWire) -> RoomWidget:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from pycrdt import Awareness, Doc
 
-from jupyter_rooms import connect
+from jupyter_rooms import Room, connect
+from jupyter_rooms.channel import memory_channel_pair
+from jupyter_rooms.protocol import awareness_message
 
-from helpers import serving, settle
+from faults import Proxy
+from helpers import serving, settle, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -77,3 +81,82 @@ async def test_presence_set_before_joining_is_announced(wire: str) -> None:
             bob.awareness.set_local_state({"user": "bob"})
             await settle(lambda: bob.awareness.client_id in alice.awareness.states)
             assert alice.awareness.states[bob.awareness.client_id] == {"user": "bob"}
+
+
+async def test_presence_comes_back_after_a_dropped_connection() -> None:
+    # The room drops bob's presence with his connection; bob's next connection brings it
+    # back, though bob did not change it.
+    async with (
+        serving("websocket") as (_, options),
+        anyio.create_task_group() as tg,
+    ):
+        proxy = Proxy(options["port"])
+        await tg.start(proxy.serve)
+        async with (
+            connect("websocket", id="p", **options) as alice,
+            connect("websocket", id="p", host="127.0.0.1", port=proxy.port, max_backoff=0.1) as bob,
+        ):
+            bob_id = bob.awareness.client_id
+            bob.awareness.set_local_state({"user": "bob"})
+            await wait_until(lambda: bob_id in alice.awareness.states)
+            proxy.held = True
+            proxy.cut()
+            await wait_until(lambda: bob_id not in alice.awareness.states)
+            proxy.held = False
+            await wait_until(lambda: bob_id in alice.awareness.states)
+            assert alice.awareness.states[bob_id] == {"user": "bob"}
+        tg.cancel_scope.cancel()
+
+
+async def test_a_disconnected_client_shows_nobody_and_finds_who_is_there_on_return() -> None:
+    # Nobody can tell a disconnected client who leaves meanwhile: it forgets everyone,
+    # and its next connection brings back those still there (under the clocks it knew).
+    async with (
+        serving("websocket") as (_, options),
+        anyio.create_task_group() as tg,
+    ):
+        proxy = Proxy(options["port"])
+        await tg.start(proxy.serve)
+        async with (
+            connect("websocket", id="p", **options) as carol,
+            connect(
+                "websocket", id="p", host="127.0.0.1", port=proxy.port, max_backoff=0.1
+            ) as alice,
+        ):
+            carol.awareness.set_local_state({"user": "carol"})
+            carol_id = carol.awareness.client_id
+            async with connect("websocket", id="p", **options) as bob:
+                bob.awareness.set_local_state({"user": "bob"})
+                bob_id = bob.awareness.client_id
+                await wait_until(lambda: {bob_id, carol_id} <= set(alice.awareness.states))
+                proxy.held = True
+                proxy.cut()
+                await wait_until(lambda: not alice.connected)
+                assert set(alice.awareness.states) == {alice.awareness.client_id}
+            proxy.held = False
+            await wait_until(lambda: carol_id in alice.awareness.states)
+            assert alice.awareness.states[carol_id] == {"user": "carol"}
+            assert bob_id not in alice.awareness.states
+        tg.cancel_scope.cancel()
+
+
+async def test_an_old_connection_closing_late_leaves_the_new_ones_presence() -> None:
+    # A client reconnects before the room sees its old connection close: the old one's
+    # end must not take away the presence the new one announced.
+    bob = Awareness(Doc())
+    bob.set_local_state({"user": "bob"})
+    old_client, old_server = memory_channel_pair("p")
+    new_client, new_server = memory_channel_pair("p")
+    async with Room("p") as room:
+        await room.task_group.start(room.run)
+        await room.task_group.start(room.serve, old_server)
+        await old_client.send(awareness_message(bob.encode_awareness_update([bob.client_id])))
+        await wait_until(lambda: bob.client_id in room.awareness.states)
+        await room.task_group.start(room.serve, new_server)
+        bob.set_local_state({"user": "bob"})
+        await new_client.send(awareness_message(bob.encode_awareness_update([bob.client_id])))
+        await wait_until(lambda: room.awareness.meta[bob.client_id]["clock"] == 2)
+        await old_client.close()
+        await wait_until(lambda: room.client_count == 1)
+        assert room.awareness.states.get(bob.client_id) == {"user": "bob"}
+        room.task_group.cancel_scope.cancel()

@@ -30,6 +30,7 @@ from pycrdt import Doc, Map, Text, TransactionEvent
 from jupyter_rooms import ClientWire, bind, connect
 from jupyter_rooms.widget import RoomWidget, widget_for
 
+from faults import Proxy
 from helpers import free_port
 
 pytestmark = pytest.mark.anyio
@@ -294,6 +295,55 @@ async def test_presence_and_status(frontends: list[Frontend]) -> None:
             stop.set()
             await until(lambda: widget.status == "disconnected")
         assert widget.status == "closed"
+
+
+@pytest.mark.parametrize(
+    ("color", "shown"),
+    [
+        ("#e91e63", "#e91e63"),
+        ("rgb(3, 169, 244)", "rgb(3, 169, 244)"),
+        ("var(--jp-collaborator-color3)", "var(--jp-collaborator-color3)"),
+        ("teal", "teal"),
+        # What the page would load, or apply beyond the peer's chip.
+        ("url(http://example.com/track.png)", ""),
+        ("red; background-image: url(http://example.com/t.png)", ""),
+        ("var(--x, url(http://example.com/t.png))", ""),
+        (["#fff"], ""),
+    ],
+)
+async def test_a_peers_color_is_shown_only_if_it_is_a_color(
+    color: Any, shown: str, frontends: list[Frontend]
+) -> None:
+    async with room_pair("memory") as (alice, bob):
+        widget = RoomWidget(alice)
+        bob.awareness.set_local_state({"user": {"name": "bob", "color": color}})
+        await until(lambda: widget.peers != [])
+        assert widget.peers[0]["color"] == shown
+        widget.close()
+
+
+async def test_presence_follows_the_connection(frontends: list[Frontend]) -> None:
+    # Disconnected, the widget cannot know who leaves meanwhile: it shows nobody, then
+    # whoever is there when it is back.
+    async with bind("websocket") as server, anyio.create_task_group() as tg:
+        proxy = Proxy(server.port)  # type: ignore[attr-defined]
+        await tg.start(proxy.serve)
+        async with (
+            connect("websocket", id="room", port=server.port) as bob,  # type: ignore[attr-defined]
+            connect("websocket", id="room", port=proxy.port, max_backoff=0.1) as alice,
+        ):
+            bob.awareness.set_local_state({"user": {"name": "bob"}})
+            widget = RoomWidget(alice)
+            await until(lambda: [p["name"] for p in widget.peers] == ["bob"])
+            proxy.held = True
+            proxy.cut()
+            await until(lambda: widget.status == "disconnected")
+            assert widget.peers == []
+            proxy.held = False
+            await until(lambda: widget.status == "synchronized")
+            await until(lambda: [p["name"] for p in widget.peers] == ["bob"])
+            widget.close()
+        tg.cancel_scope.cancel()
 
 
 async def test_closing_the_widget_stops_the_relay(frontends: list[Frontend]) -> None:

@@ -85,6 +85,8 @@ await ready.wait()""",
         'RoomWidget(clients["analysis"])',
         'RoomWidget(clients["big"], max_height="20em")',
         'display(clients["state"])',
+        # The README's way: a file's room on the notebook's own server.
+        'todo = await connect("jupyter", id="todo.txt").start()\ntodo',
     ]
     return notebook_of(cells)
 
@@ -222,6 +224,7 @@ def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, int]]:
     room_port = free_port()
     (root / "widget.ipynb").write_text(json.dumps(notebook(room_port)))
     (root / "notebook7.ipynb").write_text(json.dumps(second_notebook(room_port)))
+    (root / "todo.txt").write_text("water the plants\n")
     lab = JupyterLab(tmp_path, root, TOKEN)
     lab.start()
     try:
@@ -522,3 +525,27 @@ async def test_the_widget_in_jupyterlab(
         await tree.locator(".jr-value", has_text='"sunscreen"').wait_for()
         await tree.scroll_into_view_if_needed()
         await tree.screenshot(path=screenshots / "widget-tree.png")
+
+        # A peer's color that is not a color shows as the default one, and loads nothing
+        # (the page fails the test if it reaches beyond the machine).
+        bob["state"].awareness.set_local_state(
+            {"user": {"name": "eve", "color": "url(http://example.com/track.png)"}}
+        )
+        await tree.locator(".jr-peer", has_text="eve").wait_for()
+
+    # A file's room, joined the way the README shows (the jupyter wire, in the kernel of
+    # the server that serves the file): the page shows the file, and typing reaches the
+    # room, then the file.
+    todo = widget(page, "todo.txt")
+    todo_editor = todo.locator("textarea.jr-editor")
+    await todo_editor.wait_for()
+    assert await todo_editor.input_value() == "water the plants\n"
+    await todo_editor.click()
+    await page.keyboard.press("Control+End")
+    await page.keyboard.type("feed the cat")
+    url = jupyterlab[0]
+    async with connect("jupyter", id="todo.txt", url=f"{url}/", token=TOKEN) as reader:
+        todo_source = reader.doc.get("source", type=Text)
+        await until(lambda: str(todo_source) == "water the plants\nfeed the cat")
+    todo_file = tmp_path / "root" / "todo.txt"
+    await until(lambda: todo_file.read_text() == "water the plants\nfeed the cat", 15)

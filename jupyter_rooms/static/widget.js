@@ -53,7 +53,9 @@ var ti=Object.defineProperty;var ei=(e,t,n)=>t in e?ti(e,t,{enumerable:!0,config
   border-radius: 10px;
   padding: 0 8px;
   color: #fff;
-  background: var(--jr-peer-color);
+  /* A color only: a peer's color comes from the room, and \`background\` would load a
+     url() given in its place. */
+  background-color: var(--jr-peer-color);
   font-size: 12px;
 }
 .jr-body { padding: 8px 10px; }
