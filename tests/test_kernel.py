@@ -101,10 +101,21 @@ async def test_a_cell_connects_with_no_arguments_but_the_room(lab: ServerProcess
                 print(own.id)
             """
         )
+        # The blocking form is for scripts: in a cell, it says what to write instead.
+        refused = await kernel.run(
+            """
+            try:
+                with connect("jupyter", id="notes.txt") as client:
+                    pass
+            except RuntimeError as error:
+                print(error)
+            """
+        )
     finally:
         kernel.client.stop_channels()
     # With no id, the room is the kernel's own notebook.
     assert printed.strip() == "work/analysis.ipynb"
+    assert "use 'async with connect(...)'" in refused
     await wait_until(lambda: (lab.root / "notes.txt").exists())
     assert (lab.root / "notes.txt").read_text() == "written by a kernel"
 
