@@ -99,6 +99,10 @@ def server_from_env() -> tuple[str | None, str | None]:
 def notebook_room_id() -> str | None:
     """The room of the notebook this kernel belongs to, if the server said which.
 
+    Only a file that exists counts: a console's session names none (``Console 1``), and
+    a notebook renamed since its kernel started is no longer where the session says;
+    joining either would make a new file out of a name.
+
     Returns:
         The notebook's path relative to the server's root, or ``None``.
     """
@@ -106,10 +110,9 @@ def notebook_room_id() -> str | None:
     root = os.environ.get(ENV_ROOT)
     if not session or not root:
         return None
-    if not os.path.isabs(session):
-        # Some servers give the path relative to the root already.
-        return session.replace(os.sep, "/").lstrip("/")
-    relative = os.path.relpath(session, root)
-    if relative.startswith(".."):
+    # Some servers give the path relative to the root already.
+    path = session if os.path.isabs(session) else os.path.join(root, session.lstrip("/"))
+    relative = os.path.relpath(path, root)
+    if relative == os.curdir or relative.startswith(os.pardir) or not os.path.isfile(path):
         return None
     return relative.replace(os.sep, "/")

@@ -231,9 +231,15 @@ class JupyterClient(WebsocketChannelClient):
         if not kwargs.get("id", "").strip("/"):
             notebook = notebook_room_id()
             if notebook is None:
+                session = os.environ.get("JPY_SESSION_NAME")
+                why = (
+                    f"this kernel's session, {session!r}, is no file under the server's "
+                    "root: a console, or a notebook renamed since the kernel started"
+                    if session
+                    else "only in a notebook's kernel does it default to that notebook"
+                )
                 raise ValueError(
-                    "connect('jupyter') needs id=: the file's path under the server's root "
-                    "(only in a notebook's kernel does it default to that notebook)"
+                    f"connect('jupyter') needs id=: the file's path under the server's root ({why})"
                 )
             kwargs["id"] = notebook
         super().__init__(**kwargs)
