@@ -364,8 +364,10 @@ async def test_connect_needs_a_server_and_a_valid_token(root: Path) -> None:
     with pytest.raises(MissingServerError, match="url="):
         connect("jupyter", id="x.txt")
     async with serve(root) as server:
-        for token in ("", "wrong"):
-            with pytest.raises(ConnectionError, match="403"):
+        # A refusal says what to give.
+        hints = {"": "no token was given: give token=", "wrong": "the token is not this server's"}
+        for token, hint in hints.items():
+            with pytest.raises(ConnectionError, match=f"403.*{hint}"):
                 async with join(server, "x.txt", token=token, timeout=5):
                     pass
         # The token as a query argument, and the websocket protocol from scratch.

@@ -257,6 +257,15 @@ class JupyterClient(WebsocketChannelClient):
             )
         self.url = _websocket_url(url, self.id)
         self.headers = dict(headers or {})
+        self._has_token = bool(token)
         if token:
             self.headers["Authorization"] = f"token {token}"
         self.max_message_size = max_message_size
+
+    def _refused_hint(self) -> str:
+        if self._has_token:
+            return (
+                "the token is not this server's: give token= the server's token (or "
+                f"the rooms credential, {ENV_TOKEN} in its kernels)"
+            )
+        return f"no token was given: give token= the server's token, or set {ENV_TOKEN}"
