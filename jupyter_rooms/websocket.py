@@ -271,9 +271,7 @@ async def open_client_channel(
         if exc.code in (400, 401, 403, 404):
             message = exc.response.reason if exc.response is not None else str(exc)
             hint = f": {refused_hint}" if refused_hint and exc.code in (401, 403) else ""
-            raise FatalClose(
-                f"{url} refused the connection ({exc.code}: {message}){hint}"
-            ) from exc
+            raise FatalClose(f"{url} refused the connection ({exc.code}: {message}){hint}") from exc
         raise ConnectionError(f"{url}: {exc}") from exc
     try:
         yield ClientChannel(connection, path)

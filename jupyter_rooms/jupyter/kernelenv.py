@@ -84,7 +84,7 @@ def publish(url: str, root_dir: str, token: str) -> dict[str, str | None]:
         token: The rooms credential.
 
     Returns:
-        The values this replaced (``None`` where unset), for [unpublish][jupyter_rooms.jupyter.kernelenv.unpublish].
+        The values this replaced (``None`` where unset), for ``unpublish``.
     """
     previous = {name: os.environ.get(name) for name in (ENV_URL, ENV_TOKEN, ENV_ROOT)}
     os.environ[ENV_URL] = url
