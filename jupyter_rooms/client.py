@@ -112,6 +112,9 @@ class ChannelClient(ClientWire):
         # Set when the client stops trying to connect (a close it cannot get past).
         self._ended = Flag()
         self._was_synchronized = False
+        # Whether a connection was made since entering: a timeout then waited for the
+        # first sync, not for a connection.
+        self._was_connected = False
         # Clear while local changes exist that the server may not have: made while
         # disconnected, or queued on a connection that dropped before sending them.
         self._delivered = Flag()
@@ -165,6 +168,7 @@ class ChannelClient(ClientWire):
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self._given_up.clear()
+        self._was_connected = False
         self._doc_subscription = self._doc.observe(self._on_local_update)
         self._awareness_subscription = self.awareness.observe(self._on_local_awareness)
         try:
@@ -194,7 +198,7 @@ class ChannelClient(ClientWire):
             if error is not None:
                 raise error
             if scope.cancelled_caught:
-                what = "to connect" if not self.connected else "for the first sync"
+                what = "for the first sync" if self._was_connected else "to connect"
                 last = (
                     f" (the last connection closed with {self.close_code}: {self.close_reason})"
                     if self.close_code is not None
@@ -301,6 +305,7 @@ class ChannelClient(ClientWire):
         self._outbox = send
         self.close_code = None
         self.close_reason = ""
+        self._was_connected = True
         self.connected.set()
         self._notify(ClientStatus.CONNECTED)
         async with create_task_group() as tg:

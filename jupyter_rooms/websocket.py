@@ -244,6 +244,7 @@ async def open_client_channel(
     headers: dict[str, str],
     connect_timeout: float,
     max_message_size: int,
+    refused_hint: str = "",
 ) -> AsyncIterator[ClientChannel]:
     """Open a websocket to a room, as a channel; leaving the block closes it.
 
@@ -253,6 +254,8 @@ async def open_client_channel(
         headers: HTTP headers for the upgrade request (credentials, for one).
         connect_timeout: Seconds allowed to connect.
         max_message_size: The largest message accepted, in bytes.
+        refused_hint: What to do about a refusal for want of credentials (401, 403),
+            added to its message.
 
     Yields:
         The channel.
@@ -267,7 +270,8 @@ async def open_client_channel(
     except HTTPClientError as exc:
         if exc.code in (400, 401, 403, 404):
             message = exc.response.reason if exc.response is not None else str(exc)
-            raise FatalClose(f"{url} refused the connection ({exc.code}: {message})") from exc
+            hint = f": {refused_hint}" if refused_hint and exc.code in (401, 403) else ""
+            raise FatalClose(f"{url} refused the connection ({exc.code}: {message}){hint}") from exc
         raise ConnectionError(f"{url}: {exc}") from exc
     try:
         yield ClientChannel(connection, path)
@@ -289,6 +293,10 @@ class WebsocketChannelClient(ChannelClient):
     def _describe(self) -> str:
         return self.url
 
+    def _refused_hint(self) -> str:
+        """What to tell a user whose credentials the server refused."""
+        return ""
+
     def _open(self) -> AbstractAsyncContextManager[Channel]:
         return open_client_channel(
             self.url,
@@ -296,4 +304,5 @@ class WebsocketChannelClient(ChannelClient):
             headers=self.headers,
             connect_timeout=self.timeout,
             max_message_size=self.max_message_size,
+            refused_hint=self._refused_hint(),
         )

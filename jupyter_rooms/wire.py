@@ -220,6 +220,15 @@ class ClientWire(AsyncContextManagerMixin):
         edited from the calling thread. Give it a ``Doc(allow_multithreading=True)`` if
         you pass your own document.
         """
+        if not _in_blocking_context():
+            # Blocking this thread would stall the event loop that runs here (a notebook
+            # cell's, for one), and the document was made for that loop alone.
+            raise RuntimeError(
+                "'with connect(...)' is the blocking form, for code that runs no event "
+                "loop; here one is running (in a notebook cell, for example): use "
+                "'async with connect(...)', or 'await connect(...).start()' to stay "
+                "connected across cells"
+            )
         if not self._doc._allow_multithreading:
             raise ValueError(
                 "the blocking form ('with connect(...)') shares the document between two "

@@ -28,6 +28,7 @@ from jupyter_rooms import bind, connect
 from jupyter_rooms.client import ChannelClient
 from jupyter_rooms.jupyter.documents import NotebookKind, TextKind
 from jupyter_rooms.jupyter.filerooms import FileRoom
+from jupyter_rooms.jupyter.kernelenv import ENV_ROOT, ENV_TOKEN, ENV_URL
 from jupyter_rooms.jupyter.wire import JupyterServer, MissingServerError
 from jupyter_rooms.notebook import Notebook
 from jupyter_rooms.protocol import sync_step1, sync_update
@@ -345,12 +346,28 @@ async def test_delete_closes_the_room(root: Path) -> None:
     assert not list(Path(os.environ["JUPYTER_DATA_DIR"]).rglob("gone.txt.ylog"))
 
 
+async def test_a_server_in_this_process_takes_its_address_back_when_it_stops(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in a kernel, whose own server's address is in its environment.
+    monkeypatch.setenv(ENV_URL, "http://127.0.0.1:8888/")
+    async with serve(root) as server:
+        # Its kernels are sent to it, and so is connect("jupyter") in this process.
+        assert os.environ[ENV_URL] == server.url
+        async with connect("jupyter", id="x.txt") as client:
+            client.doc.get("source", type=Text).insert(0, "x")
+    assert os.environ[ENV_URL] == "http://127.0.0.1:8888/"
+    assert ENV_TOKEN not in os.environ and ENV_ROOT not in os.environ
+
+
 async def test_connect_needs_a_server_and_a_valid_token(root: Path) -> None:
     with pytest.raises(MissingServerError, match="url="):
         connect("jupyter", id="x.txt")
     async with serve(root) as server:
-        for token in ("", "wrong"):
-            with pytest.raises(ConnectionError, match="403"):
+        # A refusal says what to give.
+        hints = {"": "no token was given: give token=", "wrong": "the token is not this server's"}
+        for token, hint in hints.items():
+            with pytest.raises(ConnectionError, match=f"403.*{hint}"):
                 async with join(server, "x.txt", token=token, timeout=5):
                     pass
         # The token as a query argument, and the websocket protocol from scratch.

@@ -21,7 +21,7 @@ from jupyter_client.manager import AsyncKernelManager
 from pycrdt import Text
 from tornado.httpclient import AsyncHTTPClient
 
-from jupyter_rooms.jupyter.kernelenv import ENV_ROOT, ENV_TOKEN, ENV_URL
+from jupyter_rooms.jupyter.kernelenv import ENV_ROOT, ENV_TOKEN, ENV_URL, notebook_room_id
 
 from helpers import wait_until
 from jupyter_process import TOKEN, ServerProcess
@@ -57,10 +57,12 @@ class Kernel:
         return "".join(output)
 
 
-async def start_session(server: ServerProcess, notebook: str) -> Kernel:
+async def start_session(
+    server: ServerProcess, notebook: str, *, type: str = "notebook", name: str = ""
+) -> Kernel:
     """Open a notebook as JupyterLab does: a session, whose kernel the server starts."""
-    name = notebook.rsplit("/", 1)[-1]
-    body = {"path": notebook, "type": "notebook", "name": name, "kernel": {"name": "python3"}}
+    name = name or notebook.rsplit("/", 1)[-1]
+    body = {"path": notebook, "type": type, "name": name, "kernel": {"name": "python3"}}
     response = await AsyncHTTPClient().fetch(
         server.url + "api/sessions",
         method="POST",
@@ -101,12 +103,63 @@ async def test_a_cell_connects_with_no_arguments_but_the_room(lab: ServerProcess
                 print(own.id)
             """
         )
+        # The blocking form is for scripts: in a cell, it says what to write instead.
+        refused = await kernel.run(
+            """
+            try:
+                with connect("jupyter", id="notes.txt") as client:
+                    pass
+            except RuntimeError as error:
+                print(error)
+            """
+        )
     finally:
         kernel.client.stop_channels()
     # With no id, the room is the kernel's own notebook.
     assert printed.strip() == "work/analysis.ipynb"
+    assert "use 'async with connect(...)'" in refused
     await wait_until(lambda: (lab.root / "notes.txt").exists())
     assert (lab.root / "notes.txt").read_text() == "written by a kernel"
+
+
+async def test_a_kernel_without_a_notebook_is_asked_for_the_room(lab: ServerProcess) -> None:
+    # A console, as JupyterLab opens one: its session names no file.
+    kernel = await start_session(lab, "work/console-1-a1b2", type="console", name="Console 1")
+    try:
+        printed = await kernel.run(
+            """
+            from jupyter_rooms import connect
+
+            try:
+                async with connect("jupyter") as client:
+                    print("joined", client.id)
+            except ValueError as error:
+                print(error)
+            """
+        )
+    finally:
+        kernel.client.stop_channels()
+    assert "needs id=" in printed and "Console 1', is no file" in printed
+    assert sorted(p.name for p in (lab.root / "work").iterdir()) == ["analysis.ipynb"]
+
+
+def test_only_an_existing_file_is_the_kernels_notebook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "a.ipynb").write_text("{}")
+    monkeypatch.setenv(ENV_ROOT, str(tmp_path))
+    sessions = {
+        str(tmp_path / "work" / "a.ipynb"): "work/a.ipynb",
+        "work/a.ipynb": "work/a.ipynb",  # relative to the root already
+        str(tmp_path / "work" / "renamed.ipynb"): None,  # gone since the kernel started
+        str(tmp_path / "work"): None,
+        str(tmp_path): None,
+        str(tmp_path.parent / "elsewhere.ipynb"): None,
+    }
+    for session, room in sessions.items():
+        monkeypatch.setenv("JPY_SESSION_NAME", session)
+        assert notebook_room_id() == room, session
 
 
 async def test_the_kernel_credential_opens_rooms_and_nothing_else(

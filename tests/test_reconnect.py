@@ -137,3 +137,26 @@ async def test_a_server_that_sends_garbage_is_left_for_good() -> None:
             # Reconnecting would only meet the same server again.
             assert len(client.server_ends) == 1
     assert ("disconnected", {"code": 1002, "reason": client.close_reason}) in statuses
+
+
+class HangingClient(ChannelClient):
+    """A client whose server accepts the connection and never finishes opening it."""
+
+    @asynccontextmanager
+    async def _open(self) -> AsyncIterator[MemoryChannel]:
+        await anyio.sleep_forever()
+        yield memory_channel_pair(self.id)[0]  # pragma: no cover
+
+
+async def test_a_timeout_says_what_it_waited_for() -> None:
+    # A server that never opens the connection.
+    with anyio.fail_after(5), pytest.raises(TimeoutError, match=r"waited 0\.3 s to connect"):
+        async with HangingClient(id="r", timeout=0.3):
+            pass
+    # A server that opens it and never answers the handshake.
+    client = ScriptedClient(id="r", timeout=0.3)
+    with anyio.fail_after(5), pytest.raises(TimeoutError) as caught:
+        async with client:
+            pass
+    assert str(caught.value) == "waited 0.3 s for the first sync with room 'r'"
+    assert len(client.server_ends) == 1

@@ -13,7 +13,7 @@ from traitlets import Bool, Float, Int, Type, Unicode, default, validate
 from .collaboration import collaboration_handlers
 from .filerooms import DEFAULT_COMPACT_SIZE, FileRoom, FileRooms
 from .handlers import KERNEL_TOKEN_KEY, SETTINGS_KEY, RoomsHandler, RoomSocketHandler
-from .kernelenv import kernel_token, publish
+from .kernelenv import kernel_token, publish, unpublish
 
 __all__ = ["REDIS_URL_ENV", "RoomsApp"]
 
@@ -136,6 +136,8 @@ class RoomsApp(ExtensionApp):
         return os.path.join(jupyter_data_dir(), "rooms")
 
     file_rooms: FileRooms
+    # What this server told its kernels, and what that replaced in the environment.
+    _published: tuple[str, dict[str, str | None]] | None = None
 
     def initialize_settings(self) -> None:
         """Create the server's rooms and put them where the handlers find them."""
@@ -238,7 +240,7 @@ class RoomsApp(ExtensionApp):
         token = kernel_token()
         # The handlers read the web application's settings, filled before this point.
         serverapp.web_app.settings[KERNEL_TOKEN_KEY] = token
-        publish(url, os.path.abspath(serverapp.root_dir), token)
+        self._published = (url, publish(url, os.path.abspath(serverapp.root_dir), token))
         self.log.info("rooms: kernels started by this server reach rooms at %sapi/rooms/", url)
 
     async def _on_event(self, logger: Any, schema_id: str, data: dict[str, Any]) -> None:
@@ -246,8 +248,13 @@ class RoomsApp(ExtensionApp):
         await self.file_rooms.on_contents_event(data)
 
     async def stop_extension(self) -> None:
-        """Save and close every room."""
-        await self.file_rooms.stop()
+        """Save and close every room; kernels started from now on are not sent here."""
+        try:
+            await self.file_rooms.stop()
+        finally:
+            if self._published is not None:
+                unpublish(*self._published)
+                self._published = None
 
 
 def _without_password(url: str) -> str:

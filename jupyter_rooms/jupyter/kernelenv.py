@@ -35,6 +35,7 @@ __all__ = [
     "notebook_room_id",
     "publish",
     "server_from_env",
+    "unpublish",
 ]
 
 ENV_URL = "JUPYTER_ROOMS_URL"
@@ -74,17 +75,42 @@ def is_kernel_token(candidate: str, token: str) -> bool:
     return bool(candidate) and hmac.compare_digest(candidate.encode(), token.encode())
 
 
-def publish(url: str, root_dir: str, token: str) -> None:
+def publish(url: str, root_dir: str, token: str) -> dict[str, str | None]:
     """Tell the kernels this server starts from now on where its rooms are.
 
     Args:
         url: The server's URL, base URL included.
         root_dir: The server's root directory.
         token: The rooms credential.
+
+    Returns:
+        The values this replaced (``None`` where unset), for ``unpublish``.
     """
+    previous = {name: os.environ.get(name) for name in (ENV_URL, ENV_TOKEN, ENV_ROOT)}
     os.environ[ENV_URL] = url
     os.environ[ENV_TOKEN] = token
     os.environ[ENV_ROOT] = root_dir
+    return previous
+
+
+def unpublish(url: str, previous: dict[str, str | None]) -> None:
+    """Put back what ``publish`` replaced, when the server at ``url`` stops.
+
+    A server inside a process that already had a server's address (``bind("jupyter")``
+    in a kernel, or in a script that set it) must not leave that process pointing at a
+    server that is gone. Nothing changes if another server published since.
+
+    Args:
+        url: The URL the stopping server published.
+        previous: What ``publish`` returned.
+    """
+    if os.environ.get(ENV_URL) != url:
+        return
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def server_from_env() -> tuple[str | None, str | None]:
@@ -99,6 +125,10 @@ def server_from_env() -> tuple[str | None, str | None]:
 def notebook_room_id() -> str | None:
     """The room of the notebook this kernel belongs to, if the server said which.
 
+    Only a file that exists counts: a console's session names none (``Console 1``), and
+    a notebook renamed since its kernel started is no longer where the session says;
+    joining either would make a new file out of a name.
+
     Returns:
         The notebook's path relative to the server's root, or ``None``.
     """
@@ -106,10 +136,9 @@ def notebook_room_id() -> str | None:
     root = os.environ.get(ENV_ROOT)
     if not session or not root:
         return None
-    if not os.path.isabs(session):
-        # Some servers give the path relative to the root already.
-        return session.replace(os.sep, "/").lstrip("/")
-    relative = os.path.relpath(session, root)
-    if relative.startswith(".."):
+    # Some servers give the path relative to the root already.
+    path = session if os.path.isabs(session) else os.path.join(root, session.lstrip("/"))
+    relative = os.path.relpath(path, root)
+    if relative == os.curdir or relative.startswith(os.pardir) or not os.path.isfile(path):
         return None
     return relative.replace(os.sep, "/")

@@ -231,9 +231,15 @@ class JupyterClient(WebsocketChannelClient):
         if not kwargs.get("id", "").strip("/"):
             notebook = notebook_room_id()
             if notebook is None:
+                session = os.environ.get("JPY_SESSION_NAME")
+                why = (
+                    f"this kernel's session, {session!r}, is no file under the server's "
+                    "root: a console, or a notebook renamed since the kernel started"
+                    if session
+                    else "only in a notebook's kernel does it default to that notebook"
+                )
                 raise ValueError(
-                    "connect('jupyter') needs id=: the file's path under the server's root "
-                    "(only in a notebook's kernel does it default to that notebook)"
+                    f"connect('jupyter') needs id=: the file's path under the server's root ({why})"
                 )
             kwargs["id"] = notebook
         super().__init__(**kwargs)
@@ -251,6 +257,15 @@ class JupyterClient(WebsocketChannelClient):
             )
         self.url = _websocket_url(url, self.id)
         self.headers = dict(headers or {})
+        self._has_token = bool(token)
         if token:
             self.headers["Authorization"] = f"token {token}"
         self.max_message_size = max_message_size
+
+    def _refused_hint(self) -> str:
+        if self._has_token:
+            return (
+                "the token is not this server's: give token= the server's token (or "
+                f"the rooms credential, {ENV_TOKEN} in its kernels)"
+            )
+        return f"no token was given: give token= the server's token, or set {ENV_TOKEN}"
