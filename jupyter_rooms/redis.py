@@ -13,7 +13,8 @@ snapshot and the stream after it, so it starts from the same history as the othe
 duplicates nothing.
 
 Keys, for a room ``ID`` and the prefix ``P`` (default ``jupyter_rooms:``):
-``P{ID}:updates`` (stream: fields ``u`` the update, ``s`` the sending server),
+``P{ID}:updates`` (stream: fields ``u`` the update, ``s`` the sender: the server and
+which of its openings of the room),
 ``P{ID}:live`` (the channel: updates with their ids, presence), ``P{ID}:snapshot``
 (hash: ``update`` and ``cut``, the last stream id it includes), ``P{ID}:meta`` (hash:
 the room class's shared metadata, and ``v`` its version), ``P{ID}:saver`` (the saving
@@ -303,7 +304,8 @@ class RedisRoom(Room):
         id: The room's id.
         connection: The server's shared Redis connection.
         prefix: Put before every key, so that several deployments can share one Redis.
-        server_id: This server's id in the streams and the saver lock.
+        server_id: This server's id: in the saver lock, and in what it sends (with
+            which opening of the room sent it).
         lock_ttl: Seconds the saver lock lasts unless renewed (it is renewed at a third).
         compact_after: Compact the stream into the snapshot when it has this many entries.
         compact_grace: Seconds of stream kept after a compaction, for servers that lag.
@@ -327,6 +329,10 @@ class RedisRoom(Room):
         # other room classes, whose own names must not collide with these.
         self._redis_connection = connection
         self.server_id = server_id or uuid4().hex
+        # What this room sends is tagged with this opening of it, not only the server: a
+        # room that closes and opens again on the same server starts without what it
+        # sent before, so it must apply those entries like anyone else's.
+        self._redis_sender = f"{self.server_id}/{uuid4().hex[:12]}"
         self.lock_ttl = lock_ttl
         self.compact_after = compact_after
         self.compact_grace = compact_grace
@@ -425,7 +431,7 @@ class RedisRoom(Room):
         theirs = []
         for entry_id, fields in entries:
             self._redis_advance(entry_id.decode())
-            if fields.get(b"s", b"").decode() != self.server_id:
+            if fields.get(b"s", b"").decode() != self._redis_sender:
                 theirs.append(fields[b"u"])
         if theirs:
             self._redis_apply(theirs[0] if len(theirs) == 1 else merge_updates(*theirs))
@@ -474,7 +480,7 @@ class RedisRoom(Room):
             try:
                 await self._redis_connection.append(
                     keys=[self._redis_updates_key, self._redis_channel],
-                    args=[update, self.server_id],
+                    args=[update, self._redis_sender],
                 )
             except BaseException:
                 # Kept for the next try, ahead of what came while waiting for Redis.
@@ -487,7 +493,7 @@ class RedisRoom(Room):
 
     async def _redis_publish(self, kind: bytes, payload: bytes) -> None:
         await self._redis.publish(
-            self._redis_channel, kind + self.server_id.encode() + b"\n" + payload
+            self._redis_channel, kind + self._redis_sender.encode() + b"\n" + payload
         )
 
     async def _redis_read_loop(self) -> None:
@@ -507,10 +513,10 @@ class RedisRoom(Room):
     def _redis_receive(self, data: bytes) -> None:
         """Apply a message of the room's channel (read by the server's reader)."""
         kind, rest = data[:1], data[1:]
-        server, _, payload = rest.partition(b"\n")
-        ours = server.decode() == self.server_id
+        sender, _, payload = rest.partition(b"\n")
+        ours = sender.decode() == self._redis_sender
         if kind == b"u":
-            # This server's own entries count as read too: they come in the stream's
+            # This room's own entries count as read too: they come in the stream's
             # order, which the reply to the append (on another connection) may not.
             entry_id, _, update = payload.partition(b" ")
             if self._redis_advance(entry_id.decode()) and not ours:
@@ -696,6 +702,8 @@ def redis_room_factory(
         arguments the room class needs.
     """
     _import_redis()
+    if server_id is not None and "\n" in server_id:
+        raise ValueError(f"a server id is one line: {server_id!r}")
     if not (isinstance(room_factory, type) and issubclass(room_factory, Room)):
         raise TypeError("redis_room_factory shares Room classes: pass Room or a subclass of it")
     base: type[Room] = room_factory

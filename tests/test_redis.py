@@ -198,3 +198,24 @@ async def test_tls_and_a_password(tmp_path: Path) -> None:
                 await manager.acquire("doc")
     finally:
         secure.stop()
+
+
+async def test_a_room_reopened_on_the_same_server_has_its_history(
+    redis_server: RedisServer,
+) -> None:
+    async with bind("websocket", redis_url=redis_server.url) as one:
+        async with connect("websocket", id="doc", port=one.port) as alice:
+            alice.doc.get("text", type=Text).insert(0, "hello")
+            room = one.room_manager.rooms["doc"]
+            assert isinstance(room, RedisRoom)
+            await wait_until(lambda: room.last_stream_id != "0-0")
+        # The last client left: the room closed. What this server sent is in the stream
+        # under its id, and the room opening again takes it back.
+        await wait_until(lambda: "doc" not in one.room_manager.rooms)
+        async with connect("websocket", id="doc", port=one.port) as bob:
+            assert str(bob.doc.get("text", type=Text)) == "hello"
+
+
+def test_a_server_id_is_one_line(redis_server: RedisServer) -> None:
+    with pytest.raises(ValueError, match="one line"):
+        redis_room_factory(redis_server.url, server_id="a\nb")
