@@ -4,7 +4,8 @@ Each room has a Redis stream of updates that every server with the room open app
 its own clients' changes to, and a channel on which each append is published with the
 entry's id, so that the other servers get it at once; presence goes through the
 channel only. A server reads the stream when it opens the room and after any gap in
-what the channel brought (Redis was away), from the last entry it has. The room also
+what the channel brought (Redis was away), from the last entry it has (or from the
+snapshot, if a compaction folded in entries it had not read). The room also
 has a snapshot that stands for the stream's compacted past, a hash of metadata
 that the room class shares between servers (a file-bound room keeps its epoch and what
 its file was last saved with there), and a lock with expiry that names the one server
@@ -403,21 +404,30 @@ class RedisRoom(Room):
 
     async def _redis_load(self) -> None:
         """Start from the snapshot and every update after it."""
-        snapshot = await self._redis.hgetall(self._redis_snapshot_key)
-        start = "-"
-        if snapshot:
-            self._redis_apply(snapshot[b"update"])
-            cut = snapshot[b"cut"].decode()
-            self._redis_last_id = cut
-            start = f"({cut}"
-        entries = await self._redis.xrange(self._redis_updates_key, min=start, max="+")
-        self._redis_apply_entries(entries)
+        await self._redis_catch_up()
 
     async def _redis_catch_up(self) -> None:
-        """Apply what the stream has after the last entry this server applied."""
-        entries = await self._redis.xrange(
-            self._redis_updates_key, min=f"({self._redis_last_id}", max="+"
-        )
+        """Apply what the room's history in Redis has after the last entry this room
+        applied: the entries after it, and the snapshot first if a compaction folded in
+        entries this room had not read (it is opening, or was cut off from Redis for
+        longer than ``compact_grace`` while the saver compacted)."""
+        while True:
+            cut = await self._redis.hget(self._redis_snapshot_key, "cut")
+            behind = cut is not None and _stream_id(cut) > _stream_id(self._redis_last_id)
+            start = cut.decode() if behind else self._redis_last_id
+            # The snapshot and the entries after its cut are read together: a compaction
+            # in between would have trimmed some of those entries.
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hmget(self._redis_snapshot_key, "cut", "update" if behind else "cut")
+                pipe.xrange(self._redis_updates_key, min=f"({start}", max="+")
+                (now_cut, update), entries = await pipe.execute()
+            if now_cut == cut:
+                break
+            # Compacted (or emptied) meanwhile: the entries may not follow on from the
+            # snapshot as read first. Again.
+        if behind:
+            self._redis_apply(update)
+            self._redis_last_id = start
         self._redis_apply_entries(entries)
 
     def _redis_apply(self, update: bytes) -> None:

@@ -16,6 +16,7 @@ from jupyter_rooms import ClientWire, bind, connect
 from jupyter_rooms.redis import RedisRoom, redis_room_factory
 from jupyter_rooms.room import RoomManager
 
+from faults import Proxy
 from helpers import wait_until
 from redis_server import RedisServer
 
@@ -219,3 +220,48 @@ async def test_a_room_reopened_on_the_same_server_has_its_history(
 def test_a_server_id_is_one_line(redis_server: RedisServer) -> None:
     with pytest.raises(ValueError, match="one line"):
         redis_room_factory(redis_server.url, server_id="a\nb")
+
+
+async def test_a_server_cut_off_during_a_compaction_catches_up(
+    redis_server: RedisServer,
+) -> None:
+    # The second server reaches Redis through a link that is cut while the first one
+    # compacts the stream past what the second has read.
+    proxy = Proxy(redis_server.port)
+    cut_off_url = redis_server.url.replace(f":{redis_server.port}/", f":{proxy.port}/")
+    async with anyio.create_task_group() as tg:
+        await tg.start(proxy.serve)
+        async with (
+            bind("websocket", redis_url=redis_server.url) as one,
+            connect("websocket", id="doc", port=one.port) as alice,
+        ):
+            room = one.room_manager.rooms["doc"]
+            assert isinstance(room, RedisRoom)
+            await wait_until(lambda: room.is_saver)
+            room.compact_grace = 0
+            async with (
+                bind("websocket", redis_url=cut_off_url) as two,
+                connect("websocket", id="doc", port=two.port) as bob,
+            ):
+                alice_text = alice.doc.get("text", type=Text)
+                bob_text = bob.doc.get("text", type=Text)
+                alice_text += "before "
+                await wait_until(lambda: str(bob_text) == "before ")
+
+                proxy.held = True
+                proxy.cut()
+                for word in ["while ", "cut ", "off "]:
+                    alice_text += word
+                    await anyio.sleep(0.01)
+                bob_text.insert(0, "[bob] ")
+                await wait_until(lambda: room.last_stream_id != "0-0")
+                await anyio.sleep(0.2)
+                await room.compact()
+                proxy.held = False
+
+                expected = "[bob] before while cut off "
+                await wait_until(lambda: str(alice_text) == expected, within=20)
+                await wait_until(lambda: str(bob_text) == expected, within=20)
+                alice_text += "after"
+                await wait_until(lambda: str(bob_text) == expected + "after")
+        tg.cancel_scope.cancel()
