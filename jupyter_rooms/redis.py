@@ -30,13 +30,22 @@ for its ``redis_url`` setting). It needs the ``redis`` package:
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
 
-from anyio import TASK_STATUS_IGNORED, CancelScope, Event, Lock, move_on_after, sleep
+from anyio import (
+    TASK_STATUS_IGNORED,
+    CancelScope,
+    Event,
+    Lock,
+    current_time,
+    move_on_after,
+    sleep,
+)
 from anyio.abc import TaskStatus
 from pycrdt import TransactionEvent, merge_updates
 
@@ -350,6 +359,9 @@ class RedisRoom(Room):
         self._redis_wake = Event()
         self._redis: Any = None
         self._redis_holds_lock = False
+        # Until when (this event loop's clock) the lock is surely ours: the lock's time to
+        # live counted from when the last renewal was sent, before Redis ran it.
+        self._redis_lock_until = 0.0
         self._redis_down = False
         self._redis_failures = 0
         # Set when a command succeeds while Redis was thought down: ends the waits.
@@ -363,7 +375,9 @@ class RedisRoom(Room):
     @property
     def is_saver(self) -> bool:
         """Whether this server holds the room's saver lock (it alone saves and compacts)."""
-        return self._redis_holds_lock
+        # A renewal that gets no answer (Redis or the link hangs) lets the lock expire in
+        # Redis, and another server take it: this server stops saving by then.
+        return self._redis_holds_lock and current_time() < self._redis_lock_until
 
     @property
     def last_stream_id(self) -> str:
@@ -578,11 +592,19 @@ class RedisRoom(Room):
         """Take the saver lock when it is free, keep it renewed, compact while holding it."""
         ttl_ms = int(self.lock_ttl * 1000)
         while True:
+            sent = current_time()
             try:
-                ours = await self._redis.eval(
-                    _TAKE_OR_RENEW, 1, self._redis_saver_key, self.server_id, ttl_ms
-                )
-                self._redis_set_saver(bool(ours))
+                # While the lock is ours, a renewal must be answered before it runs out.
+                wait = self._redis_lock_until - sent if self._redis_holds_lock else math.inf
+                with move_on_after(wait):
+                    ours = await self._redis.eval(
+                        _TAKE_OR_RENEW, 1, self._redis_saver_key, self.server_id, ttl_ms
+                    )
+                    if ours:
+                        self._redis_lock_until = sent + self.lock_ttl
+                    self._redis_set_saver(bool(ours))
+                if self._redis_holds_lock and current_time() >= self._redis_lock_until:
+                    raise TimeoutError("no answer from Redis before the saver lock ran out")
                 self._redis_answered()
                 if self._redis_holds_lock:
                     await self._redis_compact_if_long()

@@ -265,3 +265,38 @@ async def test_a_server_cut_off_during_a_compaction_catches_up(
                 alice_text += "after"
                 await wait_until(lambda: str(bob_text) == expected + "after")
         tg.cancel_scope.cancel()
+
+
+async def test_a_saver_that_gets_no_answer_stops_saving_before_its_lock_expires(
+    redis_server: RedisServer,
+) -> None:
+    # The saver's link to Redis freezes (no error, no answer): its lock runs out in Redis
+    # and the other server takes it. The two never both think they save.
+    proxy = Proxy(redis_server.port)
+    frozen_url = redis_server.url.replace(f":{redis_server.port}/", f":{proxy.port}/")
+    async with anyio.create_task_group() as tg:
+        await tg.start(proxy.serve)
+        async with (
+            RoomManager(redis_room_factory(frozen_url, lock_ttl=1.0)) as first_manager,
+            RoomManager(redis_room_factory(redis_server.url, lock_ttl=1.0)) as second_manager,
+        ):
+            first = await first_manager.acquire("doc")
+            assert isinstance(first, RedisRoom)
+            await wait_until(lambda: first.is_saver)
+            second = await second_manager.acquire("doc")
+            assert isinstance(second, RedisRoom)
+            tg.start_soon(proxy.stall, 6.0)
+            both = 0
+            with anyio.move_on_after(5):
+                while not second.is_saver:
+                    both += first.is_saver and second.is_saver
+                    await anyio.sleep(0.005)
+            assert second.is_saver
+            for _ in range(200):
+                both += first.is_saver and second.is_saver
+                await anyio.sleep(0.005)
+            assert both == 0
+            assert not first.is_saver
+            first_manager.release("doc")
+            second_manager.release("doc")
+        tg.cancel_scope.cancel()
