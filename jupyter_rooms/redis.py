@@ -98,6 +98,28 @@ redis.call('publish', KEYS[2], 'u' .. ARGV[2] .. '\\n' .. id .. ' ' .. ARGV[1])
 return id
 """
 
+# Fold a room's stream into its snapshot, for the saver only (ARGV[1]) and never back to an
+# older cut than the snapshot has: a server that lost the lock without knowing yet, or
+# lags, must not replace a newer snapshot, whose entries may be trimmed already.
+# ARGV: server, the document, its cut, the first stream id to keep.
+_COMPACT = """
+if redis.call('get', KEYS[3]) ~= ARGV[1] then
+    return 0
+end
+local old = redis.call('hget', KEYS[1], 'cut')
+if old then
+    local old_ms, old_seq = string.match(old, '^(%d+)-(%d+)$')
+    local ms, seq = string.match(ARGV[3], '^(%d+)-(%d+)$')
+    old_ms, old_seq, ms, seq = tonumber(old_ms), tonumber(old_seq), tonumber(ms), tonumber(seq)
+    if old_ms > ms or (old_ms == ms and old_seq > seq) then
+        return 0
+    end
+end
+redis.call('hset', KEYS[1], 'update', ARGV[2], 'cut', ARGV[3])
+redis.call('xtrim', KEYS[2], 'MINID', ARGV[4])
+return 1
+"""
+
 # Set fields of the shared metadata and count one more version of it.
 _STORE_META = """
 for i = 1, #ARGV, 2 do
@@ -631,31 +653,40 @@ class RedisRoom(Room):
             return
         await self.compact()
 
-    async def compact(self) -> None:
+    async def compact(self) -> bool:
         """Fold the stream, up to what this server has read, into the snapshot.
 
         Entries newer than ``compact_grace`` seconds stay in the stream, so that a server
-        a little behind still finds what it has not read yet.
+        a little behind still finds what it has not read yet. Only the saver compacts, and
+        only forward: Redis checks, when it runs the compaction, that this server holds the
+        saver lock and that the snapshot is not newer than what it would write.
+
+        Returns:
+            Whether the stream was compacted.
         """
         cut = self._redis_last_id
         keep_from = _stream_id(cut)
         seconds, microseconds = await self._redis.time()
         time_ms = int(seconds) * 1000 + int(microseconds) // 1000
         grace_ms = time_ms - int(self.compact_grace * 1000)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                self._redis_snapshot_key, mapping={"update": self.doc.get_update(), "cut": cut}
-            )
-            if keep_from[0] < grace_ms:
-                pipe.xtrim(
-                    self._redis_updates_key,
-                    minid=f"{keep_from[0]}-{keep_from[1] + 1}",
-                    approximate=False,
-                )
-            else:
-                pipe.xtrim(self._redis_updates_key, minid=f"{grace_ms}-0", approximate=False)
-            await pipe.execute()
-        self.log.debug("room %r: compacted its stream up to %s", self.id, cut)
+        if keep_from[0] < grace_ms:
+            first_kept = f"{keep_from[0]}-{keep_from[1] + 1}"
+        else:
+            first_kept = f"{grace_ms}-0"
+        done = await self._redis.eval(
+            _COMPACT,
+            3,
+            self._redis_snapshot_key,
+            self._redis_updates_key,
+            self._redis_saver_key,
+            self.server_id,
+            self.doc.get_update(),
+            cut,
+            first_kept,
+        )
+        if done:
+            self.log.debug("room %r: compacted its stream up to %s", self.id, cut)
+        return bool(done)
 
     async def load_shared_meta(self) -> dict[str, bytes] | None:
         """Read the metadata the room class shares between servers.

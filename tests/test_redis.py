@@ -300,3 +300,34 @@ async def test_a_saver_that_gets_no_answer_stops_saving_before_its_lock_expires(
             first_manager.release("doc")
             second_manager.release("doc")
         tg.cancel_scope.cancel()
+
+
+async def test_only_the_saver_compacts_and_only_forward(redis_server: RedisServer) -> None:
+    async with (
+        bind("websocket", redis_url=redis_server.url) as one,
+        bind("websocket", redis_url=redis_server.url) as two,
+        connect("websocket", id="doc", port=one.port) as alice,
+    ):
+        saver = one.room_manager.rooms["doc"]
+        assert isinstance(saver, RedisRoom)
+        await wait_until(lambda: saver.is_saver)
+        async with connect("websocket", id="doc", port=two.port) as bob:
+            other = two.room_manager.rooms["doc"]
+            assert isinstance(other, RedisRoom)
+            alice.doc.get("text", type=Text).insert(0, "hello")
+            await wait_until(lambda: str(bob.doc.get("text", type=Text)) == "hello")
+            await wait_until(lambda: other.last_stream_id == saver.last_stream_id != "0-0")
+            client = aioredis.from_url(redis_server.url)
+            try:
+                assert not other.is_saver
+                assert not await other.compact()
+                assert not await client.exists("jupyter_rooms:doc:snapshot")
+                assert await saver.compact()
+                cut = await client.hget("jupyter_rooms:doc:snapshot", "cut")
+                assert cut == saver.last_stream_id.encode()
+                # A saver behind the snapshot (it lags) leaves it as it is.
+                saver._redis_last_id = "0-1"
+                assert not await saver.compact()
+                assert await client.hget("jupyter_rooms:doc:snapshot", "cut") == cut
+            finally:
+                await client.aclose()
