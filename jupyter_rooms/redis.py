@@ -765,6 +765,13 @@ def redis_room_factory(
         arguments the room class needs.
     """
     _import_redis()
+    from redis.asyncio.connection import parse_url
+
+    try:
+        # Checked now, not when the first room opens; the message leaves out the password.
+        parse_url(url)
+    except ValueError as exc:
+        raise ValueError(f"not a usable Redis URL: {exc}") from None
     if server_id is not None and "\n" in server_id:
         raise ValueError(f"a server id is one line: {server_id!r}")
     if not (isinstance(room_factory, type) and issubclass(room_factory, Room)):

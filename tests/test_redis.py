@@ -331,3 +331,12 @@ async def test_only_the_saver_compacts_and_only_forward(redis_server: RedisServe
                 assert await client.hget("jupyter_rooms:doc:snapshot", "cut") == cut
             finally:
                 await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://:secret@127.0.0.1:6379", "127.0.0.1:6379", "redis://:secret@host:port/0"]
+)
+async def test_a_bad_redis_url_is_refused_at_once(url: str) -> None:
+    with pytest.raises(ValueError, match="not a usable Redis URL") as raised:
+        bind("websocket", port=0, redis_url=url)
+    assert "secret" not in str(raised.value)
