@@ -377,7 +377,9 @@ class RedisRoom(Room):
         self._redis_last_id = "0-0"
         self._redis_applying = False
         self._redis_outgoing: list[bytes] = []
-        self._redis_outgoing_awareness: list[bytes] = []
+        # Whose presence changed since it was last published: encoded when it is sent,
+        # so that what waits for Redis is one entry per client, however often it moved.
+        self._redis_outgoing_awareness: set[int] = set()
         self._redis_wake = Event()
         self._redis: Any = None
         self._redis_holds_lock = False
@@ -502,8 +504,7 @@ class RedisRoom(Room):
         change, origin = changes
         if topic != "update" or origin == "redis":
             return
-        ids = change["added"] + change["updated"] + change["removed"]
-        self._redis_outgoing_awareness.append(self.awareness.encode_awareness_update(ids))
+        self._redis_outgoing_awareness.update(change["added"], change["updated"], change["removed"])
         self._redis_wake.set()
 
     async def _redis_write_loop(self) -> None:
@@ -532,10 +533,14 @@ class RedisRoom(Room):
                 # Kept for the next try, ahead of what came while waiting for Redis.
                 self._redis_outgoing.insert(0, update)
                 raise
-        while self._redis_outgoing_awareness:
-            message = self._redis_outgoing_awareness[0]
-            await self._redis_publish(b"a", message)
-            self._redis_outgoing_awareness.pop(0)
+        if self._redis_outgoing_awareness:
+            ids = sorted(self._redis_outgoing_awareness)
+            self._redis_outgoing_awareness.clear()
+            try:
+                await self._redis_publish(b"a", self.awareness.encode_awareness_update(ids))
+            except BaseException:
+                self._redis_outgoing_awareness.update(ids)
+                raise
 
     async def _redis_publish(self, kind: bytes, payload: bytes) -> None:
         await self._redis.publish(
@@ -575,8 +580,7 @@ class RedisRoom(Room):
             except Exception as exc:
                 self.log.warning("room %r: bad presence from Redis: %s", self.id, exc)
         elif kind == b"h" and self.awareness.states:
-            states = list(self.awareness.states)
-            self._redis_outgoing_awareness.append(self.awareness.encode_awareness_update(states))
+            self._redis_outgoing_awareness.update(self.awareness.states)
             self._redis_wake.set()
 
     async def _redis_back(self) -> None:
@@ -590,6 +594,10 @@ class RedisRoom(Room):
             await self._redis.eval(_RESTORE_META, 1, self._redis_meta_key, *args)
         # The whole history: applying what one already has changes nothing.
         self._redis_outgoing.append(self.doc.get_update())
+        # Presence goes through the channel only: what was published while a server was
+        # not subscribed is lost. Tell everyone's again, ours and the others'.
+        self._redis_outgoing_awareness.update(self.awareness.states)
+        await self._redis_publish(b"h", b"")
         self._redis_wake.set()
         self._redis_down = False
         self._redis_failures = 0

@@ -340,3 +340,22 @@ async def test_a_bad_redis_url_is_refused_at_once(url: str) -> None:
     with pytest.raises(ValueError, match="not a usable Redis URL") as raised:
         bind("websocket", port=0, redis_url=url)
     assert "secret" not in str(raised.value)
+
+
+async def test_presence_changed_while_redis_is_away_is_sent_once_back(
+    redis_server: RedisServer,
+) -> None:
+    async with two_servers(redis_server) as (one, _two, alice, bob):
+        room = one.room_manager.rooms["doc"]
+        assert isinstance(room, RedisRoom)
+        alice.awareness.set_local_state({"cursor": -1})
+        await wait_until(lambda: {"cursor": -1} in bob.awareness.states.values())
+        redis_server.stop()
+        # A cursor that keeps moving: what waits for Redis is its latest place only.
+        for position in range(300):
+            alice.awareness.set_local_state({"cursor": position})
+            await anyio.sleep(0.002)
+        await wait_until(lambda: len(room._redis_outgoing_awareness) == 1)
+        redis_server.start()
+        await wait_until(lambda: {"cursor": 299} in bob.awareness.states.values(), within=20)
+        assert not any(state.get("cursor", 299) != 299 for state in bob.awareness.states.values())
