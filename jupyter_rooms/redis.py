@@ -4,7 +4,8 @@ Each room has a Redis stream of updates that every server with the room open app
 its own clients' changes to, and a channel on which each append is published with the
 entry's id, so that the other servers get it at once; presence goes through the
 channel only. A server reads the stream when it opens the room and after any gap in
-what the channel brought (Redis was away), from the last entry it has. The room also
+what the channel brought (Redis was away), from the last entry it has (or from the
+snapshot, if a compaction folded in entries it had not read). The room also
 has a snapshot that stands for the stream's compacted past, a hash of metadata
 that the room class shares between servers (a file-bound room keeps its epoch and what
 its file was last saved with there), and a lock with expiry that names the one server
@@ -13,7 +14,8 @@ snapshot and the stream after it, so it starts from the same history as the othe
 duplicates nothing.
 
 Keys, for a room ``ID`` and the prefix ``P`` (default ``jupyter_rooms:``):
-``P{ID}:updates`` (stream: fields ``u`` the update, ``s`` the sending server),
+``P{ID}:updates`` (stream: fields ``u`` the update, ``s`` the sender: the server and
+which of its openings of the room),
 ``P{ID}:live`` (the channel: updates with their ids, presence), ``P{ID}:snapshot``
 (hash: ``update`` and ``cut``, the last stream id it includes), ``P{ID}:meta`` (hash:
 the room class's shared metadata, and ``v`` its version), ``P{ID}:saver`` (the saving
@@ -28,13 +30,22 @@ for its ``redis_url`` setting). It needs the ``redis`` package:
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
 
-from anyio import TASK_STATUS_IGNORED, CancelScope, Event, Lock, move_on_after, sleep
+from anyio import (
+    TASK_STATUS_IGNORED,
+    CancelScope,
+    Event,
+    Lock,
+    current_time,
+    move_on_after,
+    sleep,
+)
 from anyio.abc import TaskStatus
 from pycrdt import TransactionEvent, merge_updates
 
@@ -85,6 +96,28 @@ _APPEND = """
 local id = redis.call('xadd', KEYS[1], '*', 'u', ARGV[1], 's', ARGV[2])
 redis.call('publish', KEYS[2], 'u' .. ARGV[2] .. '\\n' .. id .. ' ' .. ARGV[1])
 return id
+"""
+
+# Fold a room's stream into its snapshot, for the saver only (ARGV[1]) and never back to an
+# older cut than the snapshot has: a server that lost the lock without knowing yet, or
+# lags, must not replace a newer snapshot, whose entries may be trimmed already.
+# ARGV: server, the document, its cut, the first stream id to keep.
+_COMPACT = """
+if redis.call('get', KEYS[3]) ~= ARGV[1] then
+    return 0
+end
+local old = redis.call('hget', KEYS[1], 'cut')
+if old then
+    local old_ms, old_seq = string.match(old, '^(%d+)-(%d+)$')
+    local ms, seq = string.match(ARGV[3], '^(%d+)-(%d+)$')
+    old_ms, old_seq, ms, seq = tonumber(old_ms), tonumber(old_seq), tonumber(ms), tonumber(seq)
+    if old_ms > ms or (old_ms == ms and old_seq > seq) then
+        return 0
+    end
+end
+redis.call('hset', KEYS[1], 'update', ARGV[2], 'cut', ARGV[3])
+redis.call('xtrim', KEYS[2], 'MINID', ARGV[4])
+return 1
 """
 
 # Set fields of the shared metadata and count one more version of it.
@@ -303,7 +336,8 @@ class RedisRoom(Room):
         id: The room's id.
         connection: The server's shared Redis connection.
         prefix: Put before every key, so that several deployments can share one Redis.
-        server_id: This server's id in the streams and the saver lock.
+        server_id: This server's id: in the saver lock, and in what it sends (with
+            which opening of the room sent it).
         lock_ttl: Seconds the saver lock lasts unless renewed (it is renewed at a third).
         compact_after: Compact the stream into the snapshot when it has this many entries.
         compact_grace: Seconds of stream kept after a compaction, for servers that lag.
@@ -327,6 +361,10 @@ class RedisRoom(Room):
         # other room classes, whose own names must not collide with these.
         self._redis_connection = connection
         self.server_id = server_id or uuid4().hex
+        # What this room sends is tagged with this opening of it, not only the server: a
+        # room that closes and opens again on the same server starts without what it
+        # sent before, so it must apply those entries like anyone else's.
+        self._redis_sender = f"{self.server_id}/{uuid4().hex[:12]}"
         self.lock_ttl = lock_ttl
         self.compact_after = compact_after
         self.compact_grace = compact_grace
@@ -339,10 +377,15 @@ class RedisRoom(Room):
         self._redis_last_id = "0-0"
         self._redis_applying = False
         self._redis_outgoing: list[bytes] = []
-        self._redis_outgoing_awareness: list[bytes] = []
+        # Whose presence changed since it was last published: encoded when it is sent,
+        # so that what waits for Redis is one entry per client, however often it moved.
+        self._redis_outgoing_awareness: set[int] = set()
         self._redis_wake = Event()
         self._redis: Any = None
         self._redis_holds_lock = False
+        # Until when (this event loop's clock) the lock is surely ours: the lock's time to
+        # live counted from when the last renewal was sent, before Redis ran it.
+        self._redis_lock_until = 0.0
         self._redis_down = False
         self._redis_failures = 0
         # Set when a command succeeds while Redis was thought down: ends the waits.
@@ -356,7 +399,9 @@ class RedisRoom(Room):
     @property
     def is_saver(self) -> bool:
         """Whether this server holds the room's saver lock (it alone saves and compacts)."""
-        return self._redis_holds_lock
+        # A renewal that gets no answer (Redis or the link hangs) lets the lock expire in
+        # Redis, and another server take it: this server stops saving by then.
+        return self._redis_holds_lock and current_time() < self._redis_lock_until
 
     @property
     def last_stream_id(self) -> str:
@@ -397,21 +442,30 @@ class RedisRoom(Room):
 
     async def _redis_load(self) -> None:
         """Start from the snapshot and every update after it."""
-        snapshot = await self._redis.hgetall(self._redis_snapshot_key)
-        start = "-"
-        if snapshot:
-            self._redis_apply(snapshot[b"update"])
-            cut = snapshot[b"cut"].decode()
-            self._redis_last_id = cut
-            start = f"({cut}"
-        entries = await self._redis.xrange(self._redis_updates_key, min=start, max="+")
-        self._redis_apply_entries(entries)
+        await self._redis_catch_up()
 
     async def _redis_catch_up(self) -> None:
-        """Apply what the stream has after the last entry this server applied."""
-        entries = await self._redis.xrange(
-            self._redis_updates_key, min=f"({self._redis_last_id}", max="+"
-        )
+        """Apply what the room's history in Redis has after the last entry this room
+        applied: the entries after it, and the snapshot first if a compaction folded in
+        entries this room had not read (it is opening, or was cut off from Redis for
+        longer than ``compact_grace`` while the saver compacted)."""
+        while True:
+            cut = await self._redis.hget(self._redis_snapshot_key, "cut")
+            behind = cut is not None and _stream_id(cut) > _stream_id(self._redis_last_id)
+            start = cut.decode() if behind else self._redis_last_id
+            # The snapshot and the entries after its cut are read together: a compaction
+            # in between would have trimmed some of those entries.
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hmget(self._redis_snapshot_key, "cut", "update" if behind else "cut")
+                pipe.xrange(self._redis_updates_key, min=f"({start}", max="+")
+                (now_cut, update), entries = await pipe.execute()
+            if now_cut == cut:
+                break
+            # Compacted (or emptied) meanwhile: the entries may not follow on from the
+            # snapshot as read first. Again.
+        if behind:
+            self._redis_apply(update)
+            self._redis_last_id = start
         self._redis_apply_entries(entries)
 
     def _redis_apply(self, update: bytes) -> None:
@@ -425,7 +479,7 @@ class RedisRoom(Room):
         theirs = []
         for entry_id, fields in entries:
             self._redis_advance(entry_id.decode())
-            if fields.get(b"s", b"").decode() != self.server_id:
+            if fields.get(b"s", b"").decode() != self._redis_sender:
                 theirs.append(fields[b"u"])
         if theirs:
             self._redis_apply(theirs[0] if len(theirs) == 1 else merge_updates(*theirs))
@@ -450,8 +504,7 @@ class RedisRoom(Room):
         change, origin = changes
         if topic != "update" or origin == "redis":
             return
-        ids = change["added"] + change["updated"] + change["removed"]
-        self._redis_outgoing_awareness.append(self.awareness.encode_awareness_update(ids))
+        self._redis_outgoing_awareness.update(change["added"], change["updated"], change["removed"])
         self._redis_wake.set()
 
     async def _redis_write_loop(self) -> None:
@@ -474,20 +527,24 @@ class RedisRoom(Room):
             try:
                 await self._redis_connection.append(
                     keys=[self._redis_updates_key, self._redis_channel],
-                    args=[update, self.server_id],
+                    args=[update, self._redis_sender],
                 )
             except BaseException:
                 # Kept for the next try, ahead of what came while waiting for Redis.
                 self._redis_outgoing.insert(0, update)
                 raise
-        while self._redis_outgoing_awareness:
-            message = self._redis_outgoing_awareness[0]
-            await self._redis_publish(b"a", message)
-            self._redis_outgoing_awareness.pop(0)
+        if self._redis_outgoing_awareness:
+            ids = sorted(self._redis_outgoing_awareness)
+            self._redis_outgoing_awareness.clear()
+            try:
+                await self._redis_publish(b"a", self.awareness.encode_awareness_update(ids))
+            except BaseException:
+                self._redis_outgoing_awareness.update(ids)
+                raise
 
     async def _redis_publish(self, kind: bytes, payload: bytes) -> None:
         await self._redis.publish(
-            self._redis_channel, kind + self.server_id.encode() + b"\n" + payload
+            self._redis_channel, kind + self._redis_sender.encode() + b"\n" + payload
         )
 
     async def _redis_read_loop(self) -> None:
@@ -507,10 +564,10 @@ class RedisRoom(Room):
     def _redis_receive(self, data: bytes) -> None:
         """Apply a message of the room's channel (read by the server's reader)."""
         kind, rest = data[:1], data[1:]
-        server, _, payload = rest.partition(b"\n")
-        ours = server.decode() == self.server_id
+        sender, _, payload = rest.partition(b"\n")
+        ours = sender.decode() == self._redis_sender
         if kind == b"u":
-            # This server's own entries count as read too: they come in the stream's
+            # This room's own entries count as read too: they come in the stream's
             # order, which the reply to the append (on another connection) may not.
             entry_id, _, update = payload.partition(b" ")
             if self._redis_advance(entry_id.decode()) and not ours:
@@ -523,8 +580,7 @@ class RedisRoom(Room):
             except Exception as exc:
                 self.log.warning("room %r: bad presence from Redis: %s", self.id, exc)
         elif kind == b"h" and self.awareness.states:
-            states = list(self.awareness.states)
-            self._redis_outgoing_awareness.append(self.awareness.encode_awareness_update(states))
+            self._redis_outgoing_awareness.update(self.awareness.states)
             self._redis_wake.set()
 
     async def _redis_back(self) -> None:
@@ -538,6 +594,10 @@ class RedisRoom(Room):
             await self._redis.eval(_RESTORE_META, 1, self._redis_meta_key, *args)
         # The whole history: applying what one already has changes nothing.
         self._redis_outgoing.append(self.doc.get_update())
+        # Presence goes through the channel only: what was published while a server was
+        # not subscribed is lost. Tell everyone's again, ours and the others'.
+        self._redis_outgoing_awareness.update(self.awareness.states)
+        await self._redis_publish(b"h", b"")
         self._redis_wake.set()
         self._redis_down = False
         self._redis_failures = 0
@@ -562,11 +622,19 @@ class RedisRoom(Room):
         """Take the saver lock when it is free, keep it renewed, compact while holding it."""
         ttl_ms = int(self.lock_ttl * 1000)
         while True:
+            sent = current_time()
             try:
-                ours = await self._redis.eval(
-                    _TAKE_OR_RENEW, 1, self._redis_saver_key, self.server_id, ttl_ms
-                )
-                self._redis_set_saver(bool(ours))
+                # While the lock is ours, a renewal must be answered before it runs out.
+                wait = self._redis_lock_until - sent if self._redis_holds_lock else math.inf
+                with move_on_after(wait):
+                    ours = await self._redis.eval(
+                        _TAKE_OR_RENEW, 1, self._redis_saver_key, self.server_id, ttl_ms
+                    )
+                    if ours:
+                        self._redis_lock_until = sent + self.lock_ttl
+                    self._redis_set_saver(bool(ours))
+                if self._redis_holds_lock and current_time() >= self._redis_lock_until:
+                    raise TimeoutError("no answer from Redis before the saver lock ran out")
                 self._redis_answered()
                 if self._redis_holds_lock:
                     await self._redis_compact_if_long()
@@ -593,31 +661,40 @@ class RedisRoom(Room):
             return
         await self.compact()
 
-    async def compact(self) -> None:
+    async def compact(self) -> bool:
         """Fold the stream, up to what this server has read, into the snapshot.
 
         Entries newer than ``compact_grace`` seconds stay in the stream, so that a server
-        a little behind still finds what it has not read yet.
+        a little behind still finds what it has not read yet. Only the saver compacts, and
+        only forward: Redis checks, when it runs the compaction, that this server holds the
+        saver lock and that the snapshot is not newer than what it would write.
+
+        Returns:
+            Whether the stream was compacted.
         """
         cut = self._redis_last_id
         keep_from = _stream_id(cut)
         seconds, microseconds = await self._redis.time()
         time_ms = int(seconds) * 1000 + int(microseconds) // 1000
         grace_ms = time_ms - int(self.compact_grace * 1000)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                self._redis_snapshot_key, mapping={"update": self.doc.get_update(), "cut": cut}
-            )
-            if keep_from[0] < grace_ms:
-                pipe.xtrim(
-                    self._redis_updates_key,
-                    minid=f"{keep_from[0]}-{keep_from[1] + 1}",
-                    approximate=False,
-                )
-            else:
-                pipe.xtrim(self._redis_updates_key, minid=f"{grace_ms}-0", approximate=False)
-            await pipe.execute()
-        self.log.debug("room %r: compacted its stream up to %s", self.id, cut)
+        if keep_from[0] < grace_ms:
+            first_kept = f"{keep_from[0]}-{keep_from[1] + 1}"
+        else:
+            first_kept = f"{grace_ms}-0"
+        done = await self._redis.eval(
+            _COMPACT,
+            3,
+            self._redis_snapshot_key,
+            self._redis_updates_key,
+            self._redis_saver_key,
+            self.server_id,
+            self.doc.get_update(),
+            cut,
+            first_kept,
+        )
+        if done:
+            self.log.debug("room %r: compacted its stream up to %s", self.id, cut)
+        return bool(done)
 
     async def load_shared_meta(self) -> dict[str, bytes] | None:
         """Read the metadata the room class shares between servers.
@@ -696,6 +773,15 @@ def redis_room_factory(
         arguments the room class needs.
     """
     _import_redis()
+    from redis.asyncio.connection import parse_url
+
+    try:
+        # Checked now, not when the first room opens; the message leaves out the password.
+        parse_url(url)
+    except ValueError as exc:
+        raise ValueError(f"not a usable Redis URL: {exc}") from None
+    if server_id is not None and "\n" in server_id:
+        raise ValueError(f"a server id is one line: {server_id!r}")
     if not (isinstance(room_factory, type) and issubclass(room_factory, Room)):
         raise TypeError("redis_room_factory shares Room classes: pass Room or a subclass of it")
     base: type[Room] = room_factory

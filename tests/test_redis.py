@@ -16,6 +16,7 @@ from jupyter_rooms import ClientWire, bind, connect
 from jupyter_rooms.redis import RedisRoom, redis_room_factory
 from jupyter_rooms.room import RoomManager
 
+from faults import Proxy
 from helpers import wait_until
 from redis_server import RedisServer
 
@@ -198,3 +199,163 @@ async def test_tls_and_a_password(tmp_path: Path) -> None:
                 await manager.acquire("doc")
     finally:
         secure.stop()
+
+
+async def test_a_room_reopened_on_the_same_server_has_its_history(
+    redis_server: RedisServer,
+) -> None:
+    async with bind("websocket", redis_url=redis_server.url) as one:
+        async with connect("websocket", id="doc", port=one.port) as alice:
+            alice.doc.get("text", type=Text).insert(0, "hello")
+            room = one.room_manager.rooms["doc"]
+            assert isinstance(room, RedisRoom)
+            await wait_until(lambda: room.last_stream_id != "0-0")
+        # The last client left: the room closed. What this server sent is in the stream
+        # under its id, and the room opening again takes it back.
+        await wait_until(lambda: "doc" not in one.room_manager.rooms)
+        async with connect("websocket", id="doc", port=one.port) as bob:
+            assert str(bob.doc.get("text", type=Text)) == "hello"
+
+
+def test_a_server_id_is_one_line(redis_server: RedisServer) -> None:
+    with pytest.raises(ValueError, match="one line"):
+        redis_room_factory(redis_server.url, server_id="a\nb")
+
+
+async def test_a_server_cut_off_during_a_compaction_catches_up(
+    redis_server: RedisServer,
+) -> None:
+    # The second server reaches Redis through a link that is cut while the first one
+    # compacts the stream past what the second has read.
+    proxy = Proxy(redis_server.port)
+    cut_off_url = redis_server.url.replace(f":{redis_server.port}/", f":{proxy.port}/")
+    async with anyio.create_task_group() as tg:
+        await tg.start(proxy.serve)
+        async with (
+            bind("websocket", redis_url=redis_server.url) as one,
+            connect("websocket", id="doc", port=one.port) as alice,
+        ):
+            room = one.room_manager.rooms["doc"]
+            assert isinstance(room, RedisRoom)
+            await wait_until(lambda: room.is_saver)
+            room.compact_grace = 0
+            async with (
+                bind("websocket", redis_url=cut_off_url) as two,
+                connect("websocket", id="doc", port=two.port) as bob,
+            ):
+                alice_text = alice.doc.get("text", type=Text)
+                bob_text = bob.doc.get("text", type=Text)
+                alice_text += "before "
+                await wait_until(lambda: str(bob_text) == "before ")
+
+                proxy.held = True
+                proxy.cut()
+                for word in ["while ", "cut ", "off "]:
+                    alice_text += word
+                    await anyio.sleep(0.01)
+                bob_text.insert(0, "[bob] ")
+                await wait_until(lambda: room.last_stream_id != "0-0")
+                await anyio.sleep(0.2)
+                await room.compact()
+                proxy.held = False
+
+                expected = "[bob] before while cut off "
+                await wait_until(lambda: str(alice_text) == expected, within=20)
+                await wait_until(lambda: str(bob_text) == expected, within=20)
+                alice_text += "after"
+                await wait_until(lambda: str(bob_text) == expected + "after")
+        tg.cancel_scope.cancel()
+
+
+async def test_a_saver_that_gets_no_answer_stops_saving_before_its_lock_expires(
+    redis_server: RedisServer,
+) -> None:
+    # The saver's link to Redis freezes (no error, no answer): its lock runs out in Redis
+    # and the other server takes it. The two never both think they save.
+    proxy = Proxy(redis_server.port)
+    frozen_url = redis_server.url.replace(f":{redis_server.port}/", f":{proxy.port}/")
+    async with anyio.create_task_group() as tg:
+        await tg.start(proxy.serve)
+        async with (
+            RoomManager(redis_room_factory(frozen_url, lock_ttl=1.0)) as first_manager,
+            RoomManager(redis_room_factory(redis_server.url, lock_ttl=1.0)) as second_manager,
+        ):
+            first = await first_manager.acquire("doc")
+            assert isinstance(first, RedisRoom)
+            await wait_until(lambda: first.is_saver)
+            second = await second_manager.acquire("doc")
+            assert isinstance(second, RedisRoom)
+            tg.start_soon(proxy.stall, 6.0)
+            both = 0
+            with anyio.move_on_after(5):
+                while not second.is_saver:
+                    both += first.is_saver and second.is_saver
+                    await anyio.sleep(0.005)
+            assert second.is_saver
+            for _ in range(200):
+                both += first.is_saver and second.is_saver
+                await anyio.sleep(0.005)
+            assert both == 0
+            assert not first.is_saver
+            first_manager.release("doc")
+            second_manager.release("doc")
+        tg.cancel_scope.cancel()
+
+
+async def test_only_the_saver_compacts_and_only_forward(redis_server: RedisServer) -> None:
+    async with (
+        bind("websocket", redis_url=redis_server.url) as one,
+        bind("websocket", redis_url=redis_server.url) as two,
+        connect("websocket", id="doc", port=one.port) as alice,
+    ):
+        saver = one.room_manager.rooms["doc"]
+        assert isinstance(saver, RedisRoom)
+        await wait_until(lambda: saver.is_saver)
+        async with connect("websocket", id="doc", port=two.port) as bob:
+            other = two.room_manager.rooms["doc"]
+            assert isinstance(other, RedisRoom)
+            alice.doc.get("text", type=Text).insert(0, "hello")
+            await wait_until(lambda: str(bob.doc.get("text", type=Text)) == "hello")
+            await wait_until(lambda: other.last_stream_id == saver.last_stream_id != "0-0")
+            client = aioredis.from_url(redis_server.url)
+            try:
+                assert not other.is_saver
+                assert not await other.compact()
+                assert not await client.exists("jupyter_rooms:doc:snapshot")
+                assert await saver.compact()
+                cut = await client.hget("jupyter_rooms:doc:snapshot", "cut")
+                assert cut == saver.last_stream_id.encode()
+                # A saver behind the snapshot (it lags) leaves it as it is.
+                saver._redis_last_id = "0-1"
+                assert not await saver.compact()
+                assert await client.hget("jupyter_rooms:doc:snapshot", "cut") == cut
+            finally:
+                await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://:secret@127.0.0.1:6379", "127.0.0.1:6379", "redis://:secret@host:port/0"]
+)
+async def test_a_bad_redis_url_is_refused_at_once(url: str) -> None:
+    with pytest.raises(ValueError, match="not a usable Redis URL") as raised:
+        bind("websocket", port=0, redis_url=url)
+    assert "secret" not in str(raised.value)
+
+
+async def test_presence_changed_while_redis_is_away_is_sent_once_back(
+    redis_server: RedisServer,
+) -> None:
+    async with two_servers(redis_server) as (one, _two, alice, bob):
+        room = one.room_manager.rooms["doc"]
+        assert isinstance(room, RedisRoom)
+        alice.awareness.set_local_state({"cursor": -1})
+        await wait_until(lambda: {"cursor": -1} in bob.awareness.states.values())
+        redis_server.stop()
+        # A cursor that keeps moving: what waits for Redis is its latest place only.
+        for position in range(300):
+            alice.awareness.set_local_state({"cursor": position})
+            await anyio.sleep(0.002)
+        await wait_until(lambda: len(room._redis_outgoing_awareness) == 1)
+        redis_server.start()
+        await wait_until(lambda: {"cursor": 299} in bob.awareness.states.values(), within=20)
+        assert not any(state.get("cursor", 299) != 299 for state in bob.awareness.states.values())

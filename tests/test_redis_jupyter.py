@@ -365,3 +365,31 @@ async def test_redis_emptied_while_servers_were_down_keeps_the_history(
         assert str(text) == "start\nmore\n"
         text.insert(len(str(text)), "again\n")
         await wait_until(lambda: read_text(path) == "start\nmore\nagain\n")
+
+
+async def test_a_room_reopened_on_the_same_server_keeps_its_edits(
+    make_server: Callable[..., ServerProcess], redis_server: RedisServer
+) -> None:
+    # The room closes when its last client leaves and opens again on the same server:
+    # what that server's clients wrote is in Redis under this server's id, and is the
+    # room's as much as anyone's.
+    server = make_server(*shared(redis_server), "--RoomsApp.cleanup_delay=0")
+    path = server.root / "notes.txt"
+    path.write_text("start\n")
+    await server.start()
+    async with server.join("notes.txt") as a:
+        text = a.doc.get("source", type=Text)
+        text.insert(len(str(text)), "mine\n")
+        await wait_until(lambda: read_text(path) == "start\nmine\n")
+    for _ in range(100):
+        if "notes.txt" not in await server.rooms():
+            break
+        await anyio.sleep(0.05)
+    else:
+        raise AssertionError("the room did not close")
+    async with server.join("notes.txt") as b:
+        text = b.doc.get("source", type=Text)
+        assert str(text) == "start\nmine\n"
+        text.insert(len(str(text)), "again\n")
+        await wait_until(lambda: read_text(path) == "start\nmine\nagain\n")
+    assert read_text(path) == "start\nmine\nagain\n"
