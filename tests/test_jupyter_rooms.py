@@ -364,6 +364,30 @@ async def test_connect_needs_a_server_and_a_valid_token(root: Path) -> None:
     assert not (root / "x.txt").exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("save_delay", -1.0),
+        ("save_delay", "soon"),
+        ("poll_interval", float("nan")),
+        ("cleanup_delay", -5),
+        ("max_message_size", 0),
+        ("max_backlog", 0),
+        ("shutdown_timeout", -0.5),
+        ("compact_size", -1),
+        ("redis_lock_ttl", 0.0),
+    ],
+)
+async def test_bad_options_are_refused_before_the_server_starts(
+    root: Path, option: str, value: Any
+) -> None:
+    with pytest.raises(ValueError, match=f"RoomsApp.{option}|'{option}' trait"):
+        async with serve(root, **{option: value}):
+            pass
+    assert list(root.iterdir()) == []
+    assert not Path(os.environ["JUPYTER_DATA_DIR"]).exists()
+
+
 async def test_origin_checks_follow_the_server(root: Path) -> None:
     config = {"ServerApp": {"allow_origin": "https://ok.example"}}
     async with serve(root, server_config=config) as server:
