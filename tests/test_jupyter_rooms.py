@@ -456,6 +456,29 @@ async def test_paths_outside_the_root_hidden_or_directories_are_refused(
     assert not list(Path(os.environ["JUPYTER_DATA_DIR"]).rglob("*.ylog"))
 
 
+@pytest.mark.parametrize("log_dir", ["logs", "."])
+async def test_logs_kept_under_the_root_cannot_have_rooms(root: Path, log_dir: str) -> None:
+    options = {"log_dir": str(root / log_dir)}
+    async with serve(root, **options) as server:
+        async with join(server, "notes.txt") as client:
+            client.doc.get("source", type=Text).insert(0, "history")
+            await until(lambda: read(root / "notes.txt") == "history")
+            (log,) = root.rglob("notes.txt.ylog")
+            before = log.read_bytes()
+            headers = {"Authorization": f"token {server.token}"}
+            base = server.url.replace("http", "ws") + "api/rooms/"
+            for path in (log, log.with_name("new.txt")):
+                request = HTTPRequest(base + path.relative_to(root).as_posix(), headers=headers)
+                with pytest.raises(HTTPClientError) as error:
+                    await websocket_connect(request)
+                assert error.value.code == 403, path
+            assert log.read_bytes() == before
+            assert list(server.room_manager.rooms) == ["notes.txt"]
+    async with serve(root, **options) as server, join(server, "notes.txt") as client:
+        assert str(client.doc.get("source", type=Text)) == "history"
+    assert not list(root.rglob("*.unusable-*"))
+
+
 async def test_an_oversized_message_closes_only_its_sender(root: Path) -> None:
     async with serve(root, max_message_size=4096) as server:
         async with join(server, "big.txt") as client:
