@@ -427,6 +427,31 @@ async def test_a_read_only_user_receives_but_cannot_change(root: Path) -> None:
     assert (root / "ro.txt").read_text() == "look, don't touch\n"
 
 
+class NoContentsAuthorizer(Authorizer):
+    """Lets users do anything but touch contents."""
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        return resource != "contents"
+
+
+async def test_a_user_who_may_not_read_contents_is_refused(root: Path) -> None:
+    (root / "secret.txt").write_text("for other eyes\n")
+    config = {"ServerApp": {"authorizer_class": NoContentsAuthorizer}}
+    async with serve(root, server_config=config) as server:
+        for path in ("secret.txt", "new.txt"):
+            url = server.url.replace("http", "ws") + f"api/rooms/{path}"
+            request = HTTPRequest(url, headers={"Authorization": f"token {server.token}"})
+            with pytest.raises(HTTPClientError) as error:
+                await websocket_connect(request)
+            assert error.value.code == 403, path
+        with pytest.raises(HTTPClientError) as error:
+            await fetch(server, "api/rooms")
+        assert error.value.code == 403
+        assert not server.room_manager.rooms
+    assert sorted(p.name for p in root.iterdir()) == ["secret.txt"]
+    assert not list(Path(os.environ["JUPYTER_DATA_DIR"]).rglob("*.ylog"))
+
+
 async def test_paths_outside_the_root_hidden_or_directories_are_refused(
     root: Path, tmp_path: Path
 ) -> None:
