@@ -53,7 +53,7 @@ def check_option(name: str, value: Any) -> Any:
     trait = RoomsApp.class_traits(config=True).get(name)
     if trait is None:
         raise TraitError(f"RoomsApp has no option {name!r}")
-    value = trait.validate(None, value)  # type: ignore[no-untyped-call]
+    value = trait.validate(None, value)  # type: ignore[attr-defined]
     return _in_range(name, value)
 
 
