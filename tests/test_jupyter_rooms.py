@@ -504,6 +504,23 @@ async def test_logs_kept_under_the_root_cannot_have_rooms(root: Path, log_dir: s
     assert not list(root.rglob("*.unusable-*"))
 
 
+async def test_a_room_whose_history_cannot_be_kept_says_why_without_server_paths(
+    root: Path, tmp_path: Path
+) -> None:
+    (root / "a.txt").write_text("kept\n")
+    not_a_directory = tmp_path / "not-a-directory"
+    not_a_directory.write_text("")
+    async with serve(root, log_dir=str(not_a_directory)) as server:
+        with pytest.raises(ConnectionError) as error:
+            async with join(server, "a.txt", reconnect=False, timeout=5):
+                pass
+        reason = str(error.value)
+        assert "4400" in reason and "cannot read the history of a.txt" in reason
+        # Close reasons are short: a path of the server's would crowd out the rest.
+        assert "Not a directory: 'a.txt.ylog'" in reason and str(tmp_path) not in reason
+    assert (root / "a.txt").read_text() == "kept\n"
+
+
 async def test_an_oversized_message_closes_only_its_sender(root: Path) -> None:
     async with serve(root, max_message_size=4096) as server:
         async with join(server, "big.txt") as client:

@@ -1549,8 +1549,9 @@ class FileRooms:
             message: A message that may name files by their absolute paths.
 
         Returns:
-            The message, with paths relative to the root.
+            The message, with paths relative to the root (a log's, to the logs' directory).
         """
+        message = message.replace(str(self.log_root).rstrip(os.sep) + os.sep, "")
         if self.root_dir and os.path.isdir(self.root_dir):
             message = message.replace(self.root_dir.rstrip(os.sep) + os.sep, "")
         return message
@@ -1789,10 +1790,10 @@ class FileRooms:
             raise
         except RoomOpenError as exc:
             self.log.warning("room %r: %s", room_id, exc)
-            await channel.close(CLOSE_CANNOT_OPEN, str(exc))
+            await channel.close(CLOSE_CANNOT_OPEN, self.relative(str(exc)))
         except Exception as exc:
             self.log.exception("room %r failed", room_id)
-            await channel.close(1011, f"server error: {exc}")
+            await channel.close(1011, self.relative(f"server error: {exc}"))
 
     def info(self) -> list[dict[str, Any]]:
         """Describe the open rooms.
