@@ -381,6 +381,30 @@ async def test_connect_needs_a_server_and_a_valid_token(root: Path) -> None:
     assert not (root / "x.txt").exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("save_delay", -1.0),
+        ("save_delay", "soon"),
+        ("poll_interval", float("nan")),
+        ("cleanup_delay", -5),
+        ("max_message_size", 0),
+        ("max_backlog", 0),
+        ("shutdown_timeout", -0.5),
+        ("compact_size", -1),
+        ("redis_lock_ttl", 0.0),
+    ],
+)
+async def test_bad_options_are_refused_before_the_server_starts(
+    root: Path, option: str, value: Any
+) -> None:
+    with pytest.raises(ValueError, match=f"RoomsApp.{option}|'{option}' trait"):
+        async with serve(root, **{option: value}):
+            pass
+    assert list(root.iterdir()) == []
+    assert not Path(os.environ["JUPYTER_DATA_DIR"]).exists()
+
+
 async def test_origin_checks_follow_the_server(root: Path) -> None:
     config = {"ServerApp": {"allow_origin": "https://ok.example"}}
     async with serve(root, server_config=config) as server:
@@ -420,6 +444,31 @@ async def test_a_read_only_user_receives_but_cannot_change(root: Path) -> None:
     assert (root / "ro.txt").read_text() == "look, don't touch\n"
 
 
+class NoContentsAuthorizer(Authorizer):
+    """Lets users do anything but touch contents."""
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        return resource != "contents"
+
+
+async def test_a_user_who_may_not_read_contents_is_refused(root: Path) -> None:
+    (root / "secret.txt").write_text("for other eyes\n")
+    config = {"ServerApp": {"authorizer_class": NoContentsAuthorizer}}
+    async with serve(root, server_config=config) as server:
+        for path in ("secret.txt", "new.txt"):
+            url = server.url.replace("http", "ws") + f"api/rooms/{path}"
+            request = HTTPRequest(url, headers={"Authorization": f"token {server.token}"})
+            with pytest.raises(HTTPClientError) as error:
+                await websocket_connect(request)
+            assert error.value.code == 403, path
+        with pytest.raises(HTTPClientError) as error:
+            await fetch(server, "api/rooms")
+        assert error.value.code == 403
+        assert not server.room_manager.rooms
+    assert sorted(p.name for p in root.iterdir()) == ["secret.txt"]
+    assert not list(Path(os.environ["JUPYTER_DATA_DIR"]).rglob("*.ylog"))
+
+
 async def test_paths_outside_the_root_hidden_or_directories_are_refused(
     root: Path, tmp_path: Path
 ) -> None:
@@ -447,6 +496,46 @@ async def test_paths_outside_the_root_hidden_or_directories_are_refused(
         assert not server.room_manager.rooms
     assert list(outside.iterdir()) == []
     assert not list(Path(os.environ["JUPYTER_DATA_DIR"]).rglob("*.ylog"))
+
+
+@pytest.mark.parametrize("log_dir", ["logs", "."])
+async def test_logs_kept_under_the_root_cannot_have_rooms(root: Path, log_dir: str) -> None:
+    options = {"log_dir": str(root / log_dir)}
+    async with serve(root, **options) as server:
+        async with join(server, "notes.txt") as client:
+            client.doc.get("source", type=Text).insert(0, "history")
+            await until(lambda: read(root / "notes.txt") == "history")
+            (log,) = root.rglob("notes.txt.ylog")
+            before = log.read_bytes()
+            headers = {"Authorization": f"token {server.token}"}
+            base = server.url.replace("http", "ws") + "api/rooms/"
+            for path in (log, log.with_name("new.txt")):
+                request = HTTPRequest(base + path.relative_to(root).as_posix(), headers=headers)
+                with pytest.raises(HTTPClientError) as error:
+                    await websocket_connect(request)
+                assert error.value.code == 403, path
+            assert log.read_bytes() == before
+            assert list(server.room_manager.rooms) == ["notes.txt"]
+    async with serve(root, **options) as server, join(server, "notes.txt") as client:
+        assert str(client.doc.get("source", type=Text)) == "history"
+    assert not list(root.rglob("*.unusable-*"))
+
+
+async def test_a_room_whose_history_cannot_be_kept_says_why_without_server_paths(
+    root: Path, tmp_path: Path
+) -> None:
+    (root / "a.txt").write_text("kept\n")
+    not_a_directory = tmp_path / "not-a-directory"
+    not_a_directory.write_text("")
+    async with serve(root, log_dir=str(not_a_directory)) as server:
+        with pytest.raises(ConnectionError) as error:
+            async with join(server, "a.txt", reconnect=False, timeout=5):
+                pass
+        reason = str(error.value)
+        assert "4400" in reason and "cannot read the history of a.txt" in reason
+        # Close reasons are short: a path of the server's would crowd out the rest.
+        assert "Not a directory: 'a.txt.ylog'" in reason and str(tmp_path) not in reason
+    assert (root / "a.txt").read_text() == "kept\n"
 
 
 async def test_an_oversized_message_closes_only_its_sender(root: Path) -> None:

@@ -43,6 +43,23 @@ def test_the_extension_is_enabled_on_install(env: dict[str, str]) -> None:
     assert any("OK" in line for line in lines), output
 
 
+async def test_a_bad_option_is_logged_and_never_used(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    # A largest message of 0 bytes would close every client; the server says why it uses
+    # the defaults instead.
+    server = make_server("--RoomsApp.max_message_size=0")
+    (server.root / "notes.txt").write_text("kept\n")
+    await server.start()
+    async with server.join("notes.txt", reconnect=False) as client:
+        text = client.doc.get("source", type=Text)
+        assert str(text) == "kept\n"
+        text.insert(0, "still served: ")
+        await wait_until(lambda: (server.root / "notes.txt").read_text() == str(text))
+    assert "RoomsApp.max_message_size must be 1 bytes or more, not 0" in server.log_text()
+    server.stop()
+
+
 async def test_a_client_reconnects_after_a_restart_without_duplicates(
     make_server: Callable[..., ServerProcess],
 ) -> None:

@@ -2,23 +2,71 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Int, Type, Unicode, default, validate
+from traitlets import Bool, Float, Int, TraitError, Type, Unicode, default, validate
 
 from .collaboration import collaboration_handlers
 from .filerooms import DEFAULT_COMPACT_SIZE, FileRoom, FileRooms
 from .handlers import KERNEL_TOKEN_KEY, SETTINGS_KEY, RoomsHandler, RoomSocketHandler
 from .kernelenv import kernel_token, publish, unpublish
 
-__all__ = ["REDIS_URL_ENV", "RoomsApp"]
+__all__ = ["REDIS_URL_ENV", "RoomsApp", "check_option"]
 
 # The environment variable that shares the rooms through Redis when no setting does.
 REDIS_URL_ENV = "JUPYTER_ROOMS_REDIS_URL"
+
+# The least value of each numeric option, and its unit: below it (or NaN) rooms would
+# save at no sensible time, close every client at once, or never wait.
+_MINIMUM: dict[str, tuple[float, str]] = {
+    "save_delay": (0, "seconds"),
+    "cleanup_delay": (0, "seconds"),
+    "poll_interval": (0, "seconds"),
+    "shutdown_timeout": (0, "seconds"),
+    "max_message_size": (1, "bytes"),
+    "max_backlog": (1, "messages"),
+    "compact_size": (0, "bytes"),
+    "redis_lock_ttl": (0, "seconds"),
+}
+# Options that must be more than their minimum, not equal to it.
+_ABOVE_MINIMUM = {"redis_lock_ttl"}
+
+
+def check_option(name: str, value: Any) -> Any:
+    """Check the value of one of the extension's options as its configuration would.
+
+    Args:
+        name: The option (a configurable trait of ``RoomsApp``).
+        value: Its value.
+
+    Returns:
+        The value, as the option holds it (an ``int`` given for a float becomes a float).
+
+    Raises:
+        TraitError: The value has the wrong type or is out of range.
+    """
+    trait = RoomsApp.class_traits(config=True).get(name)
+    if trait is None:
+        raise TraitError(f"RoomsApp has no option {name!r}")
+    value = trait.validate(None, value)  # type: ignore[attr-defined]
+    return _in_range(name, value)
+
+
+def _in_range(name: str, value: Any) -> Any:
+    if name not in _MINIMUM:
+        return value
+    least, unit = _MINIMUM[name]
+    if name in _ABOVE_MINIMUM:
+        if not value > least:
+            raise TraitError(f"RoomsApp.{name} must be more than {least} {unit}, not {value!r}")
+    elif math.isnan(value) or value < least:
+        raise TraitError(f"RoomsApp.{name} must be {least} {unit} or more, not {value!r}")
+    return value
 
 
 class RoomsApp(ExtensionApp):
@@ -124,12 +172,9 @@ class RoomsApp(ExtensionApp):
     def _default_redis_url(self) -> str:
         return os.environ.get(REDIS_URL_ENV, "")
 
-    @validate("redis_lock_ttl")
-    def _validate_lock_ttl(self, proposal: Any) -> float:
-        value = float(proposal["value"])
-        if value <= 0:
-            raise ValueError("redis_lock_ttl must be positive")
-        return value
+    @validate(*_MINIMUM)
+    def _validate_minimum(self, proposal: Any) -> Any:
+        return _in_range(proposal["trait"].name, proposal["value"])
 
     @default("log_dir")
     def _default_log_dir(self) -> str:

@@ -253,6 +253,11 @@ def _read_notebook_file(
     return content, digest
 
 
+def _within(path: str, directory: str) -> bool:
+    """Whether a real path is a directory's or under it."""
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -1490,6 +1495,10 @@ class FileRooms:
         self.root_dir = root
         key = hashlib.sha256(root.encode()).hexdigest()[:16]
         self.log_root = Path(log_dir) / key
+        # No room may be bound to a file among the logs: where every server keeps them,
+        # or, if that holds the root, where this server does.
+        logs = os.path.realpath(log_dir)
+        self._logs_kept = logs if not _within(root, logs) else os.path.join(logs, key)
         self._manager = RoomManager(self._make_room, cleanup_delay=cleanup_delay)
         # Rooms bound to no file (JupyterLab's global awareness): gone with their last client.
         self._transient = RoomManager(Room)
@@ -1540,8 +1549,9 @@ class FileRooms:
             message: A message that may name files by their absolute paths.
 
         Returns:
-            The message, with paths relative to the root.
+            The message, with paths relative to the root (a log's, to the logs' directory).
         """
+        message = message.replace(str(self.log_root).rstrip(os.sep) + os.sep, "")
         if self.root_dir and os.path.isdir(self.root_dir):
             message = message.replace(self.root_dir.rstrip(os.sep) + os.sep, "")
         return message
@@ -1636,7 +1646,8 @@ class FileRooms:
         Raises:
             RoomPathError: The path is absolute, leaves the root (``..``, a symlink out),
                 is hidden while hidden files are not allowed, is a directory or a special
-                file (a FIFO, a device), or its directory does not exist.
+                file (a FIFO, a device), is in the log directory (when ``log_dir`` is put
+                under the root), or its directory does not exist.
         """
         if "\x00" in path or "\\" in path:
             raise RoomPathError(400, f"invalid path {path!r}")
@@ -1665,6 +1676,9 @@ class FileRooms:
                 raise RoomPathError(403, f"{room_id} is hidden and hidden files are not allowed")
         if self._leaves_root(parts):
             raise RoomPathError(403, f"{room_id} leads outside the root")
+        if self._in_log_dir(parts):
+            # A room bound to a log would write over the history of another room.
+            raise RoomPathError(403, f"{room_id} is in the rooms' log directory")
         if await ensure_async(cm.dir_exists(room_id)):
             raise RoomPathError(400, f"{room_id} is a directory")
         if self._is_special(parts):
@@ -1679,6 +1693,12 @@ class FileRooms:
             return False
         real = os.path.realpath(os.path.join(self.root_dir, *parts))
         return not real.startswith(self.root_dir.rstrip(os.sep) + os.sep)
+
+    def _in_log_dir(self, parts: list[str]) -> bool:
+        """Whether a path under a local root is (through symlinks) in the log directory."""
+        if not self.root_dir or not os.path.isdir(self.root_dir):
+            return False
+        return _within(os.path.realpath(os.path.join(self.root_dir, *parts)), self._logs_kept)
 
     def _is_special(self, parts: list[str]) -> bool:
         """Whether a path under a local root is a FIFO, a device or a socket: reading
@@ -1770,10 +1790,10 @@ class FileRooms:
             raise
         except RoomOpenError as exc:
             self.log.warning("room %r: %s", room_id, exc)
-            await channel.close(CLOSE_CANNOT_OPEN, str(exc))
+            await channel.close(CLOSE_CANNOT_OPEN, self.relative(str(exc)))
         except Exception as exc:
             self.log.exception("room %r failed", room_id)
-            await channel.close(1011, f"server error: {exc}")
+            await channel.close(1011, self.relative(f"server error: {exc}"))
 
     def info(self) -> list[dict[str, Any]]:
         """Describe the open rooms.

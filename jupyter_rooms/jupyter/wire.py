@@ -19,12 +19,13 @@ from anyio import CancelScope
 from jupyter_server.serverapp import ServerApp
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
+from traitlets import TraitError
 from traitlets.config import Config
 
 from ..room import Room, RoomManager
 from ..websocket import WebsocketChannelClient
 from ..wire import ServerWire
-from .extension import RoomsApp
+from .extension import RoomsApp, check_option
 from .filerooms import FileRoom, FileRooms
 from .kernelenv import ENV_TOKEN, ENV_URL, notebook_room_id, server_from_env
 
@@ -96,6 +97,12 @@ class JupyterServer(ServerWire):
                 f"unknown options for the jupyter wire: {', '.join(sorted(unknown))}; "
                 f"known: {', '.join(sorted(known))}"
             )
+        # Checked now: a Jupyter server would only log a bad value, and use the defaults.
+        try:
+            cleanup_delay = check_option("cleanup_delay", cleanup_delay)
+            options = {name: check_option(name, value) for name, value in options.items()}
+        except TraitError as exc:
+            raise ValueError(f"bad option for the jupyter wire: {exc}") from None
         if options.get("redis_url"):
             # Say what to install now, rather than as a warning of the server's log.
             from ..redis import _import_redis
