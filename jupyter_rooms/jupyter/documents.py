@@ -459,7 +459,7 @@ def _insert_ycells(doc: Doc, ycells: Array, index: int, cells: list[dict[str, An
         for offset, cell in enumerate(cells):
             ycells.insert(index + offset, _new_ycell(cell))
         return
-    native = ycells._integrated
+    native: Any = ycells._integrated
     for offset, cell in enumerate(cells):
         _fill_ycell(raw, native.insert_map_prelim(raw, index + offset), cell)
 
