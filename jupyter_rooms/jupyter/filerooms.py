@@ -53,6 +53,7 @@ from anyio import (
     to_thread,
 )
 from anyio.abc import TaskGroup, TaskStatus
+from anyio.lowlevel import checkpoint
 from jupyter_core.utils import ensure_async
 from jupyter_server.services.contents.filemanager import (
     AsyncFileContentsManager,
@@ -560,8 +561,10 @@ class FileRoom(Room):
             raise RoomOpenError(f"cannot open {self.id}: {exc}") from None
         self.epoch = promise.epoch if promise is not None else uuid4().hex
         if promise is not None:
-            # Nothing can stop the room from opening now: the session may be answered.
+            # Nothing can stop the room from opening now: the session is answered (the
+            # checkpoint lets its request go before the document is built).
             promise.settled.set()
+            await checkpoint()
         if content is not None:
             self.kind.update(self.doc, self.kind.content(self.doc), content)
         if self.kind.name != "room":
