@@ -23,7 +23,9 @@ from jupyter_rooms.jupyter.collaboration import (
     CLOSE_BAD_REQUEST,
     CLOSE_NOT_FOUND,
     CLOSE_SESSION,
+    CollaborationSessionHandler,
 )
+from jupyter_rooms.jupyter.documents import NotebookKind
 from jupyter_rooms.notebook import Notebook
 from jupyter_rooms.protocol import (
     MessageType,
@@ -106,6 +108,48 @@ async def test_session_answers_file_id_and_the_rooms_epoch(root: Path) -> None:
             server, "PUT", "api/collaboration/session/analysis.ipynb", {}, headers={}
         )
         assert status == 403
+
+
+async def test_a_new_rooms_session_is_answered_before_its_document_is_built(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A room with no history yet is promised its epoch: the page's request is answered
+    # once the file is read, and the room then opens with that epoch.
+    events: list[str] = []
+    build = NotebookKind.update
+
+    def update(self: NotebookKind, doc: Doc, old: Any, new: Any) -> None:
+        events.append("built")
+        build(self, doc, old, new)
+
+    def on_finish(self: Any) -> None:
+        events.append("answered")
+
+    monkeypatch.setattr(NotebookKind, "update", update)
+    monkeypatch.setattr(CollaborationSessionHandler, "on_finish", on_finish)
+    async with server_on(root) as server:
+        answers: list[dict[str, Any]] = []
+
+        async def ask() -> None:
+            answers.append(await session(server, "analysis.ipynb", "json", "notebook"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask)
+            tg.start_soon(ask)
+        assert events == ["answered", "built", "answered"] or events[:2] == [
+            "answered",
+            "answered",
+        ], events
+        assert answers[0]["sessionId"] == answers[1]["sessionId"]
+        page = await joined(server, "analysis.ipynb", "json", "notebook")
+        assert [cell.source for cell in Notebook(page.doc)] == ["x = 1"]
+        rooms = (await request(server, "GET", "api/rooms"))[1]["rooms"]
+        assert [room["epoch"] for room in rooms] == [answers[0]["sessionId"]]
+        # Reopened, the room has the epoch its history has.
+        await page.channel.close()
+        await server.room_manager.close_room("analysis.ipynb")
+        again = await session(server, "analysis.ipynb", "json", "notebook")
+        assert again["sessionId"] == answers[0]["sessionId"]
 
 
 async def test_the_page_and_the_kernel_share_one_room(root: Path) -> None:

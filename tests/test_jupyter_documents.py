@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jupyter_server.services.contents.filemanager import FileContentsManager
-from pycrdt import Doc, Text
+from pycrdt import Array, Doc, Map, Text
 
+from jupyter_rooms.jupyter import documents
 from jupyter_rooms.jupyter.documents import (
     DocumentError,
     NotebookKind,
@@ -179,3 +180,59 @@ def test_a_notebook_file_reads_as_the_contents_manager_gives_it(
 )
 def test_anything_but_a_plain_notebook_is_left_to_the_contents_manager(data: bytes) -> None:
     assert NotebookKind().from_file(data) is None
+
+
+def _shape(value: Any) -> Any:
+    """A document's values with the shared type each is held in."""
+    if isinstance(value, Map):
+        return ("Map", {key: _shape(item) for key, item in value.items()})
+    if isinstance(value, Array):
+        return ("Array", [_shape(item) for item in value])
+    if isinstance(value, Text):
+        return ("Text", str(value))
+    return value
+
+
+def test_cells_built_natively_are_those_of_the_public_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Opening a notebook fills pycrdt's native types directly; the document must be
+    # the one pycrdt's public API builds (as jupyter_ydoc's YNotebook holds cells).
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("# Title\nsome *text*", attachments={}),
+        nbformat.v4.new_raw_cell("", metadata={"format": "text/plain"}),
+        nbformat.v4.new_code_cell(
+            "print('a')\n1 / 0",
+            execution_count=3,
+            metadata={"tags": ["x"], "collapsed": False, "nested": {"a": [1, {"b": None}]}},
+            outputs=[
+                nbformat.v4.new_output("stream", name="stdout", text="a\nb\n"),
+                nbformat.v4.new_output("stream", name="stderr", text=""),
+                nbformat.v4.new_output(
+                    "display_data", data={"text/plain": "x", "image/png": "aGk="}, metadata={}
+                ),
+                nbformat.v4.new_output(
+                    "execute_result", data={"text/plain": "1"}, execution_count=3
+                ),
+                nbformat.v4.new_output("error", ename="E", evalue="v", traceback=["t"]),
+            ],
+        ),
+        nbformat.v4.new_code_cell(""),
+    ]
+    del notebook.cells[3]["execution_count"]
+    del notebook.cells[3]["outputs"]
+    content = json.loads(json.dumps(notebook))
+    empty = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+    native: Doc = Doc()
+    NotebookKind().update(native, empty, content)
+    monkeypatch.setattr(documents, "_raw_transaction", lambda doc, ycells: None)
+    public: Doc = Doc()
+    NotebookKind().update(public, empty, content)
+
+    built = _shape(native.get("cells", type=Array))
+    assert built == _shape(public.get("cells", type=Array))
+    assert len(built[1]) == 4
+    # And reading it back gives the notebook.
+    assert NotebookKind().content(native)["cells"][2] == content["cells"][2]

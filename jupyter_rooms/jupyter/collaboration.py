@@ -80,7 +80,7 @@ class CollaborationSessionHandler(APIHandler):
 
     The body is ``{"format": ..., "type": ...}``; the answer repeats them with
     ``fileId`` (stable across renames) and ``sessionId`` (the room's epoch). The file's
-    room is opened, so the page's socket finds it ready.
+    room is opened (in the background when its epoch is known before it has loaded).
     """
 
     auth_resource = "contents"
@@ -111,7 +111,7 @@ class CollaborationSessionHandler(APIHandler):
                 raise web.HTTPError(404, f"file {room_id!r} does not exist")
         try:
             await rooms.start()
-            room = await rooms.visit(room_id)
+            epoch = await rooms.session_epoch(room_id)
         except RoomOpenError as exc:
             raise web.HTTPError(400, str(exc)) from None
         except RuntimeError as exc:
@@ -124,7 +124,7 @@ class CollaborationSessionHandler(APIHandler):
                     "format": file_format,
                     "type": file_type,
                     "fileId": file_id,
-                    "sessionId": room.epoch,
+                    "sessionId": epoch,
                 }
             )
         )

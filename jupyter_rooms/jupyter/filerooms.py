@@ -35,7 +35,7 @@ import stat
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from anyio import (
     to_thread,
 )
 from anyio.abc import TaskGroup, TaskStatus
+from anyio.lowlevel import checkpoint
 from jupyter_core.utils import ensure_async
 from jupyter_server.services.contents.filemanager import (
     AsyncFileContentsManager,
@@ -428,7 +429,7 @@ class FileRoom(Room):
                 return
         elif contents is not None and (contents.updates or contents.meta):
             self._set_aside(updatelog.path, "it lacks the room's epoch or save records")
-        await self._start_epoch()
+        await self._start_epoch(self._rooms.take_promise(self.id))
 
     def _set_aside(self, path: Path, why: str) -> None:
         aside = path.with_name(f"{path.name}.unusable-{int(time.time())}")
@@ -541,9 +542,11 @@ class FileRoom(Room):
         self._dirty = self._flush = True
         return True
 
-    async def _start_epoch(self) -> None:
+    async def _start_epoch(self, promise: _Promise | None = None) -> None:
         """Start the room's history afresh, from its file if there is one.
 
+        The epoch is the one promised to a session (``promise``), if any, a new one
+        otherwise; the promise is kept once the file is read.
         The log's first record (the document as built from the file) is written in the
         background (``write_history``) rather than before the first client is served:
         until it is on disk the file holds all of it, so a crash meanwhile loses nothing
@@ -561,7 +564,12 @@ class FileRoom(Room):
                 content = self.kind.from_model(model) if model is not None else None
         except (_FileUnreadable, DocumentError) as exc:
             raise RoomOpenError(f"cannot open {self.id}: {exc}") from None
-        self.epoch = uuid4().hex
+        self.epoch = promise.epoch if promise is not None else uuid4().hex
+        if promise is not None:
+            # Nothing can stop the room from opening now: the session is answered (the
+            # checkpoint lets its request go before the document is built).
+            promise.settled.set()
+            await checkpoint()
         if content is not None:
             self.kind.update(self.doc, self.kind.content(self.doc), content)
         if self.kind.name != "room":
@@ -1443,6 +1451,17 @@ class _Ready:
             self._future.set_result(None)
 
 
+@dataclass
+class _Promise:
+    """An epoch given to sessions before their room has opened."""
+
+    epoch: str = field(default_factory=lambda: uuid4().hex)
+    # Set once the room's file was read, or the room could not open.
+    settled: Event = field(default_factory=Event)
+    error: str | None = None
+    stopping: bool = False
+
+
 class FileRooms:
     """The rooms of a Jupyter server, each bound to the file its id names.
 
@@ -1506,6 +1525,8 @@ class FileRooms:
         self._stop: Event | None = None
         self._runner: asyncio.Task[None] | None = None
         self._stopped = False
+        # Epochs given to sessions of rooms still opening (see ``session_epoch``).
+        self._promises: dict[str, _Promise] = {}
 
     @property
     def manager(self) -> RoomManager:
@@ -1770,6 +1791,70 @@ class FileRooms:
         async with self._manager.use(room_id) as room:
             assert isinstance(room, FileRoom)
             return room
+
+    async def session_epoch(self, room_id: str) -> str:
+        """The epoch a client that joins a file's room next will find there (the session
+        id of JupyterLab's front end), opening the room if it is not open.
+
+        A room that will start afresh (this server kept no history for it, and it is not
+        shared with other servers) is given its epoch before it opens, and the session
+        is answered as soon as its file has been read: the page sets up its document and
+        its socket while the server builds the room. Any other room is opened first,
+        since its epoch is in its history.
+
+        Args:
+            room_id: A room id, as ``resolve`` returns it, of a file that exists.
+
+        Returns:
+            The epoch.
+
+        Raises:
+            RoomOpenError: The room, opened first, cannot be opened.
+            RuntimeError: The rooms are not running.
+        """
+        if self._task_group is None:
+            raise RuntimeError("the rooms are not running")
+        room = self.open_room(room_id)
+        if room is not None:
+            return room.epoch
+        alone = getattr(self.room_factory, "load_shared_meta", None) is FileRoom.load_shared_meta
+        if not alone or room_id in self._manager._entries or self.log_path(room_id).exists():
+            return (await self.visit(room_id)).epoch
+        promise = self._promises.get(room_id)
+        if promise is None:
+            promise = self._promises[room_id] = _Promise()
+            self._task_group.start_soon(self._keep_promise, room_id, promise)
+        await promise.settled.wait()
+        if promise.stopping:
+            raise RuntimeError(promise.error)
+        if promise.error is not None:
+            raise RoomOpenError(promise.error)
+        return promise.epoch
+
+    async def _keep_promise(self, room_id: str, promise: _Promise) -> None:
+        try:
+            room = await self.visit(room_id)
+            # The same, unless a history of the room appeared meanwhile.
+            promise.epoch = room.epoch
+        except RoomOpenError as exc:
+            promise.error = str(exc)
+        except RuntimeError as exc:
+            promise.error, promise.stopping = str(exc), True
+        finally:
+            promise.settled.set()
+            if self._promises.get(room_id) is promise:
+                del self._promises[room_id]
+
+    def take_promise(self, room_id: str) -> _Promise | None:
+        """The epoch promised to the sessions of a room that opens now, if any.
+
+        Args:
+            room_id: The room's id.
+
+        Returns:
+            The promise, which the room keeps (``None``: no session is waiting).
+        """
+        return self._promises.pop(room_id, None)
 
     def open_room(self, room_id: str) -> FileRoom | None:
         """The open room of a file, if it is open.
