@@ -25,6 +25,7 @@ __all__ = [
     "MessageType",
     "ProtocolError",
     "SyncType",
+    "TextMessage",
     "awareness_message",
     "control_message",
     "merged_update_message",
@@ -116,6 +117,12 @@ def _read_payload(data: bytes, pos: int) -> bytes:
     return data[pos:end]
 
 
+class TextMessage(bytes):
+    """The UTF-8 bytes of a text websocket message, which this binary protocol does
+    not allow: [parse_message][jupyter_rooms.protocol.parse_message] refuses it, whatever
+    its bytes would read as."""
+
+
 def parse_message(data: bytes) -> Message:
     """Parse one message.
 
@@ -131,6 +138,8 @@ def parse_message(data: bytes) -> Message:
     """
     if not isinstance(data, bytes):
         raise ProtocolError(f"messages are binary, got {type(data).__name__}")
+    if isinstance(data, TextMessage):
+        raise ProtocolError("messages are binary, got a text message")
     msg_type, pos = _read_var_uint(data, 0)
     if msg_type == MessageType.SYNC:
         sync_type, pos = _read_var_uint(data, pos)

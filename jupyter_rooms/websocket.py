@@ -21,6 +21,7 @@ from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, w
 
 from .channel import Channel, ChannelClosed, ChannelIterator
 from .client import ChannelClient, FatalClose
+from .protocol import TextMessage
 
 __all__ = ["ClientChannel", "HandlerChannel", "WebsocketChannelClient", "open_client_channel"]
 
@@ -75,8 +76,9 @@ class HandlerChannel(ChannelIterator):
         """Pass a received message on to the room.
 
         Args:
-            message: The message; text messages are passed on as UTF-8 (and refused
-                by the room as malformed).
+            message: The message; a text message is passed on as a
+                [TextMessage][jupyter_rooms.protocol.TextMessage], which the room
+                refuses.
 
         Returns:
             ``None`` once the message is in the inbox; if that filled the inbox,
@@ -84,7 +86,7 @@ class HandlerChannel(ChannelIterator):
         """
         if self._ended:
             return None
-        data = message.encode() if isinstance(message, str) else message
+        data = TextMessage(message.encode()) if isinstance(message, str) else message
         self._inbox.append(data)
         self._inbox_bytes += len(data)
         if self._arrived is not None:
@@ -230,7 +232,7 @@ class ClientChannel(ChannelIterator):
         message = await self._connection.read_message()
         if message is None:
             raise ChannelClosed(self._path)
-        return message.encode() if isinstance(message, str) else message
+        return TextMessage(message.encode()) if isinstance(message, str) else message
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         self._connection.close(code, reason)

@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from pycrdt import Array, Awareness, Doc, Map, Text
 from tornado.websocket import WebSocketClientConnection, websocket_connect
@@ -250,6 +250,9 @@ async def raw_websocket(port: int, path: str = "fuzz") -> AsyncIterator[WebSocke
 
 @fuzz_settings(100)
 @given(bad=st.one_of(MALFORMED, st.text(max_size=20)), handshake=st.booleans())
+# Text whose bytes would read as well-formed messages (a RAW request, a first sync step).
+@example(bad="\x02", handshake=False)
+@example(bad="\x00\x00\x00", handshake=True)
 async def test_malformed_message_over_a_websocket_drops_only_its_sender(
     bad: bytes | str, handshake: bool
 ) -> None:
