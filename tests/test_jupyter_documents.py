@@ -236,3 +236,28 @@ def test_cells_built_natively_are_those_of_the_public_api(
     assert len(built[1]) == 4
     # And reading it back gives the notebook.
     assert NotebookKind().content(native)["cells"][2] == content["cells"][2]
+
+
+def test_a_notebook_is_checked_again_only_where_it_changed() -> None:
+    kind = NotebookKind()
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(f"x = {i}") for i in range(3)]
+    valid = json.loads(json.dumps(notebook))
+    kind.validate(valid)
+
+    changed = json.loads(json.dumps(valid))
+    changed["cells"][1]["source"] = "y = 1"
+    kind.validate(changed, valid)
+    # A changed cell that breaks the schema is found, whichever cells passed before.
+    changed["cells"][2]["outputs"] = [{"output_type": "nonsense"}]
+    with pytest.raises(DocumentError, match="not a valid notebook"):
+        kind.validate(changed, valid)
+    # So is a new cell, and a broken top level.
+    added = json.loads(json.dumps(valid))
+    added["cells"].append({"cell_type": "code", "id": "new", "source": "", "metadata": {}})
+    with pytest.raises(DocumentError, match="not a valid notebook"):
+        kind.validate(added, valid)
+    top = json.loads(json.dumps(valid))
+    top["metadata"] = []
+    with pytest.raises(DocumentError, match="not a valid notebook"):
+        kind.validate(top, valid)

@@ -92,11 +92,14 @@ class DocumentKind(ABC):
         name: The kind's name, recorded in the room's log.
         model_type: The contents model ``type`` used to read and write the file.
         model_format: The contents model ``format`` (``None`` for notebooks).
+        heavy: Whether reading and checking a large document's content takes long
+            enough to be done in a worker thread (on a copy of the document).
     """
 
     name: str
     model_type: str
     model_format: str | None
+    heavy = False
 
     @abstractmethod
     def content(self, doc: Doc) -> Any:
@@ -213,11 +216,13 @@ class DocumentKind(ABC):
             doc: The document.
         """
 
-    def validate(self, content: Any) -> None:  # noqa: B027 (most kinds accept anything)
+    def validate(self, content: Any, valid: Any = None) -> None:  # noqa: B027 (most kinds accept anything)
         """Check that content can be saved (always, by default).
 
         Args:
             content: The content.
+            valid: Content that passed before, if any: what ``content`` shares with it
+                need not be checked again.
 
         Raises:
             DocumentError: It cannot.
@@ -524,6 +529,7 @@ class NotebookKind(DocumentKind):
     name = "notebook"
     model_type = "notebook"
     model_format = None
+    heavy = True
 
     def content(self, doc: Doc) -> dict[str, Any]:
         # One transaction for all the reads (each read opens one of its own otherwise).
@@ -718,7 +724,21 @@ class NotebookKind(DocumentKind):
                     if "execution_count" not in ycell:
                         ycell["execution_count"] = None
 
-    def validate(self, content: dict[str, Any]) -> None:
+    def validate(self, content: dict[str, Any], valid: dict[str, Any] | None = None) -> None:
+        if valid is not None and isinstance(valid.get("cells"), list):
+            # Cells are checked one by one against the schema: those that passed as
+            # they are now need not be checked again (a save of a large notebook would
+            # otherwise check all of it for each keystroke's change).
+            passed = {cell.get("id"): cell for cell in valid["cells"] if isinstance(cell, dict)}
+            passed.pop(None, None)
+            content = {
+                **content,
+                "cells": [
+                    cell
+                    for cell in content.get("cells", [])
+                    if not isinstance(cell, dict) or passed.get(cell.get("id")) != cell
+                ],
+            }
         try:
             node = nbformat.from_dict(copy.deepcopy(content))
             with warnings.catch_warnings():

@@ -213,6 +213,10 @@ def _doc_of(update: bytes) -> Doc:
     return doc
 
 
+def _content_of(kind: DocumentKind, update: bytes) -> Any:
+    return kind.content(_doc_of(update))
+
+
 def _fingerprint(model: dict[str, Any]) -> tuple[Any, Any]:
     return (str(model.get("last_modified")), model.get("size"))
 
@@ -307,6 +311,8 @@ class FileRoom(Room):
         self._compact_at = rooms.compact_size
         self._saved = _Saved(None, False, Doc().get_update(), 0)
         self._saved_content: Any = None
+        # The last content that passed ``kind.validate`` (what changed since is checked).
+        self._validated: Any = None
         self._fingerprint: tuple[Any, Any] | None = None
         self._dirty = False
         self._first_change = 0.0
@@ -1208,7 +1214,13 @@ class FileRoom(Room):
     async def _save(self) -> bool:
         """Write the document to the file if it differs; whether the file now holds it."""
         for _ in range(_SAVE_ATTEMPTS):
-            held = await self._save_once()
+            try:
+                held = await self._save_once()
+            except get_cancelled_exc_class():
+                # Interrupted (the room closes): what it was to write is still to save,
+                # which the room's closing does.
+                self._dirty = True
+                raise
             if held is not None:
                 return held
         # The file keeps changing under the room: its changes are merged; save later.
@@ -1227,14 +1239,16 @@ class FileRoom(Room):
         if self._file_error is not None or self._missing_since is not None:
             self._retry_later()
             return False
-        content = self.kind.content(self.doc)
-        self._dirty = False
+        # What the file will hold, as the record of the save will say: the content is
+        # that of the document as of ``base``, taken before anything can change the
+        # document (an edit that arrives while the save is prepared is saved next time,
+        # and the record must not claim it, or a later merge with the file would undo
+        # it).
+        at, base, content = await self._snapshot()
         if self.kind.same(content, self._saved_content_now()):
             # Nothing to write (a file that does not exist yet stays so).
-            if self._saved.at != self._log_updates:
-                self._set_saved(
-                    replace(self._saved, base=self.doc.get_update(), at=self._log_updates)
-                )
+            if self._saved.at != at:
+                self._set_saved(replace(self._saved, base=base, at=at))
                 self._saved_content = content
             self._stamp_state(self._saved.hash)
             return True
@@ -1242,15 +1256,9 @@ class FileRoom(Room):
         self.kind.prepare(self.doc)
         if self.doc.get_state() != state:
             # Prepared (ids given, say): what it added only ever adds to the state.
-            content = self.kind.content(self.doc)
-        self._dirty = False
-        # What the file will hold, as the record of the save will say: taken with the
-        # content, before anything can change the document (an edit that arrives while
-        # the file is looked at below is saved next time, and the record must not
-        # claim it, or a later merge with the file would undo it).
-        at, base = self._log_updates, self.doc.get_update()
+            at, base, content = await self._snapshot()
         try:
-            self.kind.validate(content)
+            await self._validate(content)
         except DocumentError as exc:
             self.log.warning("room %r: not saved: %s", self.id, exc)
             self.broadcast(control_message({"type": "error", "reason": f"not saved: {exc}"}))
@@ -1307,6 +1315,31 @@ class FileRoom(Room):
         await self._try_publish(stored_in=spare)
         self.broadcast(control_message({"type": "saved", "path": self.id, "time": self.last_saved}))
         return True
+
+    async def _snapshot(self) -> tuple[int, bytes, Any]:
+        """The document as the next save writes it: its place in the log, its update,
+        and its content.
+
+        A large document's content is read, from its update, in a worker thread: reading
+        a 2,000-cell notebook takes a tenth of a second, which the event loop (every
+        other room's clients) would otherwise wait for at each save. Not while the
+        server stops: threads started then may never be waited for.
+        """
+        self._dirty = False
+        at, base = self._log_updates, self.doc.get_update()
+        if not self.kind.heavy or self._rooms.stopping:
+            return at, base, self.kind.content(self.doc)
+        content = await to_thread.run_sync(_content_of, self.kind, base)
+        return at, base, content
+
+    async def _validate(self, content: Any) -> None:
+        """Check that ``content`` may be written, as ``_snapshot`` reads it (only what
+        changed since the last content that passed, for a notebook)."""
+        if not self.kind.heavy or self._rooms.stopping:
+            self.kind.validate(content, self._validated)
+        else:
+            await to_thread.run_sync(self.kind.validate, content, self._validated)
+        self._validated = content
 
     async def _changed_since_check(self) -> bool:
         """Whether the file changed since the room last looked at it (a cheap look)."""
@@ -1527,6 +1560,11 @@ class FileRooms:
         self._stopped = False
         # Epochs given to sessions of rooms still opening (see ``session_epoch``).
         self._promises: dict[str, _Promise] = {}
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the rooms are stopping (or stopped): they save and close."""
+        return self._stopped
 
     @property
     def manager(self) -> RoomManager:
