@@ -255,7 +255,7 @@ class _Connection:
                 if failures:
                     # Subscribe afresh, then have each room read what it missed.
                     async with self.subscribing:
-                        await self.pubsub.reset()
+                        await self.pubsub.aclose()
                         if self.rooms:
                             await self.pubsub.subscribe(*self.rooms)
                     connects = self.pubsub.connects
