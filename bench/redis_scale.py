@@ -18,7 +18,7 @@ Yjs's ``WebsocketProvider`` sends them), all in this process:
 
 Each layout runs with its clients spread over one, two and three servers sharing one
 Redis, and against one server without Redis. Run from the repository root:
-``python bench/redis_scale.py [--json FILE]``; it takes about two minutes.
+``python bench/redis_scale.py [--json FILE]``; it takes under a minute.
 """
 
 from __future__ import annotations

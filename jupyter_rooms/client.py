@@ -85,7 +85,15 @@ class ChannelClient(ClientWire):
         reconnect: Reconnect when the connection drops after it was first made.
         timeout: Seconds to wait for the first connection and sync when entering.
         max_backoff: The longest wait, in seconds, between two reconnection attempts.
+
+    Attributes:
+        presence_renewal: Seconds between two renewals of the local presence while
+            connected, as y-protocols clients do every 15 s: the others drop a state not
+            renewed within 30 s (a room does so for clients of another server, which
+            can die without saying goodbye).
     """
+
+    presence_renewal: float = 15.0
 
     def __init__(
         self,
@@ -310,6 +318,7 @@ class ChannelClient(ClientWire):
         self._notify(ClientStatus.CONNECTED)
         async with create_task_group() as tg:
             tg.start_soon(self._send_loop, channel, receive)
+            tg.start_soon(self._renew_presence)
             self._step2_pending = 1
             self._enqueue((sync_step1(self._doc.get_state()), None))
             if self.awareness.get_local_state():
@@ -487,6 +496,15 @@ class ChannelClient(ClientWire):
         # which would otherwise be taken for news already seen.
         for client_id in others:
             del self.awareness.meta[client_id]
+
+    async def _renew_presence(self) -> None:
+        """Send the local presence again under a new clock, from time to time, so that
+        the others know it is still here (JavaScript clients do the same)."""
+        while True:
+            await sleep(self.presence_renewal)
+            state = self.awareness.get_local_state()
+            if state:
+                self.awareness.set_local_state(state)
 
     def _send_local_awareness(self) -> None:
         update = self.awareness.encode_awareness_update([self.awareness.client_id])

@@ -19,7 +19,15 @@ which of its openings of the room),
 ``P{ID}:live`` (the channel: updates with their ids, presence), ``P{ID}:snapshot``
 (hash: ``update`` and ``cut``, the last stream id it includes), ``P{ID}:meta`` (hash:
 the room class's shared metadata, and ``v`` its version), ``P{ID}:saver`` (the saving
-server's id, with an expiry).
+server's id, with an expiry); and for each running server, ``Pserver:{LIVE}`` (its
+heartbeat: a key with a short expiry that it sets again every few seconds, ``LIVE``
+being a random id per server process).
+
+Presence crosses servers as it comes: each server knows which server relayed each
+client's state. A server that stops beating (it was killed) has the states it relayed
+removed by the others; states from other servers that are not renewed within
+``presence_timeout`` (30 s, as y-protocols clients time out) are removed too, as a last
+resort. Clients renew their presence every 15 s (JupyterLab's do, and so do ours).
 
 Turn it on with ``redis_room_factory(url)`` as a server's ``room_factory`` (the
 websocket wire does it for ``bind("websocket", redis_url=...)``, the Jupyter extension
@@ -32,6 +40,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -42,6 +51,7 @@ from anyio import (
     CancelScope,
     Event,
     Lock,
+    create_task_group,
     current_time,
     move_on_after,
     sleep,
@@ -62,6 +72,12 @@ _MAX_CONNECTIONS = 32
 
 # Updates waiting for Redis are merged into one when there are this many.
 _MAX_OUTGOING = 1024
+
+# A server's heartbeat: how often it sets its key, and how long the key lasts. Another
+# server takes it for dead when the key is missing twice in a row, checked as often:
+# the presence it relayed goes within about 10 s of its death.
+_HEARTBEAT = 2.0
+_HEARTBEAT_TTL = 6.0
 
 # Retrying an unreachable Redis: the first wait, and the longest.
 _FIRST_BACKOFF = 0.25
@@ -168,8 +184,13 @@ class _Connection:
     the whole server, that Redis is away or back.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX) -> None:
         self.url = url
+        self.prefix = prefix
+        # This server process, in its heartbeat and in what its rooms publish.
+        self.live_id = uuid4().hex[:12]
+        # The servers whose heartbeat was seen: only those can be found dead.
+        self.seen_alive: set[str] = set()
         # redis.asyncio objects; typed loosely since redis is an optional dependency.
         self.client: Any = None
         self.append: Any = None
@@ -233,13 +254,15 @@ class _Connection:
                     pass
 
     async def read_for(self, room: RedisRoom) -> None:
-        """Run the server's reader in ``room``'s task, or wait until another room's
-        reader stops and try again; ends only when cancelled."""
+        """Run the server's reader and heartbeat in ``room``'s task, or wait until another
+        room's reader stops and try again; ends only when cancelled."""
         while True:
             if self.reader is None:
                 self.reader = room
                 try:
-                    await self._read(room.log)
+                    async with create_task_group() as tg:
+                        tg.start_soon(self._beat)
+                        await self._read(room.log)
                 finally:
                     self.reader = None
                     gone, self.reader_gone = self.reader_gone, Event()
@@ -255,7 +278,7 @@ class _Connection:
                 if failures:
                     # Subscribe afresh, then have each room read what it missed.
                     async with self.subscribing:
-                        await self.pubsub.reset()
+                        await self.pubsub.aclose()
                         if self.rooms:
                             await self.pubsub.subscribe(*self.rooms)
                     connects = self.pubsub.connects
@@ -281,6 +304,51 @@ class _Connection:
             target = self.rooms.get(channel)
             if target is not None:
                 target._redis_receive(message["data"])
+
+    def _alive_key(self, live_id: str) -> str:
+        return f"{self.prefix}server:{live_id}"
+
+    async def _beat(self) -> None:
+        """Say that this server runs, and have the presence relayed by servers that
+        stopped saying so removed from this server's rooms."""
+        missing: dict[str, int] = {}
+        while True:
+            try:
+                await self.client.set(
+                    self._alive_key(self.live_id), b"", px=int(_HEARTBEAT_TTL * 1000)
+                )
+                relayed = {
+                    live_id
+                    for room in list(self.rooms.values())
+                    for live_id in room._redis_relayed.values()
+                }
+                relayed.discard(self.live_id)
+                # Only the servers whose presence is still shown here matter.
+                self.seen_alive &= relayed
+                missing = {i: n for i, n in missing.items() if i in relayed}
+                lives = sorted(relayed)
+                found = await self.client.mget([self._alive_key(i) for i in lives]) if lives else []
+                gone = set()
+                for live_id, value in zip(lives, found, strict=True):
+                    if value is not None:
+                        self.seen_alive.add(live_id)
+                        missing.pop(live_id, None)
+                    elif live_id in self.seen_alive:
+                        # Twice in a row: not a Redis that restarted empty a moment ago
+                        # while the other server had yet to beat again.
+                        missing[live_id] = missing.get(live_id, 0) + 1
+                        if missing[live_id] >= 2:
+                            gone.add(live_id)
+                for live_id in gone:
+                    missing.pop(live_id)
+                    self.seen_alive.discard(live_id)
+                if gone:
+                    for room in list(self.rooms.values()):
+                        room._redis_servers_gone(gone)
+            except Exception:
+                # Redis is away (the reader says so): nobody is judged on what it lost.
+                missing.clear()
+            await sleep(_HEARTBEAT)
 
     async def _catch_up(self) -> None:
         for room in list(self.rooms.values()):
@@ -316,6 +384,24 @@ def _subscription(pool: Any) -> Any:
     return Subscription(pool, ignore_subscribe_messages=True)
 
 
+class _Relayed:
+    """The origin of presence that came through Redis: which server process sent it."""
+
+    __slots__ = ("live_id",)
+
+    def __init__(self, live_id: str) -> None:
+        self.live_id = live_id
+
+
+# The origin of presence this server removed by itself (timed out, or its server died).
+_EXPIRED = "expired"
+
+
+def _live_id(sender: str) -> str:
+    """The server process in a sender tag (``server/live.opening``)."""
+    return sender.rpartition("/")[2].partition(".")[0]
+
+
 def _backoff(failures: int) -> float:
     """Seconds to wait after this many failures in a row: growing, capped, jittered."""
     delay = min(_MAX_BACKOFF, _FIRST_BACKOFF * 2 ** min(failures, 8))
@@ -341,6 +427,9 @@ class RedisRoom(Room):
         lock_ttl: Seconds the saver lock lasts unless renewed (it is renewed at a third).
         compact_after: Compact the stream into the snapshot when it has this many entries.
         compact_grace: Seconds of stream kept after a compaction, for servers that lag.
+        presence_timeout: Seconds after which the presence of a client of another server
+            that was not renewed is removed (clients renew theirs every 15 s). The
+            presence relayed by a server that died goes sooner, when its heartbeat stops.
         kwargs: Passed on to the next room class.
     """
 
@@ -354,6 +443,7 @@ class RedisRoom(Room):
         lock_ttl: float = 10.0,
         compact_after: int = 1000,
         compact_grace: float = 60.0,
+        presence_timeout: float = 30.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(id, **kwargs)
@@ -364,10 +454,15 @@ class RedisRoom(Room):
         # What this room sends is tagged with this opening of it, not only the server: a
         # room that closes and opens again on the same server starts without what it
         # sent before, so it must apply those entries like anyone else's.
-        self._redis_sender = f"{self.server_id}/{uuid4().hex[:12]}"
+        # The server process's id comes first in it: the presence this room relays is
+        # removed elsewhere when that process stops beating.
+        self._redis_sender = f"{self.server_id}/{connection.live_id}.{uuid4().hex[:8]}"
         self.lock_ttl = lock_ttl
         self.compact_after = compact_after
         self.compact_grace = compact_grace
+        self.presence_timeout = presence_timeout
+        # The clients whose presence came from another server: which server process.
+        self._redis_relayed: dict[int, str] = {}
         key = f"{prefix}{id}"
         self._redis_updates_key = f"{key}:updates"
         self._redis_channel = f"{key}:live"
@@ -438,6 +533,7 @@ class RedisRoom(Room):
         self.task_group.start_soon(self._redis_read_loop)
         self.task_group.start_soon(self._redis_write_loop)
         self.task_group.start_soon(self._redis_lock_loop)
+        self.task_group.start_soon(self._redis_expiry_loop)
         await super().run(task_status=task_status)
 
     async def _redis_load(self) -> None:
@@ -502,10 +598,52 @@ class RedisRoom(Room):
 
     def _redis_on_awareness(self, topic: str, changes: tuple[dict[str, Any], Any]) -> None:
         change, origin = changes
-        if topic != "update" or origin == "redis":
+        if topic != "update":
+            return
+        if isinstance(origin, _Relayed):
+            for client_id in (*change["added"], *change["updated"]):
+                self._redis_relayed[client_id] = origin.live_id
+            for client_id in change["removed"]:
+                self._redis_relayed.pop(client_id, None)
+            return
+        for client_id in (*change["added"], *change["updated"], *change["removed"]):
+            # A client of this server now (it reconnected here), or gone.
+            self._redis_relayed.pop(client_id, None)
+        if origin == _EXPIRED:
+            # Each server comes to this by itself: nothing to tell the others.
             return
         self._redis_outgoing_awareness.update(change["added"], change["updated"], change["removed"])
         self._redis_wake.set()
+
+    def _redis_own_presence(self) -> list[int]:
+        """The clients whose presence this server has from its own clients."""
+        return [i for i in self.awareness.states if i not in self._redis_relayed]
+
+    def _redis_servers_gone(self, live_ids: set[str]) -> None:
+        """Remove the presence relayed by server processes that died."""
+        gone = [i for i, live_id in self._redis_relayed.items() if live_id in live_ids]
+        if gone:
+            self.log.info("room %r: %d client(s) of a server that stopped left", self.id, len(gone))
+            self.awareness.remove_awareness_states(gone, _EXPIRED)
+
+    async def _redis_expiry_loop(self) -> None:
+        """Remove the presence of other servers' clients that was not renewed in time,
+        as y-protocols' awareness does."""
+        while True:
+            await sleep(self.presence_timeout / 10)
+            now = time.time() * 1000
+            timeout_ms = self.presence_timeout * 1000
+            meta = self.awareness.meta
+            states = self.awareness.states
+            outdated = [
+                client_id
+                for client_id in self._redis_relayed
+                if client_id in states
+                and client_id in meta
+                and now - meta[client_id]["lastUpdated"] >= timeout_ms
+            ]
+            if outdated:
+                self.awareness.remove_awareness_states(outdated, _EXPIRED)
 
     async def _redis_write_loop(self) -> None:
         """Append this server's changes to the streams, merged when they pile up."""
@@ -575,13 +713,17 @@ class RedisRoom(Room):
         elif ours:
             return
         elif kind == b"a":
+            origin = _Relayed(_live_id(sender.decode()))
             try:
-                self.awareness.apply_awareness_update(payload, "redis")
+                self.awareness.apply_awareness_update(payload, origin)
             except Exception as exc:
                 self.log.warning("room %r: bad presence from Redis: %s", self.id, exc)
-        elif kind == b"h" and self.awareness.states:
-            self._redis_outgoing_awareness.update(self.awareness.states)
-            self._redis_wake.set()
+        elif kind == b"h":
+            # Each server tells its own clients' presence.
+            own = self._redis_own_presence()
+            if own:
+                self._redis_outgoing_awareness.update(own)
+                self._redis_wake.set()
 
     async def _redis_back(self) -> None:
         """Redis answers again: read what the channel did not bring meanwhile, and give
@@ -595,8 +737,8 @@ class RedisRoom(Room):
         # The whole history: applying what one already has changes nothing.
         self._redis_outgoing.append(self.doc.get_update())
         # Presence goes through the channel only: what was published while a server was
-        # not subscribed is lost. Tell everyone's again, ours and the others'.
-        self._redis_outgoing_awareness.update(self.awareness.states)
+        # not subscribed is lost. Tell our clients' again, and ask the others for theirs.
+        self._redis_outgoing_awareness.update(self._redis_own_presence())
         await self._redis_publish(b"h", b"")
         self._redis_wake.set()
         self._redis_down = False
@@ -791,7 +933,7 @@ def redis_room_factory(
         else type(f"Redis{base.__name__}", (RedisRoom, base), {"__doc__": base.__doc__})
     )
     server = server_id or uuid4().hex
-    connection = _Connection(url)
+    connection = _Connection(url, prefix)
 
     def make_room(id: str, **kwargs: Any) -> Room:
         room: Room = room_class(

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from pycrdt import Map, Text
 
 from jupyter_rooms import ClientWire, bind, connect
+from jupyter_rooms.client import ChannelClient
 from jupyter_rooms.redis import RedisRoom, redis_room_factory
 from jupyter_rooms.room import RoomManager
 
@@ -359,3 +360,43 @@ async def test_presence_changed_while_redis_is_away_is_sent_once_back(
         redis_server.start()
         await wait_until(lambda: {"cursor": 299} in bob.awareness.states.values(), within=20)
         assert not any(state.get("cursor", 299) != 299 for state in bob.awareness.states.values())
+
+
+async def test_presence_of_another_server_not_renewed_in_time_goes(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with two_servers(redis_server) as (one, two, alice, bob):
+        alice.presence_renewal = 3600
+        room = two.room_manager.rooms["doc"]
+        assert isinstance(room, RedisRoom)
+        room.presence_timeout = 1.0
+        # Bob is a client of that server: only others' presence times out there.
+        bob.awareness.set_local_state({"user": "bob"})
+        monkeypatch.setattr(ChannelClient, "presence_renewal", 0.2)
+        async with connect("websocket", id="doc", port=one.port) as carol:
+            alice.awareness.set_local_state({"user": "alice"})
+            carol.awareness.set_local_state({"user": "carol"})
+            await wait_until(lambda: {"user": "alice"} in bob.awareness.states.values())
+            await wait_until(lambda: {"user": "carol"} in bob.awareness.states.values())
+            # Alice does not renew hers within the timeout (15 s by default); Carol does.
+            await wait_until(lambda: {"user": "alice"} not in bob.awareness.states.values())
+            await anyio.sleep(1.5)
+            assert {"user": "carol"} in bob.awareness.states.values()
+            assert {"user": "bob"} in carol.awareness.states.values()
+            # A renewal brings Alice back.
+            alice.awareness.set_local_state(alice.awareness.get_local_state())
+            await wait_until(lambda: {"user": "alice"} in bob.awareness.states.values())
+
+
+async def test_a_client_renews_its_presence(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ChannelClient, "presence_renewal", 0.1)
+    async with two_servers(redis_server) as (one, _two, alice, _bob):
+        room = one.room_manager.rooms["doc"]
+        alice.awareness.set_local_state({"user": "alice"})
+        own = alice.awareness.client_id
+        await wait_until(lambda: own in room.awareness.meta)
+        clock = room.awareness.meta[own]["clock"]
+        await wait_until(lambda: room.awareness.meta[own]["clock"] >= clock + 3)
+        assert room.awareness.states[own] == {"user": "alice"}

@@ -190,6 +190,40 @@ async def test_a_saver_killed_mid_edit_loses_nothing_redis_had(
     assert read_text(path) == expected
 
 
+async def test_the_presence_of_a_killed_servers_users_goes_from_the_others(
+    make_server: Callable[..., ServerProcess], redis_server: RedisServer
+) -> None:
+    first = make_server(*shared(redis_server))
+    second = make_server(*shared(redis_server))
+    (first.root / "notes.txt").write_text("")
+    await start(first, second)
+    async with (
+        first.join("notes.txt", reconnect=False) as ada,
+        second.join("notes.txt") as bob,
+        second.join("notes.txt") as cy,
+    ):
+        ada.awareness.set_local_state({"user": {"name": "ada"}})
+        bob.awareness.set_local_state({"user": {"name": "bob"}})
+        cy.awareness.set_local_state({"user": {"name": "cy"}})
+
+        def names() -> set[str]:
+            return {state["user"]["name"] for state in bob.awareness.states.values() if state}
+
+        await wait_until(lambda: names() == {"ada", "bob", "cy"}, within=10)
+        await wait_until(lambda: len(ada.awareness.states) == 3, within=10)
+        # The server's heartbeat must have been seen before it can be missed.
+        await anyio.sleep(3)
+        first.stop(signal.SIGKILL)
+        killed = anyio.current_time()
+        # Well before the 30 s after which presence not renewed goes anyway.
+        await wait_until(lambda: names() == {"bob", "cy"}, within=15)
+        elapsed = anyio.current_time() - killed
+        assert elapsed < 15
+        # The survivor's own users stay.
+        await anyio.sleep(1)
+        assert names() == {"bob", "cy"}
+
+
 async def test_redis_restarts_while_clients_edit(
     make_server: Callable[..., ServerProcess], redis_server: RedisServer
 ) -> None:
