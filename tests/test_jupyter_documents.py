@@ -261,3 +261,24 @@ def test_a_notebook_is_checked_again_only_where_it_changed() -> None:
     top["metadata"] = []
     with pytest.raises(DocumentError, match="not a valid notebook"):
         kind.validate(top, valid)
+
+
+def test_preparing_a_notebook_for_a_save_touches_it_only_where_it_lacks() -> None:
+    kind = NotebookKind()
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_markdown_cell("y")]
+    content = json.loads(json.dumps(notebook))
+    doc: Doc = Doc()
+    kind.update(doc, kind.content(doc), content)
+    state = doc.get_state()
+    kind.prepare(doc, kind.content(doc))
+    assert doc.get_state() == state
+    # A cell a client gave no id (and a copy of another's): ids of their own.
+    with doc.transaction():
+        cells = doc.get("cells", type=Array)
+        cells.append(Map({"cell_type": "markdown", "source": Text("z"), "metadata": Map()}))
+        cells.append(Map({"cell_type": "raw", "id": cells[0]["id"], "source": Text("w")}))
+    kind.prepare(doc, kind.content(doc))
+    ids = [cell["id"] for cell in kind.content(doc)["cells"]]
+    assert len(set(ids)) == 4 and all(ids)
+    kind.validate(kind.content(doc))

@@ -209,11 +209,13 @@ class DocumentKind(ABC):
         """
         return None
 
-    def prepare(self, doc: Doc) -> None:  # noqa: B027 (most kinds need nothing)
+    def prepare(self, doc: Doc, content: Any = None) -> None:  # noqa: B027 (most kinds need nothing)
         """Fill in what a document lacks to be saved as a valid file (a no-op by default).
 
         Args:
             doc: The document.
+            content: Its content as just read, if at hand: a kind may tell from it that
+                nothing is lacking, and leave the document alone.
         """
 
     def validate(self, content: Any, valid: Any = None) -> None:  # noqa: B027 (most kinds accept anything)
@@ -355,6 +357,26 @@ class BlobKind(DocumentKind):
 
     def to_model(self, content: bytes) -> dict[str, Any]:
         return {"type": "file", "format": "base64", "content": base64.b64encode(content).decode()}
+
+
+def _complete(content: dict[str, Any]) -> bool:
+    """Whether a notebook's content, as read from a document, has every cell key that
+    ``NotebookKind.prepare`` would fill in (ids unique, where the format has them)."""
+    needs_ids = (content.get("nbformat"), content.get("nbformat_minor")) >= (4, 5)
+    seen: set[Any] = set()
+    for cell in content.get("cells", []):
+        if not isinstance(cell, dict) or "metadata" not in cell or "source" not in cell:
+            return False
+        if cell.get("cell_type") == "code" and (
+            "outputs" not in cell or "execution_count" not in cell
+        ):
+            return False
+        if needs_ids:
+            cell_id = cell.get("id")
+            if not isinstance(cell_id, str) or not cell_id or cell_id in seen:
+                return False
+            seen.add(cell_id)
+    return True
 
 
 def _plain_cell(ycell: Any, meta: dict[str, Any]) -> dict[str, Any]:
@@ -692,7 +714,10 @@ class NotebookKind(DocumentKind):
         notebook.setdefault("nbformat_minor", 5)
         return notebook
 
-    def prepare(self, doc: Doc) -> None:
+    def prepare(self, doc: Doc, content: dict[str, Any] | None = None) -> None:
+        if content is not None and _complete(content):
+            # Going through every cell of the document takes a while for a large one.
+            return
         ymeta = doc.get("meta", type=Map)
         ycells = doc.get("cells", type=Array)
         with doc.transaction():

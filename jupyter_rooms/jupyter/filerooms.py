@@ -1253,7 +1253,7 @@ class FileRoom(Room):
             self._stamp_state(self._saved.hash)
             return True
         state = self.doc.get_state()
-        self.kind.prepare(self.doc)
+        self.kind.prepare(self.doc, content)
         if self.doc.get_state() != state:
             # Prepared (ids given, say): what it added only ever adds to the state.
             at, base, content = await self._snapshot()
