@@ -186,6 +186,42 @@ async def test_looking_at_paths_leaves_no_history_behind(root: Path) -> None:
     assert [p.relative_to(root).as_posix() for p in root.rglob("*")] == ["a", "a/b"]
 
 
+def cell_sources(path: Path) -> list[str] | None:
+    notebook = notebook_on_disk(path)
+    return None if notebook is None else [cell.source for cell in notebook.cells]
+
+
+async def test_bookkeeping_changes_start_no_save(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # JupyterLab's state map and a cell's execution state are not in the file: a
+    # change to them is kept, but does not make the room read its document to save.
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell("x = 1")]
+    nbformat.write(notebook, str(root / "nb.ipynb"))
+    snapshots: list[str] = []
+    snapshot = FileRoom._snapshot
+
+    async def counted(self: FileRoom) -> Any:
+        snapshots.append(self.id)
+        return await snapshot(self)
+
+    monkeypatch.setattr(FileRoom, "_snapshot", counted)
+    async with serve(root) as server, join(server, "nb.ipynb") as client:
+        cell = client.doc.get("cells", type=Array)[0]
+        with client.doc.transaction():
+            client.doc.get("state", type=Map)["dirty"] = True
+            cell["execution_state"] = "busy"
+        room = server.room_manager.rooms["nb.ipynb"]
+        await until(lambda: room.doc.get("state", type=Map).get("dirty") is True)
+        # Saves are due 0.1 s after a change.
+        await anyio.sleep(0.5)
+        assert snapshots == []
+        Notebook(client.doc)[0].source = "x = 2"
+        await until(lambda: cell_sources(root / "nb.ipynb") == ["x = 2"])
+        assert snapshots
+
+
 async def test_an_unchanged_document_is_not_saved(root: Path) -> None:
     path = root / "keep.txt"
     path.write_text("as it was\n")

@@ -30,7 +30,7 @@ from typing import Any
 from uuid import uuid4
 
 import nbformat
-from pycrdt import Array, Doc, Map, Text, merge_updates
+from pycrdt import Array, Doc, Map, MapEvent, Text, merge_updates
 
 from ..protocol import ProtocolError, validate_update
 from ..updatelog import LogFormatError, UpdateLog
@@ -94,12 +94,28 @@ class DocumentKind(ABC):
         model_format: The contents model ``format`` (``None`` for notebooks).
         heavy: Whether reading and checking a large document's content takes long
             enough to be done in a worker thread (on a copy of the document).
+        content_roots: The document's root types that hold the file's content, by name
+            (``None``: all of the document is content). Changes elsewhere (JupyterLab's
+            ``state`` map) are kept, but are nothing to save.
     """
 
     name: str
     model_type: str
     model_format: str | None
     heavy = False
+    content_roots: dict[str, type[Array] | type[Map] | type[Text]] | None = None
+
+    def bookkeeping(self, events: list[Any]) -> bool:
+        """Whether changes to a content root (as ``observe_deep`` reports them) leave
+        the content as it was (``False`` by default).
+
+        Args:
+            events: The events of one transaction under one root.
+
+        Returns:
+            Whether the file would not change.
+        """
+        return False
 
     @abstractmethod
     def content(self, doc: Doc) -> Any:
@@ -307,6 +323,7 @@ class TextKind(DocumentKind):
     """A text file: a ``source`` Text (jupyter_ydoc's YUnicode)."""
 
     name = "text"
+    content_roots = {"source": Text}
     model_type = "file"
     model_format = "text"
 
@@ -334,6 +351,7 @@ class BlobKind(DocumentKind):
     """Any other file: its bytes in the ``source`` Map (jupyter_ydoc's YBlob)."""
 
     name = "blob"
+    content_roots = {"source": Map}
     model_type = "file"
     model_format = "base64"
 
@@ -552,6 +570,19 @@ class NotebookKind(DocumentKind):
     model_type = "notebook"
     model_format = None
     heavy = True
+    content_roots = {"cells": Array, "meta": Map}
+
+    def bookkeeping(self, events: list[Any]) -> bool:
+        # A cell's execution state (idle, busy), which kernels and pages set as cells
+        # run, is not written to the file.
+        for event in events:
+            path = getattr(event, "path", None)
+            keys = getattr(event, "keys", None)
+            if not isinstance(event, MapEvent) or not isinstance(path, list) or len(path) != 1:
+                return False
+            if not isinstance(keys, dict) or not set(keys) <= {"execution_state"}:
+                return False
+        return True
 
     def content(self, doc: Doc) -> dict[str, Any]:
         # One transaction for all the reads (each read opens one of its own otherwise).

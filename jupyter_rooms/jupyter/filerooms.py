@@ -333,6 +333,10 @@ class FileRoom(Room):
         self._logging = False
         # While the room writes its own bookkeeping (the ``state`` map): not a change to save.
         self._stamping = False
+        # Whether the content roots are followed (``_watch_content``), and whether the
+        # transaction ending now touched them.
+        self._watching = False
+        self._content_touched = False
         self._save_requests: list[_SaveRequest] = []
         self.autosave = True
         self._wake: Event | None = None
@@ -376,6 +380,7 @@ class FileRoom(Room):
         """
         subscription = self.doc.observe(self._on_change)
         presence = self.awareness.observe(self._on_presence)
+        watching: list[tuple[Any, Any]] = []
         try:
             shared = await self._shared_history()
             if shared is not None:
@@ -387,6 +392,7 @@ class FileRoom(Room):
                     self.task_group.start_soon(self.write_history)
                 await self._publish_saved(opening=True)
             self._stamp_state(path=self.id)
+            watching = self._watch_content()
             await self.task_group.start(self._keep_file)
             await super().run(task_status=task_status)
         finally:
@@ -397,6 +403,8 @@ class FileRoom(Room):
                 await self.write_history()
                 await self.changes_taken()
             self.doc.unobserve(subscription)
+            for root, watch in watching:
+                root.unobserve(watch)
             self.awareness.unobserve(presence)
 
     def _on_presence(self, topic: str, changes: tuple[dict[str, Any], Any]) -> None:
@@ -888,6 +896,7 @@ class FileRoom(Room):
         # Also before the room forwards changes (its document as a whole is kept from
         # the moment it is loaded).
         self._whole_update = None
+        touched, self._content_touched = self._content_touched, False
         if not self._logging:
             return
         update = event.update
@@ -899,7 +908,9 @@ class FileRoom(Room):
             else:
                 self._log_append([update])
             self._log_updates += 1
-        if self._stamping:
+        if self._stamping or (self._watching and not touched):
+            # Bookkeeping (the page's ``state``, a cell's execution state): kept in
+            # the log, nothing to save.
             return
         now = current_time()
         self._last_change = now
@@ -910,6 +921,25 @@ class FileRoom(Room):
             # the file keeper finds when it wakes at the earlier one.
             if self._saver_role:
                 self._wake_up()
+
+    def _watch_content(self) -> list[tuple[Any, Any]]:
+        """Follow the root types that hold the file's content, so that changes to
+        anything else do not start a save (which reads the whole document)."""
+        roots = self.kind.content_roots
+        if roots is None:
+            self._watching = False
+            return []
+        watching = []
+        for name, root_type in roots.items():
+            root = self.doc.get(name, type=root_type)
+            watching.append((root, root.observe_deep(self._on_content_events)))
+        self._watching = True
+        return watching
+
+    def _on_content_events(self, events: list[Any]) -> None:
+        # Called as a transaction ends, before ``_on_change`` is for the same one.
+        if not self.kind.bookkeeping(events):
+            self._content_touched = True
 
     def _wake_up(self) -> None:
         if self._wake is not None:
