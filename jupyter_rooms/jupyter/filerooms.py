@@ -110,6 +110,9 @@ _FILE_BYTES = BlobKind()
 _CUT_SHORT: Any = object()
 # The content of a file read only to compare its hash, which was the one asked about.
 _UNCHANGED: Any = object()
+# The content of a file just written, read only for its hash: the file is as the
+# contents manager said it left it.
+_AS_WRITTEN: Any = object()
 
 # The extension of a room's log, after the file's own name.
 LOG_SUFFIX = ".ylog"
@@ -238,12 +241,13 @@ def _reads_notebooks(contents_manager: Any) -> bool:
 
 
 def _read_notebook_file(
-    contents_manager: Any, path: str, unless_hash: str | None = None
+    contents_manager: Any, path: str, unless_hash: str | None = None, parse: bool = True
 ) -> tuple[Any, dict[str, str]] | None:
     """A notebook's content as ``NotebookKind.from_model`` reads it from the contents
     manager, and the file's hash as the manager gives it; ``None`` when the manager must
     read it (it does not exist any more, or is anything but a plain notebook). A file
-    whose hash is ``unless_hash`` is not parsed: its content is ``_UNCHANGED``."""
+    whose hash is ``unless_hash`` is not parsed: its content is ``_UNCHANGED``; nor is
+    one read with ``parse=False``: its content is ``_AS_WRITTEN``."""
     try:
         with open(contents_manager._get_os_path(path), "rb") as file:
             data = file.read()
@@ -252,6 +256,8 @@ def _read_notebook_file(
     digest: dict[str, str] = contents_manager._get_hash(data)
     if unless_hash is not None and digest.get("hash") == unless_hash:
         return _UNCHANGED, digest
+    if not parse:
+        return _AS_WRITTEN, digest
     content = _NOTEBOOK.from_file(data)
     if content is None:
         return None
@@ -1100,12 +1106,18 @@ class FileRoom(Room):
         return model
 
     async def _read_content(
-        self, kind: DocumentKind, *, unless_hash: str | None = None
+        self,
+        kind: DocumentKind,
+        *,
+        unless_hash: str | None = None,
+        written: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any] | None, Any]:
         """The file's model and its content as ``kind`` reads it; ``(None, None)`` if
         the file does not exist. A file whose hash is ``unless_hash`` is not read as
         ``kind`` (which may fail, and takes a while for a large notebook): its content is
-        then ``_UNCHANGED``.
+        then ``_UNCHANGED``. A notebook the room just wrote (``written``: the model the
+        contents manager answered its save with) whose size and time are still those is
+        not parsed either: its content is ``_AS_WRITTEN``.
 
         A notebook of a local contents manager's is read from its file here: the
         manager's reading (notebook objects, a schema validation that only logs, a trust
@@ -1119,9 +1131,13 @@ class FileRoom(Room):
             if model is None:
                 return None, None
             cm = self._rooms.contents_manager
+            # Parsing 10 MB of JSON holds every thread of the server for tens of ms.
+            parse = written is None or _fingerprint(model) != _fingerprint(written)
             # Not cancelled half way, as reads through the contents manager are not.
             with CancelScope(shield=True):
-                read = await to_thread.run_sync(_read_notebook_file, cm, self.id, unless_hash)
+                read = await to_thread.run_sync(
+                    _read_notebook_file, cm, self.id, unless_hash, parse
+                )
             if read is not None:
                 content, digest = read
                 return {**model, "format": "json", **digest}, content
@@ -1316,10 +1332,12 @@ class FileRoom(Room):
             # between (the room closing) would leave a file the room wrote without a
             # record of it, and its next look would merge the room's own edits again.
             with CancelScope(shield=True):
-                await ensure_async(cm.save(self.kind.to_model(content), self.id))
+                answer = await ensure_async(cm.save(self.kind.to_model(content), self.id))
                 self.saves += 1
                 self.log.debug("room %r: saved its file", self.id)
-                model, written = await self._read_content(self.kind)
+                model, written = await self._read_content(
+                    self.kind, written=answer if isinstance(answer, dict) else None
+                )
         except get_cancelled_exc_class():
             raise
         except Exception as exc:
@@ -1330,7 +1348,7 @@ class FileRoom(Room):
             self.broadcast(control_message({"type": "error", "reason": f"not saved: {reason}"}))
             return False
         file_hash = None
-        if model is not None and self.kind.same(written, content):
+        if model is not None and (written is _AS_WRITTEN or self.kind.same(written, content)):
             file_hash = model.get("hash")
             self._fingerprint = _fingerprint(model)
         else:
