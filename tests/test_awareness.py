@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 import anyio
 import pytest
 from pycrdt import Awareness, Doc
@@ -83,9 +87,10 @@ async def test_presence_set_before_joining_is_announced(wire: str) -> None:
             assert alice.awareness.states[bob.awareness.client_id] == {"user": "bob"}
 
 
-async def test_presence_comes_back_after_a_dropped_connection() -> None:
-    # The room drops bob's presence with his connection; bob's next connection brings it
-    # back, though bob did not change it.
+@asynccontextmanager
+async def one_client_behind_a_proxy() -> AsyncIterator[tuple[Proxy, Any, Any, dict[str, Any]]]:
+    """A websocket server, a client of room ``p`` straight to it and one through a
+    proxy the test can cut; yields the proxy, both clients and the server's options."""
     async with (
         serving("websocket") as (_, options),
         anyio.create_task_group() as tg,
@@ -93,51 +98,48 @@ async def test_presence_comes_back_after_a_dropped_connection() -> None:
         proxy = Proxy(options["port"])
         await tg.start(proxy.serve)
         async with (
-            connect("websocket", id="p", **options) as alice,
-            connect("websocket", id="p", host="127.0.0.1", port=proxy.port, max_backoff=0.1) as bob,
+            connect("websocket", id="p", **options) as direct,
+            connect(
+                "websocket", id="p", host="127.0.0.1", port=proxy.port, max_backoff=0.1
+            ) as proxied,
         ):
-            bob_id = bob.awareness.client_id
-            bob.awareness.set_local_state({"user": "bob"})
-            await wait_until(lambda: bob_id in alice.awareness.states)
-            proxy.held = True
-            proxy.cut()
-            await wait_until(lambda: bob_id not in alice.awareness.states)
-            proxy.held = False
-            await wait_until(lambda: bob_id in alice.awareness.states)
-            assert alice.awareness.states[bob_id] == {"user": "bob"}
+            yield proxy, direct, proxied, options
         tg.cancel_scope.cancel()
+
+
+async def test_presence_comes_back_after_a_dropped_connection() -> None:
+    # The room drops bob's presence with his connection; bob's next connection brings it
+    # back, though bob did not change it.
+    async with one_client_behind_a_proxy() as (proxy, alice, bob, _):
+        bob_id = bob.awareness.client_id
+        bob.awareness.set_local_state({"user": "bob"})
+        await wait_until(lambda: bob_id in alice.awareness.states)
+        proxy.held = True
+        proxy.cut()
+        await wait_until(lambda: bob_id not in alice.awareness.states)
+        proxy.held = False
+        await wait_until(lambda: bob_id in alice.awareness.states)
+        assert alice.awareness.states[bob_id] == {"user": "bob"}
 
 
 async def test_a_disconnected_client_shows_nobody_and_finds_who_is_there_on_return() -> None:
     # Nobody can tell a disconnected client who leaves meanwhile: it forgets everyone,
     # and its next connection brings back those still there (under the clocks it knew).
-    async with (
-        serving("websocket") as (_, options),
-        anyio.create_task_group() as tg,
-    ):
-        proxy = Proxy(options["port"])
-        await tg.start(proxy.serve)
-        async with (
-            connect("websocket", id="p", **options) as carol,
-            connect(
-                "websocket", id="p", host="127.0.0.1", port=proxy.port, max_backoff=0.1
-            ) as alice,
-        ):
-            carol.awareness.set_local_state({"user": "carol"})
-            carol_id = carol.awareness.client_id
-            async with connect("websocket", id="p", **options) as bob:
-                bob.awareness.set_local_state({"user": "bob"})
-                bob_id = bob.awareness.client_id
-                await wait_until(lambda: {bob_id, carol_id} <= set(alice.awareness.states))
-                proxy.held = True
-                proxy.cut()
-                await wait_until(lambda: not alice.connected)
-                assert set(alice.awareness.states) == {alice.awareness.client_id}
-            proxy.held = False
-            await wait_until(lambda: carol_id in alice.awareness.states)
-            assert alice.awareness.states[carol_id] == {"user": "carol"}
-            assert bob_id not in alice.awareness.states
-        tg.cancel_scope.cancel()
+    async with one_client_behind_a_proxy() as (proxy, carol, alice, options):
+        carol.awareness.set_local_state({"user": "carol"})
+        carol_id = carol.awareness.client_id
+        async with connect("websocket", id="p", **options) as bob:
+            bob.awareness.set_local_state({"user": "bob"})
+            bob_id = bob.awareness.client_id
+            await wait_until(lambda: {bob_id, carol_id} <= set(alice.awareness.states))
+            proxy.held = True
+            proxy.cut()
+            await wait_until(lambda: not alice.connected)
+            assert set(alice.awareness.states) == {alice.awareness.client_id}
+        proxy.held = False
+        await wait_until(lambda: carol_id in alice.awareness.states)
+        assert alice.awareness.states[carol_id] == {"user": "carol"}
+        assert bob_id not in alice.awareness.states
 
 
 async def test_an_old_connection_closing_late_leaves_the_new_ones_presence() -> None:

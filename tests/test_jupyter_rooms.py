@@ -186,6 +186,19 @@ async def test_looking_at_paths_leaves_no_history_behind(root: Path) -> None:
     assert [p.relative_to(root).as_posix() for p in root.rglob("*")] == ["a", "a/b"]
 
 
+def calls_of(monkeypatch: pytest.MonkeyPatch, method: str) -> list[str]:
+    """The ids of the rooms whose ``FileRoom`` coroutine ``method`` is called, in order."""
+    calls: list[str] = []
+    original = getattr(FileRoom, method)
+
+    async def counted(room: FileRoom, *args: Any) -> Any:
+        calls.append(room.id)
+        return await original(room, *args)
+
+    monkeypatch.setattr(FileRoom, method, counted)
+    return calls
+
+
 def cell_sources(path: Path) -> list[str] | None:
     notebook = notebook_on_disk(path)
     return None if notebook is None else [cell.source for cell in notebook.cells]
@@ -196,17 +209,8 @@ async def test_bookkeeping_changes_start_no_save(
 ) -> None:
     # JupyterLab's state map and a cell's execution state are not in the file: a
     # change to them is kept, but does not make the room read its document to save.
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell("x = 1")]
-    nbformat.write(notebook, str(root / "nb.ipynb"))
-    snapshots: list[str] = []
-    snapshot = FileRoom._snapshot
-
-    async def counted(self: FileRoom) -> Any:
-        snapshots.append(self.id)
-        return await snapshot(self)
-
-    monkeypatch.setattr(FileRoom, "_snapshot", counted)
+    make_notebook(root / "nb.ipynb", ["x = 1"])
+    snapshots = calls_of(monkeypatch, "_snapshot")
     async with serve(root) as server, join(server, "nb.ipynb") as client:
         cell = client.doc.get("cells", type=Array)[0]
         with client.doc.transaction():
@@ -893,14 +897,7 @@ async def test_a_visit_without_changes_does_not_look_at_the_file_again(
     # The last client leaving saves at once what changed; with nothing changed there is
     # nothing to save, nor to compare with the file (which takes a while for a large one).
     make_notebook(root / "nb.ipynb", ["a = 1"])
-    saves: list[str] = []
-    save = FileRoom._save
-
-    async def counted(room: FileRoom) -> bool:
-        saves.append(room.id)
-        return await save(room)
-
-    monkeypatch.setattr(FileRoom, "_save", counted)
+    saves = calls_of(monkeypatch, "_save")
     async with serve(root, cleanup_delay=60.0, save_delay=60.0, poll_interval=60.0) as server:
         async with join(server, "nb.ipynb") as client:
             assert [cell.source for cell in Notebook(client.doc)] == ["a = 1"]

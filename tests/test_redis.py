@@ -223,13 +223,18 @@ def test_a_server_id_is_one_line(redis_server: RedisServer) -> None:
         redis_room_factory(redis_server.url, server_id="a\nb")
 
 
+def proxied(redis_server: RedisServer) -> tuple[Proxy, str]:
+    """A proxy to the Redis server that a test can cut or freeze, and its Redis URL."""
+    proxy = Proxy(redis_server.port)
+    return proxy, redis_server.url.replace(f":{redis_server.port}/", f":{proxy.port}/")
+
+
 async def test_a_server_cut_off_during_a_compaction_catches_up(
     redis_server: RedisServer,
 ) -> None:
     # The second server reaches Redis through a link that is cut while the first one
     # compacts the stream past what the second has read.
-    proxy = Proxy(redis_server.port)
-    cut_off_url = redis_server.url.replace(f":{redis_server.port}/", f":{proxy.port}/")
+    proxy, cut_off_url = proxied(redis_server)
     async with anyio.create_task_group() as tg:
         await tg.start(proxy.serve)
         async with (
@@ -273,8 +278,7 @@ async def test_a_saver_that_gets_no_answer_stops_saving_before_its_lock_expires(
 ) -> None:
     # The saver's link to Redis freezes (no error, no answer): its lock runs out in Redis
     # and the other server takes it. The two never both think they save.
-    proxy = Proxy(redis_server.port)
-    frozen_url = redis_server.url.replace(f":{redis_server.port}/", f":{proxy.port}/")
+    proxy, frozen_url = proxied(redis_server)
     async with anyio.create_task_group() as tg:
         await tg.start(proxy.serve)
         async with (
