@@ -985,6 +985,38 @@ async def test_a_change_to_a_cut_short_save_keeps_the_rest_of_it(
         await until(lambda: read(path) == str(text))
 
 
+async def test_a_change_to_a_cut_short_save_is_kept_across_another_stop(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As above, but the server stops again after merging the other program's change and
+    # before any save: the file still holds only the changed piece, which the next
+    # opening must again take for the beginning of the room's document.
+    path = root / "long.txt"
+    expected = "".join(f"line {i}\n" for i in range(2000))
+    async with serve(root) as server, join(server, "long.txt") as client:
+        client.doc.get("source", type=Text).insert(0, expected)
+        await until(lambda: read(path) == expected)
+    a_save_under_way("long.txt")
+    path.write_text(expected[:1000])
+    whole = expected[:1000] + "added\n" + expected[1000:]
+
+    async def no_save(room: FileRoom) -> bool:
+        room._retry_later()
+        return False
+
+    with monkeypatch.context() as patch:
+        patch.setattr(FileRoom, "_save", no_save)
+        async with serve(root) as server, join(server, "long.txt") as client:
+            text = client.doc.get("source", type=Text)
+            path.write_text(expected[:1000] + "added\n")
+            await until(lambda: "added" in str(text))
+            assert str(text) == whole
+    assert read(path) == expected[:1000] + "added\n"
+    async with serve(root) as server, join(server, "long.txt") as client:
+        assert str(client.doc.get("source", type=Text)) == whole
+        await until(lambda: read(path) == whole)
+
+
 async def test_a_reopened_room_reads_its_file_only_if_it_changed(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

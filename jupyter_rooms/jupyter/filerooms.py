@@ -1189,16 +1189,21 @@ class FileRoom(Room):
             # Someone changed the piece of the room's save a crash left in the file:
             # the rest of that save, which they never saw, is not theirs to delete. The
             # room writes the whole again.
-            self._merge(content + tail, None)
+            self._merge(content + tail, None, cut_short=True)
             self._saved_content = content
             self._dirty = self._flush = True
             return
         self._merge(content, file_hash)
         self._stamp_state(file_hash)
 
-    def _merge(self, content: Any, file_hash: str | None) -> None:
+    def _merge(self, content: Any, file_hash: str | None, cut_short: bool = False) -> None:
         """Apply the change from the last-known content to ``content`` to the document as
-        of then, and merge the result into the room."""
+        of then, and merge the result into the room.
+
+        ``cut_short``: the file holds only the beginning of ``content`` (a piece of the
+        room's save, changed by someone): the record says a save of the merged document
+        is under way, so that should the server stop before writing it, the next
+        opening finds the piece cut short again rather than merging it as a deletion."""
         base = _doc_of(self._saved.base)
         state = base.get_state()
         self.kind.update(base, self.kind.content(base), content)
@@ -1219,7 +1224,7 @@ class FileRoom(Room):
             saved = _Saved(file_hash, True, self.doc.get_update(), self._log_updates)
         else:
             saved = _Saved(file_hash, True, base.get_update(), None)
-        self._set_saved(saved, held)
+        self._set_saved(saved, held, saving=self._log_updates if cut_short else None)
         self._saved_content = content
         if matches:
             self._dirty = False
@@ -1249,13 +1254,17 @@ class FileRoom(Room):
             self._saved_content = self.kind.content(_doc_of(self._saved.base))
         return self._saved_content
 
-    def _set_saved(self, saved: _Saved, updates: list[bytes] | None = None) -> None:
+    def _set_saved(
+        self, saved: _Saved, updates: list[bytes] | None = None, saving: int | None = None
+    ) -> None:
         if saved.base is not self._saved.base:
             self._saved_content = None
         self._saved = saved
         self._publish_due = True
         if self._log is not None:
-            self._log_append(updates or [], meta={"saved": saved.record(), "saving": None})
+            # ``saving``: the file is yet to be written with the document as of then.
+            record = None if saving is None else {"updates": saving}
+            self._log_append(updates or [], meta={"saved": saved.record(), "saving": record})
 
     async def _save(self) -> bool:
         """Write the document to the file if it differs; whether the file now holds it."""
