@@ -226,6 +226,20 @@ async def test_bookkeeping_changes_start_no_save(
         assert snapshots
 
 
+async def test_the_first_client_of_a_new_room_gets_all_of_it(root: Path) -> None:
+    # The first clients' sync reply is the update the room's building made: all of the
+    # document, its bookkeeping too.
+    make_notebook(root / "nb.ipynb", ["a = 1", "b = 2"])
+    (root / "t.txt").write_text("text\n")
+    async with serve(root) as server:
+        for path in ("nb.ipynb", "t.txt"):
+            async with join(server, path) as client:
+                room = server.room_manager.rooms[path]
+                assert client.doc.get_state() == room.doc.get_state()
+                assert client.doc.get("state", type=Map).get("path") == path
+                assert client.doc.get_update() == room.doc.get_update()
+
+
 async def test_an_unchanged_document_is_not_saved(root: Path) -> None:
     path = root / "keep.txt"
     path.write_text("as it was\n")

@@ -113,6 +113,8 @@ _UNCHANGED: Any = object()
 # The content of a file just written, read only for its hash: the file is as the
 # contents manager said it left it.
 _AS_WRITTEN: Any = object()
+# The state vector of an empty document.
+_EMPTY_STATE = Doc().get_state()
 
 # The extension of a room's log, after the file's own name.
 LOG_SUFFIX = ".ylog"
@@ -343,6 +345,8 @@ class FileRoom(Room):
         # transaction ending now touched them.
         self._watching = False
         self._content_touched = False
+        # The update of the transaction that built the document (see ``_start_epoch``).
+        self._opening_update: bytes | None = None
         self._save_requests: list[_SaveRequest] = []
         self.autosave = True
         self._wake: Event | None = None
@@ -590,12 +594,21 @@ class FileRoom(Room):
             # checkpoint lets its request go before the document is built).
             promise.settled.set()
             await checkpoint()
-        if content is not None:
-            self.kind.update(self.doc, self.kind.content(self.doc), content)
-        if self.kind.name != "room":
-            # What ``run`` would stamp at once, in the first record rather than after it.
-            self.doc.get("state", type=Map)["path"] = self.id
-        update = self.doc.get_update()
+        # One transaction: pycrdt encodes each transaction's update as it ends, and that
+        # of the first is the whole document (encoding it again takes 10 ms for a large
+        # notebook).
+        fresh = self.doc.get_state() == _EMPTY_STATE
+        self._opening_update = None
+        with self.doc.transaction():
+            if content is not None:
+                self.kind.update(self.doc, self.kind.content(self.doc), content)
+            if self.kind.name != "room":
+                # What ``run`` would stamp at once, in the first record rather than after.
+                self.doc.get("state", type=Map)["path"] = self.id
+        update = self._opening_update if fresh else None
+        self._opening_update = None
+        if update is None:
+            update = self.doc.get_update()
         self._saved = _Saved(model.get("hash") if model else None, model is not None, update, 1)
         self._saved_content = content
         self._fingerprint = _fingerprint(model) if model is not None else None
@@ -904,6 +917,8 @@ class FileRoom(Room):
         self._whole_update = None
         touched, self._content_touched = self._content_touched, False
         if not self._logging:
+            # Opening: ``_start_epoch`` may take the update (already encoded).
+            self._opening_update = event.update
             return
         update = event.update
         if update == EMPTY_UPDATE:
