@@ -104,6 +104,41 @@ def a_save_under_way(name: str) -> None:
     updatelog.close()
 
 
+async def a_text_save_cut_short(root: Path) -> tuple[Path, str]:
+    """``long.txt`` saved with 2,000 lines, then cut in half by a crash in the middle of
+    its next save: its path and the whole text."""
+    path = root / "long.txt"
+    expected = "".join(f"line {i}\n" for i in range(2000))
+    async with serve(root) as server, join(server, "long.txt") as client:
+        client.doc.get("source", type=Text).insert(0, expected)
+        await until(lambda: read(path) == expected)
+    a_save_under_way("long.txt")
+    path.write_text(expected[:1000])
+    return path, expected
+
+
+async def a_notebook_save_cut_short(root: Path, sources: list[str]) -> bytes:
+    """``cut.ipynb`` saved with cells of these sources, then cut in half by a crash in
+    the middle of its next save: the half the file holds."""
+    path = root / "cut.ipynb"
+    async with serve(root) as server, join(server, "cut.ipynb") as client:
+        notebook = Notebook(client.doc)
+        for source in sources:
+            notebook.append_cell(source)
+        await until(lambda: notebook_on_disk(path) is not None)
+    written = path.read_bytes()
+    a_save_under_way("cut.ipynb")
+    piece = written[: len(written) // 2]
+    path.write_bytes(piece)
+    return piece
+
+
+async def saves_nothing(room: FileRoom) -> bool:
+    """In place of ``FileRoom._save``: the room never gets to write its file."""
+    room._retry_later()
+    return False
+
+
 async def fetch(server: JupyterServer, path: str, **kwargs: Any) -> Any:
     headers = kwargs.pop("headers", {"Authorization": f"token {server.token}"})
     response = await AsyncHTTPClient().fetch(server.url + path, headers=headers, **kwargs)
@@ -759,13 +794,7 @@ async def test_a_save_cut_short_by_a_crash_is_written_again_not_merged(root: Pat
     # What a server killed while writing a file leaves: a "saving" record in the log,
     # and the file holding only the beginning of what was being written (contents
     # managers write in place).
-    path = root / "long.txt"
-    expected = "".join(f"line {i}\n" for i in range(2000))
-    async with serve(root) as server, join(server, "long.txt") as client:
-        client.doc.get("source", type=Text).insert(0, expected)
-        await until(lambda: read(path) == expected)
-    a_save_under_way("long.txt")
-    path.write_text(expected[:1000])
+    path, expected = await a_text_save_cut_short(root)
     async with serve(root) as server, join(server, "long.txt") as client:
         assert str(client.doc.get("source", type=Text)) == expected
         await until(lambda: read(path) == expected)
@@ -806,14 +835,7 @@ async def test_a_notebook_save_cut_short_by_a_crash_is_written_again(root: Path)
     # A notebook cut short is not JSON: the room tells its own interrupted save from
     # another program's damage by the bytes, and writes the notebook again.
     path = root / "cut.ipynb"
-    async with serve(root) as server, join(server, "cut.ipynb") as client:
-        notebook = Notebook(client.doc)
-        for i in range(50):
-            notebook.append_cell(f"x = {i}\nprint(x)")
-        await until(lambda: notebook_on_disk(path) is not None)
-    written = path.read_bytes()
-    a_save_under_way("cut.ipynb")
-    path.write_bytes(written[: len(written) // 2])
+    piece = await a_notebook_save_cut_short(root, [f"x = {i}\nprint(x)" for i in range(50)])
     async with serve(root) as server, join(server, "cut.ipynb") as client:
         assert len(Notebook(client.doc)) == 50
         await until(lambda: notebook_on_disk(path) is not None)
@@ -822,7 +844,7 @@ async def test_a_notebook_save_cut_short_by_a_crash_is_written_again(root: Path)
 
     # The same piece with a change of someone else's is not the room's to overwrite.
     a_save_under_way("cut.ipynb")
-    damaged = written[: len(written) // 2].replace(b"x = 1", b"y = 1", 1)
+    damaged = piece.replace(b"x = 1", b"y = 1", 1)
     path.write_bytes(damaged)
     async with serve(root) as server, join(server, "cut.ipynb") as client:
         assert len(Notebook(client.doc)) == 50
@@ -974,13 +996,7 @@ async def test_a_change_to_a_cut_short_save_keeps_the_rest_of_it(
     # A crash cut a save short; before the room writes the file again (here its saves
     # fail for a while), another program appends to the piece in the file. What that
     # program never saw, the rest of the room's save, is not deleted.
-    path = root / "long.txt"
-    expected = "".join(f"line {i}\n" for i in range(2000))
-    async with serve(root) as server, join(server, "long.txt") as client:
-        client.doc.get("source", type=Text).insert(0, expected)
-        await until(lambda: read(path) == expected)
-    a_save_under_way("long.txt")
-    path.write_text(expected[:1000])
+    path, expected = await a_text_save_cut_short(root)
     failing = True
     save = AsyncLargeFileManager.save
 
@@ -1005,21 +1021,11 @@ async def test_a_change_to_a_cut_short_save_is_kept_across_another_stop(
     # As above, but the server stops again after merging the other program's change and
     # before any save: the file still holds only the changed piece, which the next
     # opening must again take for the beginning of the room's document.
-    path = root / "long.txt"
-    expected = "".join(f"line {i}\n" for i in range(2000))
-    async with serve(root) as server, join(server, "long.txt") as client:
-        client.doc.get("source", type=Text).insert(0, expected)
-        await until(lambda: read(path) == expected)
-    a_save_under_way("long.txt")
-    path.write_text(expected[:1000])
+    path, expected = await a_text_save_cut_short(root)
     whole = expected[:1000] + "added\n" + expected[1000:]
 
-    async def no_save(room: FileRoom) -> bool:
-        room._retry_later()
-        return False
-
     with monkeypatch.context() as patch:
-        patch.setattr(FileRoom, "_save", no_save)
+        patch.setattr(FileRoom, "_save", saves_nothing)
         async with serve(root) as server, join(server, "long.txt") as client:
             text = client.doc.get("source", type=Text)
             path.write_text(expected[:1000] + "added\n")
@@ -1092,22 +1098,10 @@ async def test_a_save_cut_short_is_found_again_after_another_restart(
     # does not take it for one by its hash); the next opening finds the piece again and
     # writes the file.
     path = root / "cut.ipynb"
-    async with serve(root) as server, join(server, "cut.ipynb") as client:
-        notebook = Notebook(client.doc)
-        for i in range(20):
-            notebook.append_cell(f"x = {i}")
-        await until(lambda: notebook_on_disk(path) is not None)
-    written = path.read_bytes()
-    a_save_under_way("cut.ipynb")
-    piece = written[: len(written) // 2]
-    path.write_bytes(piece)
-
-    async def no_save(room: FileRoom) -> bool:
-        room._retry_later()
-        return False
+    piece = await a_notebook_save_cut_short(root, [f"x = {i}" for i in range(20)])
 
     with monkeypatch.context() as patch:
-        patch.setattr(FileRoom, "_save", no_save)
+        patch.setattr(FileRoom, "_save", saves_nothing)
         async with serve(root) as server, join(server, "cut.ipynb") as client:
             assert len(Notebook(client.doc)) == 20
             room = server.room_manager.rooms["cut.ipynb"]
