@@ -33,6 +33,7 @@ import nbformat
 from nbformat.validator import get_validator
 from pycrdt import Array, Doc, Map, MapEvent, Text, merge_updates
 
+from .._collector import collector_paused
 from ..protocol import ProtocolError, validate_update
 from ..updatelog import LogFormatError, UpdateLog
 
@@ -720,6 +721,10 @@ class NotebookKind(DocumentKind):
             contents manager reads differently (converts, repairs, or refuses with its
             own error): read that one through the manager.
         """
+        with collector_paused():
+            return self._from_file(data)
+
+    def _from_file(self, data: bytes) -> dict[str, Any] | None:
         try:
             notebook = json.loads(data.decode("utf-8"))
         except ValueError:

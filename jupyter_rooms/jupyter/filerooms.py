@@ -34,6 +34,7 @@ import shutil
 import stat
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -62,6 +63,7 @@ from jupyter_server.services.contents.filemanager import (
 from pycrdt import Doc, Map, TransactionEvent, merge_updates
 from tornado.web import HTTPError
 
+from .._collector import collector_paused
 from .._tasks import task_group
 from ..channel import Channel, ChannelClosed
 from ..protocol import (
@@ -219,7 +221,8 @@ def _doc_of(update: bytes) -> Doc:
 
 
 def _content_of(kind: DocumentKind, update: bytes) -> Any:
-    return kind.content(_doc_of(update))
+    with collector_paused():
+        return kind.content(_doc_of(update))
 
 
 def _fingerprint(model: dict[str, Any]) -> tuple[Any, Any]:
@@ -255,12 +258,20 @@ def _read_notebook_file(
             data = file.read()
     except (OSError, HTTPError):
         return None
-    digest: dict[str, str] = contents_manager._get_hash(data)
-    if unless_hash is not None and digest.get("hash") == unless_hash:
-        return _UNCHANGED, digest
-    if not parse:
-        return _AS_WRITTEN, digest
-    content = _NOTEBOOK.from_file(data)
+    if unless_hash is not None or not parse:
+        digest: dict[str, str] = contents_manager._get_hash(data)
+        if unless_hash is not None and digest.get("hash") == unless_hash:
+            return _UNCHANGED, digest
+        if not parse:
+            return _AS_WRITTEN, digest
+        content = _NOTEBOOK.from_file(data)
+    else:
+        # Hashing lets go of the interpreter's lock: it runs beside the parsing, which
+        # holds it (a few ms of a large notebook's opening).
+        with ThreadPoolExecutor(1, thread_name_prefix="jupyter-rooms-hash") as pool:
+            hashing = pool.submit(contents_manager._get_hash, data)
+            content = _NOTEBOOK.from_file(data)
+            digest = hashing.result()
     if content is None:
         return None
     return content, digest
@@ -599,7 +610,7 @@ class FileRoom(Room):
         # notebook).
         fresh = self.doc.get_state() == _EMPTY_STATE
         self._opening_update = None
-        with self.doc.transaction():
+        with collector_paused(), self.doc.transaction():
             if content is not None:
                 self.kind.update(self.doc, self.kind.content(self.doc), content)
             if self.kind.name != "room":
