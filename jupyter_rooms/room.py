@@ -53,6 +53,9 @@ _MAX_BATCH = 512
 
 # The state vector of a client that has nothing of the document.
 _EMPTY_STATE = b"\x00"
+# How many changes at most follow the whole document's update before it is encoded
+# afresh (each is a message of its own to a client that joins).
+_WHOLE_SINCE_MAX = 256
 
 
 class CloseCode:
@@ -183,11 +186,16 @@ class Room(AsyncContextManagerMixin):
         # How many clients' changes wait for ``take_changes`` right now.
         self._changes_waiting = 0
         self._changes_drained: Event | None = None
-        # The whole document as an update, for clients that have nothing of it yet,
-        # until the next change: encoded once for all those who join meanwhile (a page
-        # opening a large notebook), or given by a subclass that has it at hand (a room
-        # just loaded).
+        # The whole document as an update, for clients that have nothing of it yet:
+        # encoded once for all those who join (pages opening a large notebook), or given
+        # by a subclass that has it at hand (a room just loaded), and followed by the
+        # changes made since, until those would take longer to send than encoding the
+        # document afresh (see ``_keep_whole``).
         self._whole_update: bytes | None = None
+        self._whole_since: list[bytes] = []
+        self._whole_since_bytes = 0
+        # Whether ``run`` follows the document's changes (and the whole update with them).
+        self._forwarding = False
         self.awareness = Awareness(self._doc)
         # The room itself is not a participant: it only relays others' presence.
         self.awareness.set_local_state(None)
@@ -237,10 +245,13 @@ class Room(AsyncContextManagerMixin):
         """
         subscription = self._doc.observe(self._forward_update)
         awareness_subscription = self.awareness.observe(self._forward_awareness)
+        self._forwarding = True
         try:
             task_status.started()
             await sleep_forever()
         finally:
+            self._forwarding = False
+            self._keep_whole(None)
             self._doc.unobserve(subscription)
             self.awareness.unobserve(awareness_subscription)
 
@@ -401,9 +412,14 @@ class Room(AsyncContextManagerMixin):
         if message.type == MessageType.SYNC:
             if message.sync_type == SyncType.STEP1:
                 if message.payload == _EMPTY_STATE:
-                    if self._whole_update is None:
-                        self._whole_update = self._doc.get_update()
                     update = self._whole_update
+                    if update is None:
+                        update = self._doc.get_update()
+                        self._keep_whole(update)
+                    # The changes since go first: the reply completes the document, so
+                    # that a client is whole once its first sync is over.
+                    for change in self._whole_since:
+                        conn.enqueue((sync_update(change), change))
                 else:
                     try:
                         update = self._doc.get_update(message.payload)
@@ -495,11 +511,30 @@ class Room(AsyncContextManagerMixin):
             if conn.channel is client:
                 conn.drop(code, reason)
 
+    def _keep_whole(self, update: bytes | None) -> None:
+        """Keep ``update`` as the whole document for clients that have nothing of it yet
+        (``None``: encode it when one asks)."""
+        self._whole_update = update
+        self._whole_since = []
+        self._whole_since_bytes = 0
+
+    def _follow_whole(self, update: bytes) -> None:
+        """Add a change to those sent after the whole document, or drop the whole
+        document once they add up to an eighth of it (or to many small ones)."""
+        if self._whole_update is None:
+            return
+        size = self._whole_since_bytes + len(update)
+        if len(self._whole_since) >= _WHOLE_SINCE_MAX or size > len(self._whole_update) // 8:
+            self._keep_whole(None)
+            return
+        self._whole_since.append(update)
+        self._whole_since_bytes = size
+
     def _forward_update(self, event: TransactionEvent) -> None:
-        self._whole_update = None
         update = event.update
         if update == EMPTY_UPDATE:
             return
+        self._follow_whole(update)
         item = (sync_update(update), update)
         origin = self._origin
         for conn in list(self._clients):

@@ -19,7 +19,7 @@ from tornado.websocket import websocket_connect
 
 from jupyter_rooms import Room, UnknownWireError, bind, connect
 from jupyter_rooms.channel import memory_channel_pair
-from jupyter_rooms.protocol import sync_update
+from jupyter_rooms.protocol import MessageType, SyncType, parse_message, sync_step1, sync_update
 from jupyter_rooms.room import CloseCode
 from jupyter_rooms.websocket import _RECEIVE_BUFFER, HandlerChannel
 
@@ -102,6 +102,59 @@ async def test_clients_joining_between_changes_share_one_encoding_of_the_documen
             await settle(lambda: str(roots(room.doc)[0]) == "hello world")
             async with connect("memory", id="a", **options) as joiner:
                 assert str(roots(joiner.doc)[0]) == "hello world"
+            assert len(encoded) == 2
+
+
+async def test_joiners_get_small_changes_after_the_encoded_document_and_are_whole_at_sync(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Small changes to a large document follow its one encoding (sent before it, so that
+    # a client is whole once its first sync is over); changes that add up to an eighth of
+    # it have it encoded afresh.
+    large = "".join(f"line {i}\n" for i in range(20_000))
+    async with serving("memory", cleanup_delay=5.0) as (server, options):
+        async with connect("memory", id="a", **options) as first:
+            text = roots(first.doc)[0]
+            text.insert(0, large)
+            room = server.room_manager.rooms["a"]
+            await settle(lambda: len(str(roots(room.doc)[0])) == len(large))
+            encoded: list[bytes | None] = []
+            get_update = Doc.get_update
+
+            def counted(doc: Doc, state: bytes | None = None) -> bytes:
+                if doc is room.doc:
+                    encoded.append(state)
+                return get_update(doc, state)
+
+            monkeypatch.setattr(Doc, "get_update", counted)
+            expected = large
+            for i in range(5):
+                text.insert(0, f"edit {i} ")
+                del text[len(text) - 3 :]
+                expected = f"edit {i} " + expected[:-3]
+                await settle(lambda want=expected: str(roots(room.doc)[0]) == want)
+                async with connect("memory", id="a", **options) as joiner:
+                    assert str(roots(joiner.doc)[0]) == expected
+            # What a client receives until the reply to its first sync makes the whole
+            # document: the changes come before the reply.
+            client_end, server_end = memory_channel_pair("a")
+            room.task_group.start_soon(room.serve, server_end)
+            await client_end.send(sync_step1(b"\x00"))
+            received = Doc()
+            while True:
+                message = parse_message(await client_end.recv())
+                if message.type == MessageType.SYNC and message.sync_type != SyncType.STEP1:
+                    received.apply_update(message.payload)
+                    if message.sync_type == SyncType.STEP2:
+                        break
+            assert str(received.get("text", type=Text)) == expected
+            await client_end.close()
+            assert len(encoded) == 1
+            text.insert(0, "x" * (len(large) // 4))
+            expected = "x" * (len(large) // 4) + expected
+            await settle(lambda: str(roots(room.doc)[0]) == expected)
+            async with connect("memory", id="a", **options) as joiner:
+                assert str(roots(joiner.doc)[0]) == expected
             assert len(encoded) == 2
 
 

@@ -493,7 +493,7 @@ class FileRoom(Room):
         whole = _merged(updates)
         self.doc.apply_update(whole)
         # The first clients' sync reply, until the first change.
-        self._whole_update = whole
+        self._keep_whole(whole)
         self._log_updates = len(updates)
         self._logging = True
         self._saved = saved
@@ -629,7 +629,7 @@ class FileRoom(Room):
         self.hold_changes()
         # The first clients' sync reply, until the first change (it is the saved
         # document too: kept anyway).
-        self._whole_update = update
+        self._keep_whole(update)
         self._log_updates = 1
         self._logging = True
         self.log.info("room %r: new epoch %s (no earlier history)", self.id, self.epoch)
@@ -923,9 +923,10 @@ class FileRoom(Room):
     # Changes
 
     def _on_change(self, event: TransactionEvent) -> None:
-        # Also before the room forwards changes (its document as a whole is kept from
-        # the moment it is loaded).
-        self._whole_update = None
+        if not self._forwarding:
+            # The room keeps its document as a whole from the moment it is loaded;
+            # once it forwards changes, it follows them itself.
+            self._keep_whole(None)
         touched, self._content_touched = self._content_touched, False
         if not self._logging:
             # Opening: ``_start_epoch`` may take the update (already encoded).
