@@ -599,6 +599,10 @@ class RoomManager(AsyncContextManagerMixin):
         """The open rooms, by id."""
         return {id: e.room for id, e in self._entries.items() if e.room is not None}
 
+    def has(self, id: str) -> bool:
+        """Whether a room is open, opening or closing (``rooms`` holds open ones only)."""
+        return id in self._entries
+
     def client_count(self, id: str) -> int:
         """How many clients use a room (0 if it is not open)."""
         entry = self._entries.get(id)

@@ -37,6 +37,7 @@ async def test_room_closes_when_its_last_client_leaves(wire: str) -> None:
         async with connect(wire, id="a", **options) as first:
             async with connect(wire, id="a", **options):
                 assert list(manager.rooms) == ["a"]
+                assert manager.has("a") and not manager.has("b")
                 assert manager.client_count("a") == 2
                 roots(first.doc)[0].insert(0, "kept while someone is here")
             # One client left, one remains: the room stays.
@@ -44,7 +45,8 @@ async def test_room_closes_when_its_last_client_leaves(wire: str) -> None:
             assert manager.client_count("a") == 1
             assert list(manager.rooms) == ["a"]
         await settle(lambda: not manager.rooms, timeout=2)
-        assert not manager.rooms
+        await settle(lambda: not manager.has("a"), timeout=2)
+        assert not manager.rooms and not manager.has("a")
         # The room's document went with it: a newcomer starts from an empty one.
         async with connect(wire, id="a", **options) as newcomer:
             assert str(roots(newcomer.doc)[0]) == ""

@@ -1940,7 +1940,7 @@ class FileRooms:
         if room is not None:
             return room.epoch
         alone = getattr(self.room_factory, "load_shared_meta", None) is FileRoom.load_shared_meta
-        if not alone or room_id in self._manager._entries or self.log_path(room_id).exists():
+        if not alone or self._manager.has(room_id) or self.log_path(room_id).exists():
             return (await self.visit(room_id)).epoch
         promise = self._promises.get(room_id)
         if promise is None:
