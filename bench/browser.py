@@ -27,6 +27,10 @@ stream and an image output each, about 5 kB a cell, 10 MB for 2,000 cells). It m
   sending to its answer, plus the room's socket from its handshake until the message
   that completes the document arrived; the page's own work before, between and after
   the two is the rest;
+- the transfer alone: a socket of the benchmark's own, in the second page before it
+  opens the notebook, that answers the page's first message at once with as many bytes
+  as the document's sync reply, timed as the server's share is (median of five): no
+  server delivers the document to a page faster than this;
 - the server's share measured without the page, by a Python client (``yclient.py``):
   session request, socket and sync until the message that completes the document is
   received (before the client applies it). Cold: a copy of the notebook no one opened
@@ -69,6 +73,8 @@ from run import profiling
 from scenarios import make_notebook, percentile
 from targets import JupyterCollaboration, Unavailable, free_port
 from tornado.httpclient import AsyncHTTPClient
+from tornado.web import Application
+from tornado.websocket import WebSocketHandler
 from yclient import YClient
 
 HERE = Path(__file__).resolve().parent
@@ -187,7 +193,8 @@ class Network:
             self.requests[event["requestId"]]["done"] = event["timestamp"]
 
     def _socket(self, event: dict[str, Any]) -> None:
-        if "api/collaboration/room/json:notebook:" in event["url"]:
+        url = event["url"]
+        if "api/collaboration/room/json:notebook:" in url or FLOOR_PATH in url:
             self.sockets[event["requestId"]] = {"frames": []}
 
     def _handshake(self, event: dict[str, Any]) -> None:
@@ -207,6 +214,52 @@ class Network:
         session = request["done"] - request["sent"]
         sync = socket["frames"][messages - 1] - socket["sent"]
         return float(session) * 1000, float(sync) * 1000
+
+
+# The transfer alone: a socket of the bench's own that answers the page's first message
+# with as many bytes as the document's sync reply, at once. No server can deliver the
+# document to the page faster than this.
+FLOOR_PATH = "/bench/transfer"
+FLOOR_SOCKET = """(url) => new Promise((resolve, reject) => {
+    const socket = new WebSocket(url);
+    socket.binaryType = 'arraybuffer';
+    socket.onopen = () => socket.send(new Uint8Array([0, 0, 1, 0]));
+    socket.onmessage = (event) => { socket.close(); resolve(event.data.byteLength); };
+    socket.onerror = () => reject(new Error('the transfer socket failed'));
+})"""
+
+
+class _Sender(WebSocketHandler):
+    def check_origin(self, origin: str) -> bool:
+        return True
+
+    def on_message(self, message: str | bytes) -> None:
+        self.write_message(self.settings["payload"], binary=True)
+
+
+async def transfer_floor(page: Any, network: Network, size: int, runs: int = 5) -> float:
+    """Milliseconds (median of ``runs``) from a socket's handshake until a message of
+    ``size`` bytes, sent as soon as the page asks, arrived in the page; timed by the
+    page's network record as the server's share is."""
+    app = Application([(FLOOR_PATH, _Sender)], payload=os.urandom(size))
+    port = free_port()
+    listening = app.listen(port, "127.0.0.1")
+    times = []
+    try:
+        for _ in range(runs):
+            network.clear()
+            received = await page.evaluate(FLOOR_SOCKET, f"ws://127.0.0.1:{port}{FLOOR_PATH}")
+            assert received == size, (received, size)
+            (socket,) = network.sockets.values()
+            # The network record's events come after the page's own.
+            for _ in range(100):
+                if socket["frames"]:
+                    break
+                await asyncio.sleep(0.05)
+            times.append((socket["frames"][0] - socket["sent"]) * 1000)
+    finally:
+        listening.stop()
+    return percentile(times, 50)
 
 
 CLOSE_NOTEBOOK = """(path) => {
@@ -440,6 +493,7 @@ async def measure(
             log(f"[{name}] the server alone, cold: session and sync of a Python client")
             with profiling(pid, profile and profile / f"{name}-alone-cold.txt"):
                 alone, server_cold = await open_room(url, token, "copy.ipynb", cells)
+            document = len(alone.doc.get_update())
             await alone.close()
 
             log(f"[{name}] opening a notebook of {cells} cells ({size / 1e6:.1f} MB), cold")
@@ -447,6 +501,10 @@ async def measure(
                 cold = await open_in_page(page, network, "big.ipynb", cells)
             log(f"[{name}] the same in a second page, warm")
             second, second_network = await lab_page(browser, url, token, "bench-second")
+            # Before the page opens a notebook: once it has one of this size open, its
+            # sockets take many times as long to deliver a large message.
+            log(f"[{name}] the transfer alone, into the second page")
+            floor = await transfer_floor(second, second_network, document)
             with profiling(pid, profile and profile / f"{name}-page-warm.txt"):
                 warm = await open_in_page(second, second_network, "big.ipynb", cells)
             rss = psutil.Process(pid).memory_info().rss
@@ -485,6 +543,8 @@ async def measure(
         "open_page_warm_ms": round(warm["rendered"]),
         "open_page_warm_server_ms": round(warm["server"]),
         "open_page_warm_session_ms": round(warm["session"]),
+        "transfer_floor_ms": round(floor),
+        "document_mb": round(document / 1e6, 1),
         "open_server_cold_ms": round(server_cold),
         "open_server_warm_ms": round(server_warm),
         "open_server_reopened_ms": round(server_reopened),
@@ -511,6 +571,11 @@ ROWS = [
     ("open in a second page, warm (the room is open)", "open_page_warm_ms", "ms"),
     ("  the server's share", "open_page_warm_server_ms", "ms"),
     ("    of which the session request", "open_page_warm_session_ms", "ms"),
+    (
+        "the transfer alone: the document's bytes from a bare socket into the page",
+        "transfer_floor_ms",
+        "ms",
+    ),
     ("the server alone (Python client), cold: session + sync", "open_server_cold_ms", "ms"),
     ("  warm: the pages have the notebook open", "open_server_warm_ms", "ms"),
     ("  reopened after a server restart", "open_server_reopened_ms", "ms"),
