@@ -189,8 +189,8 @@ class Room(AsyncContextManagerMixin):
         # The whole document as an update, for clients that have nothing of it yet:
         # encoded once for all those who join (pages opening a large notebook), or given
         # by a subclass that has it at hand (a room just loaded), and followed by the
-        # changes made since, until those would take longer to send than encoding the
-        # document afresh (see ``_keep_whole``).
+        # changes made since, until they add up to an eighth of it or to
+        # ``_WHOLE_SINCE_MAX`` changes; then it is encoded afresh for the next one.
         self._whole_update: bytes | None = None
         self._whole_since: list[bytes] = []
         self._whole_since_bytes = 0

@@ -492,7 +492,7 @@ class FileRoom(Room):
         self.last_saved = saved.time
         whole = _merged(updates)
         self.doc.apply_update(whole)
-        # The first clients' sync reply, until the first change.
+        # The first clients' sync reply (with the changes made since, for a while).
         self._keep_whole(whole)
         self._log_updates = len(updates)
         self._logging = True
@@ -627,8 +627,8 @@ class FileRoom(Room):
         self._first_write = (update, self._meta())
         self._first_write_over = Event()
         self.hold_changes()
-        # The first clients' sync reply, until the first change (it is the saved
-        # document too: kept anyway).
+        # The first clients' sync reply, with the changes made since for a while (it is
+        # the saved document too: kept anyway).
         self._keep_whole(update)
         self._log_updates = 1
         self._logging = True
