@@ -21,7 +21,7 @@ from jupyter_rooms import Room, UnknownWireError, bind, connect
 from jupyter_rooms.channel import memory_channel_pair
 from jupyter_rooms.protocol import MessageType, SyncType, parse_message, sync_step1, sync_update
 from jupyter_rooms.room import CloseCode
-from jupyter_rooms.websocket import _RECEIVE_BUFFER, HandlerChannel
+from jupyter_rooms.websocket import _LARGE_MESSAGE, _RECEIVE_BUFFER, HandlerChannel
 
 from helpers import capture_logs, content, edit_randomly, other_tasks, roots, serving, settle
 
@@ -376,6 +376,27 @@ async def test_a_failing_room_closes_alone(wire: str) -> None:
             await settle(lambda: str(roots(sturdy_room.doc)[0]) == "unaffected")
             assert str(roots(sturdy_room.doc)[0]) == "unaffected"
     assert any("lost its file" in str(r.exc_info) for r in logs.records if r.exc_info)
+
+
+@pytest.mark.parametrize("size", [_LARGE_MESSAGE - 40, _LARGE_MESSAGE, 3 * 1024 * 1024])
+async def test_large_documents_reach_a_joiner_over_a_websocket_whole(size: int) -> None:
+    # Around the size from which the room's socket writes a message apart from its
+    # frame's header: the joiner's sync reply is about ``size`` bytes.
+    text = "".join(chr(0x61 + i % 26) for i in range(size))
+    async with (
+        serving("websocket") as (server, options),
+        connect("websocket", id="big", **options) as first,
+    ):
+        roots(first.doc)[0].insert(0, text)
+        room = server.room_manager.rooms["big"]
+        await settle(lambda: len(str(roots(room.doc)[0])) == size)
+        for _ in range(2):
+            async with connect("websocket", id="big", **options) as joiner:
+                assert str(roots(joiner.doc)[0]) == text
+                roots(joiner.doc)[0].insert(0, "!")
+                await settle(lambda: str(roots(first.doc)[0]).startswith("!"))
+                assert str(roots(first.doc)[0]).startswith("!")
+            text = "!" + text
 
 
 @pytest.mark.parametrize("id", ["notes/week 1.md", "ça va?#1", "a%20b", ""])
