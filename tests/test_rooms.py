@@ -77,25 +77,31 @@ async def test_room_outlives_its_last_client_by_cleanup_delay(wire: str) -> None
             assert str(roots(third.doc)[0]) == ""
 
 
+def count_encodings(monkeypatch: pytest.MonkeyPatch, doc: Doc) -> list[bytes | None]:
+    """Record each encoding of ``doc`` as an update (the state it was encoded against)."""
+    encoded: list[bytes | None] = []
+    get_update = Doc.get_update
+
+    def counted(self: Doc, state: bytes | None = None) -> bytes:
+        if self is doc:
+            encoded.append(state)
+        return get_update(self, state)
+
+    monkeypatch.setattr(Doc, "get_update", counted)
+    return encoded
+
+
 async def test_clients_joining_between_changes_share_one_encoding_of_the_document(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A large document is encoded once for everyone who joins with nothing of it, until
-    # the next change; after that, joiners get the change too.
+    # A document is encoded once for everyone who joins with nothing of it; a change as
+    # large as an eighth of it has it encoded afresh.
     async with serving("memory", cleanup_delay=5.0) as (server, options):
         async with connect("memory", id="a", **options) as first:
             roots(first.doc)[0].insert(0, "hello")
             room = server.room_manager.rooms["a"]
             await settle(lambda: str(roots(room.doc)[0]) == "hello")
-            encoded: list[bytes | None] = []
-            get_update = Doc.get_update
-
-            def counted(doc: Doc, state: bytes | None = None) -> bytes:
-                if doc is room.doc:
-                    encoded.append(state)
-                return get_update(doc, state)
-
-            monkeypatch.setattr(Doc, "get_update", counted)
+            encoded = count_encodings(monkeypatch, room.doc)
             for _ in range(3):
                 async with connect("memory", id="a", **options) as joiner:
                     assert str(roots(joiner.doc)[0]) == "hello"
@@ -120,15 +126,7 @@ async def test_joiners_get_small_changes_after_the_encoded_document_and_are_whol
             text.insert(0, large)
             room = server.room_manager.rooms["a"]
             await settle(lambda: len(str(roots(room.doc)[0])) == len(large))
-            encoded: list[bytes | None] = []
-            get_update = Doc.get_update
-
-            def counted(doc: Doc, state: bytes | None = None) -> bytes:
-                if doc is room.doc:
-                    encoded.append(state)
-                return get_update(doc, state)
-
-            monkeypatch.setattr(Doc, "get_update", counted)
+            encoded = count_encodings(monkeypatch, room.doc)
             expected = large
             for i in range(5):
                 text.insert(0, f"edit {i} ")
