@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from browser import chromium_path
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -64,3 +66,47 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
             # Everything else is a duration, a rate or a size.
             assert value > 0, figure
     assert "| latency | p50, N=2 (ms) |" in result.stdout
+
+
+def test_browser_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    # JupyterLab's front end in Chromium on a small notebook: every figure of the table,
+    # the transfer alone included, is measured.
+    chromium_path()
+    out = tmp_path / "browser.json"
+    command = ["bench/browser.py", "--cells", "40", "--edits", "3", "--targets", "jupyter_rooms"]
+    result = subprocess.run(
+        [sys.executable, *command, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    (figures,) = json.loads(out.read_text())
+    assert figures["target"] == "jupyter_rooms" and figures["cells"] == 40
+    measured = [
+        "open_page_cold_ms",
+        "open_page_cold_server_ms",
+        "open_page_cold_session_ms",
+        "open_page_warm_ms",
+        "open_page_warm_server_ms",
+        "open_page_warm_session_ms",
+        "transfer_floor_ms",
+        "open_server_cold_ms",
+        "open_server_warm_ms",
+        "open_server_reopened_ms",
+        "edit_median_ms",
+        "edit_p99_ms",
+        "server_rss_mb",
+    ]
+    for key in measured:
+        value = figures[key]
+        assert isinstance(value, (int, float)) and math.isfinite(value), (key, value)
+        assert value >= 0, (key, value)
+    # Every row of the table has a figure.
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(measured), table
+    # The document's sync reply of 40 cells: tens of kB, which the bare socket sent whole.
+    assert 0 < figures["document_mb"] < 1
+    assert figures["transfer_floor_ms"] > 0
+    assert "| the transfer alone" in result.stdout
