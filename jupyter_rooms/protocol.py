@@ -20,6 +20,7 @@ from typing import Any
 from pycrdt import get_state, merge_updates
 
 __all__ = [
+    "EMPTY_STATE",
     "EMPTY_UPDATE",
     "Message",
     "MessageType",
@@ -42,6 +43,8 @@ __all__ = [
 
 # An update that changes nothing: what a peer sends as step 2 when it has nothing new.
 EMPTY_UPDATE = b"\x00\x00"
+# The state vector of an empty document: what a peer that has nothing sends as step 1.
+EMPTY_STATE = b"\x00"
 
 
 class MessageType(IntEnum):

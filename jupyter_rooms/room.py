@@ -25,6 +25,7 @@ from pycrdt import Awareness, Doc, TransactionEvent, merge_updates
 from ._tasks import task_group
 from .channel import Channel, ChannelClosed
 from .protocol import (
+    EMPTY_STATE,
     EMPTY_UPDATE,
     Message,
     MessageType,
@@ -51,8 +52,6 @@ _Item = tuple[bytes, "bytes | None"]
 # How many queued messages a sender takes at once, at most, to merge.
 _MAX_BATCH = 512
 
-# The state vector of a client that has nothing of the document.
-_EMPTY_STATE = b"\x00"
 # How many changes at most follow the whole document's update before it is encoded
 # afresh (each is a message of its own to a client that joins).
 _WHOLE_SINCE_MAX = 256
@@ -411,7 +410,7 @@ class Room(AsyncContextManagerMixin):
     def _handle(self, conn: _Client, message: Message) -> None:
         if message.type == MessageType.SYNC:
             if message.sync_type == SyncType.STEP1:
-                if message.payload == _EMPTY_STATE:
+                if message.payload == EMPTY_STATE:
                     update = self._whole_update
                     if update is None:
                         update = self._doc.get_update()

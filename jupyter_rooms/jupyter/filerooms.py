@@ -67,6 +67,7 @@ from .._collector import collector_paused
 from .._tasks import task_group
 from ..channel import Channel, ChannelClosed
 from ..protocol import (
+    EMPTY_STATE,
     EMPTY_UPDATE,
     Message,
     MessageType,
@@ -115,8 +116,6 @@ _UNCHANGED: Any = object()
 # The content of a file just written, read only for its hash: the file is as the
 # contents manager said it left it.
 _AS_WRITTEN: Any = object()
-# The state vector of an empty document.
-_EMPTY_STATE = Doc().get_state()
 
 # The extension of a room's log, after the file's own name.
 LOG_SUFFIX = ".ylog"
@@ -439,7 +438,7 @@ class FileRoom(Room):
             self.autosave = any(wishes)
 
     async def _open(self) -> None:
-        if self.doc.get_state() != Doc().get_state():
+        if self.doc.get_state() != EMPTY_STATE:
             # Shared with other servers that left no metadata: their history wins.
             await self._adopt_history()
             return
@@ -608,7 +607,7 @@ class FileRoom(Room):
         # One transaction: pycrdt encodes each transaction's update as it ends, and that
         # of the first is the whole document (encoding it again takes 10 ms for a large
         # notebook).
-        fresh = self.doc.get_state() == _EMPTY_STATE
+        fresh = self.doc.get_state() == EMPTY_STATE
         self._opening_update = None
         with collector_paused(), self.doc.transaction():
             if content is not None:
