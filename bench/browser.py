@@ -55,7 +55,6 @@ import json
 import os
 import secrets
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -77,6 +76,8 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.web import Application
 from tornado.websocket import WebSocketHandler
 from yclient import YClient
+
+from jupyter_rooms.websocket import write_large_message
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = "/usr/bin/chromium"
@@ -235,15 +236,11 @@ class _Sender(WebSocketHandler):
         return True
 
     def on_message(self, message: str | bytes) -> None:
+        # As jupyter_rooms writes a large message (tornado's own frame would be a copy
+        # of it, a few ms for 9 MB).
         payload = self.settings["payload"]
-        connection = self.ws_connection
-        if len(payload) < 65_536 or connection is None:
+        if write_large_message(self.ws_connection, payload) is None:
             self.write_message(payload, binary=True)
-            return
-        # As jupyter_rooms writes a large message: the frame's header, then the bytes
-        # (tornado's own frame would be a copy of them, a few ms for 9 MB).
-        connection.stream.write(struct.pack("!BBQ", 0x82, 127, len(payload)))
-        connection.stream.write(payload)
 
 
 async def transfer_floor(page: Any, network: Network, size: int, runs: int = 5) -> float:

@@ -24,7 +24,13 @@ from .channel import Channel, ChannelClosed, ChannelIterator
 from .client import ChannelClient, FatalClose
 from .protocol import TextMessage
 
-__all__ = ["ClientChannel", "HandlerChannel", "WebsocketChannelClient", "open_client_channel"]
+__all__ = [
+    "ClientChannel",
+    "HandlerChannel",
+    "WebsocketChannelClient",
+    "open_client_channel",
+    "write_large_message",
+]
 
 log = logging.getLogger("jupyter_rooms.websocket")
 
@@ -35,6 +41,27 @@ _RECEIVE_BYTES = 4 * 1024 * 1024
 # Messages from this size on are sent without joining them to their frame's header
 # (whose length field then takes its 8-byte form).
 _LARGE_MESSAGE = 65_536
+
+
+def write_large_message(connection: Any, message: bytes) -> Future[None] | None:
+    """Write a large binary message to a server's socket as one frame, its header and
+    the message one after the other: tornado's own frame joins them, a copy of the
+    message into memory the process gets from the system anew (a large notebook's 9 MB
+    sync reply: 2,000 page faults).
+
+    Args:
+        connection: The handler's ``ws_connection``, without compression.
+        message: The message.
+
+    Returns:
+        The write, or ``None`` when it does not apply (a message under 64 KiB, or a
+        connection that masks what it sends): write the message as usual then.
+    """
+    if len(message) < _LARGE_MESSAGE or getattr(connection, "mask_outgoing", True):
+        return None
+    connection.stream.write(struct.pack("!BBQ", 0x82, 127, len(message)))
+    written: Future[None] = connection.stream.write(message)
+    return written
 
 
 def _ignore_result(future: Future[None]) -> None:
@@ -161,17 +188,9 @@ class HandlerChannel(ChannelIterator):
             if write_frame is not None and getattr(connection, "_compressor", None) is None:
                 # One binary frame, straight to the stream: tornado's write_message would
                 # also wrap each write in a task of its own, the largest cost of a fan-out.
-                if len(message) >= _LARGE_MESSAGE and not getattr(
-                    connection, "mask_outgoing", True
-                ):
-                    # Header and message written one after the other: tornado's frame
-                    # joins them, a copy of the message in memory the process has to get
-                    # from the system anew (a large notebook's 9 MB sync reply: 2,000
-                    # page faults).
-                    connection.stream.write(struct.pack("!BBQ", 0x82, 127, len(message)))
-                    written = connection.stream.write(message)
-                else:
-                    written = write_frame(True, 0x2, message)
+                written = write_large_message(connection, message) or write_frame(
+                    True, 0x2, message
+                )
             else:
                 written = self._handler.write_message(message, binary=True)
         except (WebSocketClosedError, StreamClosedError):
