@@ -8,7 +8,7 @@ import math
 import random
 import threading
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -41,7 +41,7 @@ from .protocol import (
     sync_update,
     validate_awareness_update,
 )
-from .wire import ClientWire, Flag
+from .wire import ClientStatus, ClientWire, Flag
 
 __all__ = ["ChannelClient", "ClientStatus", "FatalClose"]
 
@@ -56,16 +56,6 @@ _FATAL_CLOSE_CODES = {1002, 1003, 1008, 1009, 4400, 4403, 4404}
 
 class FatalClose(ConnectionError):
     """The server closed the connection for a reason that reconnecting cannot fix."""
-
-
-class ClientStatus:
-    """What a client reports to its status callbacks."""
-
-    CONNECTED = "connected"
-    SYNCHRONIZED = "synchronized"
-    DISCONNECTED = "disconnected"
-    RESET = "reset"
-    CLOSED = "closed"
 
 
 class ChannelClient(ClientWire):
@@ -132,7 +122,6 @@ class ChannelClient(ClientWire):
         self._applying = False
         self._unpushed: list[bytes] = []
         self._unpulled: list[bytes] = []
-        self._callbacks: list[Callable[[str, dict[str, Any]], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
         # The room's epoch, for servers that announce one: a history the room may
@@ -151,25 +140,6 @@ class ChannelClient(ClientWire):
     def _describe(self) -> str:
         """Where the client connects, for messages."""
         return f"room {self.id!r}"
-
-    def on_status(self, callback: Callable[[str, dict[str, Any]], None]) -> None:
-        """Call ``callback(status, details)`` when the connection's status changes.
-
-        The statuses are those of [ClientStatus][jupyter_rooms.client.ClientStatus]:
-        connected, synchronized, disconnected (with ``code`` and ``reason``), reset (the
-        room started a new history and the document was replaced), closed.
-
-        Args:
-            callback: A function; it runs in the client's event loop and must not block.
-        """
-        self._callbacks.append(callback)
-
-    def _notify(self, status: str, **details: Any) -> None:
-        for callback in list(self._callbacks):
-            try:
-                callback(status, details)
-            except Exception:
-                self.log.exception("status callback failed")
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[ChannelClient]:

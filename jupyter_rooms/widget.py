@@ -75,7 +75,7 @@ class RoomWidget(anywidget.AnyWidget):
     status = traitlets.Unicode(
         "connecting",
         help="The client's connection: connecting, connected, synchronized, "
-        "disconnected or closed.",
+        "disconnected or closed (the view is then read-only: edits would reach no one).",
     ).tag(sync=True)
     peers = traitlets.List(
         traitlets.Dict(),
@@ -102,11 +102,9 @@ class RoomWidget(anywidget.AnyWidget):
         self._awareness_subscription: str | None = client.awareness.observe(
             self._on_awareness_change
         )
-        on_status = getattr(client, "on_status", None)
-        if callable(on_status):
-            # The client keeps its callbacks for its lifetime; a weak reference lets a
-            # closed widget go.
-            on_status(_StatusCallback(self))
+        # The client keeps its callbacks for its lifetime; a weak reference lets a
+        # closed widget go.
+        client.on_status(_StatusCallback(self))
         self.on_msg(self._on_message)
 
     @property
@@ -150,6 +148,15 @@ class RoomWidget(anywidget.AnyWidget):
                     nonce=content.get("nonce"),
                 )
             elif content.get("type") == MessageType.UPDATE:
+                if self._client.closed:
+                    # The page turns read-only once it hears of the close; an edit sent
+                    # before would reach no one: say so rather than keep it unseen.
+                    log.warning(
+                        "room %r: an edit made in the widget arrived after its client "
+                        "closed; it was not applied (the client no longer reaches the room)",
+                        self.room,
+                    )
+                    return
                 for buffer in buffers:
                     self._doc.apply_update(buffer)
         except ValueError as exc:
@@ -202,6 +209,8 @@ class _StatusCallback:
 
 
 def _current_status(client: ClientWire) -> str:
+    if client.closed:
+        return "closed"
     connected = getattr(client, "connected", None)
     if client.synchronized:
         return "synchronized"

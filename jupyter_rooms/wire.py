@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
@@ -23,6 +24,8 @@ else:
     from typing_extensions import Self
 
 T = TypeVar("T")
+
+log = logging.getLogger("jupyter_rooms.client")
 
 ENTRY_POINT_GROUP = "jupyter_rooms.wires"
 
@@ -87,6 +90,16 @@ class Flag:
         return f"<Flag {'set' if self._is_set else 'clear'}>"
 
 
+class ClientStatus:
+    """What a client reports to its status callbacks (see ``ClientWire.on_status``)."""
+
+    CONNECTED = "connected"
+    SYNCHRONIZED = "synchronized"
+    DISCONNECTED = "disconnected"
+    RESET = "reset"
+    CLOSED = "closed"
+
+
 class ServerWire(AsyncContextManagerMixin):
     """The base of every wire's server: it owns a room manager.
 
@@ -141,7 +154,11 @@ class ClientWire(AsyncContextManagerMixin):
         if doc is None and _in_blocking_context():
             self._doc = Doc(allow_multithreading=True)
         self.synchronized = Flag()
+        # Set once the client has left its room (its block ended, or it stopped): its
+        # document no longer reaches the room, until it is entered again.
+        self.closed = Flag()
         self.awareness = Awareness(self._doc)
+        self._status_callbacks: list[Callable[[str, dict[str, Any]], None]] = []
         self._holder: asyncio.Task[None] | None = None
         self._stop: Event | None = None
         self._portal: BlockingPortal | None = None
@@ -156,6 +173,32 @@ class ClientWire(AsyncContextManagerMixin):
     def doc(self) -> Doc:
         """The client's copy of the shared document."""
         return self._doc
+
+    def on_status(self, callback: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``callback(status, details)`` when the client's status changes.
+
+        The statuses are those of [ClientStatus][jupyter_rooms.ClientStatus]: connected,
+        synchronized, disconnected (with ``code`` and ``reason``), reset (the room
+        started a new history and the document was replaced), closed (the client left
+        the room). A wire reports those that apply to it: the file wire, say, is
+        synchronized once it has read its file, and closed when its block ends.
+
+        Args:
+            callback: A function; it runs in the client's event loop and must not block.
+        """
+        self._status_callbacks.append(callback)
+
+    def _notify(self, status: str, **details: Any) -> None:
+        """Report a status to the callbacks (wires call this)."""
+        if status == ClientStatus.CLOSED:
+            self.closed.set()
+        elif status in (ClientStatus.CONNECTED, ClientStatus.SYNCHRONIZED):
+            self.closed.clear()
+        for callback in list(self._status_callbacks):
+            try:
+                callback(status, details)
+            except Exception:
+                log.exception("room %r: a status callback failed", self._id)
 
     async def push(self) -> None:
         """Send the local changes made since the last push (with ``auto_push=False``)."""

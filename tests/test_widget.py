@@ -372,6 +372,52 @@ async def test_a_malformed_message_is_refused_and_the_relay_goes_on(
         await until(lambda: str(bob_source) == "still relaying")
 
 
+@pytest.mark.parametrize("wire", ["memory", "websocket", "file"])
+async def test_a_closed_clients_widget_says_so_and_applies_no_edit(
+    wire: str, frontends: list[Frontend], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    if wire == "file":
+        client = connect("file", path=tmp_path / "notes.ylog")
+        async with client:
+            widget = RoomWidget(client)
+            (frontend,) = frontends
+            frontend.sync()
+            assert widget.status == "synchronized"
+            frontend.doc.get("source", type=Text).insert(0, "logged")
+            assert str(client.doc.get("source", type=Text)) == "logged"
+    else:
+        async with room_pair(wire) as (client, _bob):
+            widget = RoomWidget(client)
+            (frontend,) = frontends
+            frontend.sync()
+            assert widget.status == "synchronized"
+    # The block ended: the client no longer reaches its room, and the widget says so
+    # (the page turns read-only on it); an edit sent before the page heard is dropped
+    # with a warning rather than kept where no one sees it.
+    assert widget.status == "closed"
+    with caplog.at_level(logging.WARNING, logger="jupyter_rooms.widget"):
+        frontend.doc.get("source", type=Text).insert(0, "too late ")
+    assert "after its client closed" in caplog.text
+    assert "too late" not in str(client.doc.get("source", type=Text))
+    # A widget made for the closed client starts out closed.
+    assert RoomWidget(client).status == "closed"
+    if wire == "file":
+        async with connect("file", path=tmp_path / "notes.ylog") as again:
+            assert str(again.doc.get("source", type=Text)) == "logged"
+    widget.close()
+
+
+async def test_a_clients_status_callbacks_follow_it_in_and_out(tmp_path: Path) -> None:
+    seen: list[str] = []
+    client = connect("file", path=tmp_path / "notes.ylog")
+    client.on_status(lambda status, details: seen.append(status))
+    for _ in range(2):
+        async with client:
+            assert not client.closed
+        assert client.closed
+    assert seen == ["synchronized", "closed", "synchronized", "closed"]
+
+
 async def test_one_widget_per_client(frontends: list[Frontend]) -> None:
     async with room_pair("memory") as (alice, _bob):
         widget = widget_for(alice)

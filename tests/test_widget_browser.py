@@ -271,6 +271,17 @@ def widget(page: Any, room: str) -> Any:
     return page.locator(".jr-widget").filter(has=page.locator(".jr-room-id", has_text=room))
 
 
+async def run_new_cell(page: Any, source: str) -> None:
+    """Add a code cell below the notebook's last one and run it, with the keys a person
+    would press."""
+    await page.locator(".jp-Notebook .jp-Cell").last.locator(".jp-InputArea-editor").click()
+    await page.keyboard.press("Escape")
+    await page.keyboard.press("b")
+    await page.keyboard.press("Enter")
+    await page.keyboard.type(source)
+    await page.keyboard.press("Shift+Enter")
+
+
 async def test_the_widget_in_jupyterlab(
     page: Any, jupyterlab: tuple[str, int], screenshots: Path, tmp_path: Path
 ) -> None:
@@ -549,3 +560,11 @@ async def test_the_widget_in_jupyterlab(
         await until(lambda: str(todo_source) == "water the plants\nfeed the cat")
     todo_file = tmp_path / "root" / "todo.txt"
     await until(lambda: todo_file.read_text() == "water the plants\nfeed the cat", 15)
+
+    # The kernel's client leaves the room: the widget says so and turns read-only, so
+    # that nothing typed there goes where no one sees it.
+    await run_new_cell(page, "await todo.stop()")
+    await todo.locator(".jr-header[data-status='closed']").wait_for()
+    await todo.locator(".jr-status", has_text="read-only").wait_for()
+    assert not await todo_editor.is_editable()
+    assert await todo_editor.input_value() == "water the plants\nfeed the cat"

@@ -19,7 +19,7 @@ const STATUS_TEXT = {
   connected: "syncing",
   synchronized: "connected",
   disconnected: "disconnected, reconnecting",
-  closed: "closed",
+  closed: "closed (read-only)",
 };
 
 function linkOf(model) {
@@ -31,9 +31,10 @@ function linkOf(model) {
   return link;
 }
 
-function renderText(ytext, { maxHeight }) {
+function renderText(ytext, { maxHeight, readOnly }) {
   const editor = h("textarea", "jr-editor");
   editor.spellcheck = false;
+  editor.readOnly = readOnly;
   editor.setAttribute("aria-label", "text");
   editor.style.maxHeight = maxHeight;
   const resize = () => {
@@ -110,28 +111,35 @@ function render({ model, el }) {
   let kind = null;
   let view = null;
   let shown = null;
+  let shownReadOnly = false;
   const show = () => {
     if (!link.synced) return;
     const next = detectKind(link.doc);
-    if (next === kind && link.doc === shown) {
+    // Once the kernel's client has closed, what is typed here would reach no one: the
+    // view is built again without editing.
+    const readOnly = model.get("status") === "closed";
+    if (next === kind && link.doc === shown && readOnly === shownReadOnly) {
       view?.refresh?.();
       return;
     }
     shown = link.doc;
+    shownReadOnly = readOnly;
     view?.destroy();
     kind = next;
-    const options = { maxHeight: model.get("max_height") };
+    const options = { maxHeight: model.get("max_height"), readOnly };
     if (kind === "notebook") view = renderNotebook(link.doc, options);
     else if (kind === "text") view = renderText(link.doc.getText("source"), options);
-    else view = renderTree(link.doc);
+    else view = renderTree(link.doc, options);
     root.dataset.kind = kind;
     header.setKind(kind);
     body.replaceChildren(view.el);
   };
   const unsubscribe = link.subscribe(show);
+  model.on("change:status", show);
   show();
   return () => {
     root.removeEventListener("keydown", keepKeys);
+    model.off("change:status", show);
     unsubscribe();
     header.destroy();
     view?.destroy();

@@ -68,15 +68,17 @@ function newCodeCell() {
   return cell;
 }
 
-// The built view of one cell; returns a function that tears it down.
-function buildCell(cells, cell, el) {
+// The built view of one cell; returns a function that tears it down. A `readOnly` cell
+// has no buttons and its source cannot be edited.
+function buildCell(cells, cell, el, readOnly) {
   const prompt = h("span", "jr-prompt");
   const type = h("span", "jr-celltype");
   const add = h("button", "jr-button", "+");
   add.title = "Insert a code cell below";
   const remove = h("button", "jr-button", "×");
   remove.title = "Delete this cell";
-  const head = h("div", "jr-cellhead", prompt, type, h("span", "jr-spacer"), add, remove);
+  const buttons = readOnly ? [] : [add, remove];
+  const head = h("div", "jr-cellhead", prompt, type, h("span", "jr-spacer"), ...buttons);
   const editor = h("textarea", "jr-source");
   editor.spellcheck = false;
   editor.setAttribute("aria-label", "cell source");
@@ -109,7 +111,7 @@ function buildCell(cells, cell, el) {
       editor.rows = lineCount(editor.value);
     };
     if (source instanceof Y.Text) {
-      editor.readOnly = false;
+      editor.readOnly = readOnly;
       unbindSource = bindText(source, editor, resize);
     } else {
       editor.readOnly = true;
@@ -152,7 +154,7 @@ function buildCell(cells, cell, el) {
   };
 }
 
-export function renderNotebook(doc, { maxHeight }) {
+export function renderNotebook(doc, { maxHeight, readOnly = false }) {
   const cells = doc.getArray("cells");
   const meta = doc.getMap("meta");
   const info = h("div", "jr-info");
@@ -164,7 +166,7 @@ export function renderNotebook(doc, { maxHeight }) {
 
   const build = (row) => {
     if (row.teardown) return;
-    row.teardown = buildCell(cells, row.cell, row.el);
+    row.teardown = buildCell(cells, row.cell, row.el, readOnly);
     row.el.style.minHeight = "";
     row.el.classList.add("jr-built");
   };

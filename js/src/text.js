@@ -115,8 +115,10 @@ export function bindText(ytext, textarea, onChange = () => {}) {
     onChange();
   };
 
-  // Undo and redo take back this person's own edits only, not everyone's.
+  // Undo and redo take back this person's own edits only, not everyone's; a read-only
+  // textarea has none to take back.
   const onKeydown = (event) => {
+    if (textarea.readOnly) return;
     if (isRedoKey(event)) {
       event.preventDefault();
       undoManager.redo();
@@ -126,6 +128,7 @@ export function bindText(ytext, textarea, onChange = () => {}) {
     }
   };
   const onBeforeInput = (event) => {
+    if (textarea.readOnly) return;
     if (event.inputType === "historyUndo") {
       event.preventDefault();
       undoManager.undo();

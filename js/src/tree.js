@@ -24,14 +24,16 @@ function typeName(value) {
   return null;
 }
 
-// A node for `value` labelled `label`: {el, destroy}.
-function node(label, value) {
+// A node for `value` labelled `label`: {el, destroy}. Its texts are not editable when
+// `readOnly`.
+function node(label, value, readOnly) {
   const name = typeName(value);
   const key = h("span", "jr-key", label);
   if (name === "Text") {
     const editor = h("textarea", "jr-text");
     editor.spellcheck = false;
     editor.setAttribute("aria-label", `${label}`);
+    editor.readOnly = readOnly;
     const resize = () => {
       editor.rows = Math.min(lineCount(editor.value), 12);
     };
@@ -52,13 +54,13 @@ function node(label, value) {
     };
   }
   if (name === "Map" || name === "Array") {
-    return container(key, name, value);
+    return container(key, name, value, readOnly);
   }
   return { el: h("div", "jr-node", key, h("code", "jr-value", describe(value))), destroy() {} };
 }
 
 // A Map or an Array, open, with its entries as child nodes.
-function container(key, name, type) {
+function container(key, name, type, readOnly) {
   const count = h("span", "jr-count");
   const summary = h("summary", null, key, h("span", "jr-type", name), count);
   const children = h("div", "jr-children");
@@ -75,7 +77,7 @@ function container(key, name, type) {
       entries.get(k)?.el.remove();
       entries.delete(k);
       if (!type.has(k)) return;
-      const child = node(k, type.get(k));
+      const child = node(k, type.get(k), readOnly);
       entries.set(k, child);
       const next = [...entries.keys()].filter((other) => other > k).sort()[0];
       children.insertBefore(child.el, next === undefined ? null : entries.get(next).el);
@@ -104,7 +106,7 @@ function container(key, name, type) {
   const render = () => {
     for (const child of shown) child.destroy();
     const items = type.toArray().slice(0, limit);
-    shown = items.map((item, i) => node(String(i), item));
+    shown = items.map((item, i) => node(String(i), item, readOnly));
     children.replaceChildren(...shown.map((child) => child.el));
     more.textContent = `show ${Math.min(PAGE, type.length - limit)} more`;
     if (type.length > limit) children.append(more);
@@ -128,7 +130,7 @@ function container(key, name, type) {
         index += op.retain;
       } else if (op.insert !== undefined) {
         first = Math.min(first, index);
-        const added = op.insert.map((item, i) => node(String(index + i), item));
+        const added = op.insert.map((item, i) => node(String(index + i), item, readOnly));
         const before = shown[index]?.el ?? (type.length > limit ? more : null);
         for (const child of added) children.insertBefore(child.el, before);
         shown.splice(index, 0, ...added);
@@ -160,7 +162,7 @@ function container(key, name, type) {
 }
 
 // The whole document: one node per root type, and new roots as they appear.
-export function renderTree(doc) {
+export function renderTree(doc, { readOnly = false } = {}) {
   const list = h("div", "jr-tree");
   const empty = h("div", "jr-empty", "The room's document is empty.");
   const el = h("div", "jr-free", empty, list);
@@ -172,7 +174,7 @@ export function renderTree(doc) {
       if (known && known.kind === kind) continue;
       const type = typedRoot(doc, name);
       if (type === null) continue;
-      const child = node(name, type);
+      const child = node(name, type, readOnly);
       if (known) {
         known.node.destroy();
         known.node.el.replaceWith(child.el);

@@ -19,7 +19,7 @@ from pycrdt import Doc, TransactionEvent, get_state, merge_updates
 from .._tasks import task_group
 from ..protocol import EMPTY_UPDATE
 from ..updatelog import UpdateLog
-from ..wire import ClientWire
+from ..wire import ClientStatus, ClientWire
 
 __all__ = ["FileClient", "TruncatedLogWarning"]
 
@@ -96,6 +96,7 @@ class FileClient(ClientWire):
                 if self.write_delay > 0 and self.auto_push:
                     tg.start_soon(self._write_later)
                 self.synchronized.set()
+                self._notify(ClientStatus.SYNCHRONIZED)
                 try:
                     yield self
                 finally:
@@ -112,6 +113,7 @@ class FileClient(ClientWire):
                 finally:
                     self._log.close()
                     self.synchronized.clear()
+                    self._notify(ClientStatus.CLOSED)
 
     def _on_update(self, event: TransactionEvent) -> None:
         if self._applying or event.update == EMPTY_UPDATE:
