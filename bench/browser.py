@@ -67,6 +67,7 @@ from urllib.parse import quote
 
 import nbformat
 import psutil
+from localjupyter import CHROMIUM, CHROMIUM_ARGS, jupyter_command, lab_home
 from playwright.async_api import async_playwright
 from pycrdt import Array, Map, Text
 from run import profiling
@@ -80,17 +81,6 @@ from yclient import YClient
 from jupyter_rooms.websocket import write_large_message
 
 HERE = Path(__file__).resolve().parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 # Installed in every page before its scripts run: counts the messages each notebook
 # room socket delivers to the page, and after the page's own handler has applied each,
@@ -335,49 +325,19 @@ async def jupyterlab(python: str, root: Path) -> AsyncIterator[tuple[str, str, i
 
     Run again on the same root, it finds what the previous run kept (its settings, file
     ids and the rooms' histories)."""
-    home = root.parent / "jupyter"
-    settings = home / "settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True, exist_ok=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-    config = home / "config"
-    config.mkdir(exist_ok=True)
-    (config / "jupyter_server_config.json").write_text(
-        json.dumps(
-            {
-                "LabApp": {
-                    "news_url": None,
-                    "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
-                }
-            }
-        )
-    )
     env = {
         **os.environ,
         # The interpreter's own scripts first: ``jupyter`` commands found on the PATH
         # otherwise could be another environment's (another server than the one asked).
         "PATH": os.pathsep.join([str(Path(python).parent), os.environ.get("PATH", "")]),
-        "JUPYTER_CONFIG_DIR": str(config),
-        "JUPYTER_DATA_DIR": str(home / "data"),
-        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        **lab_home(root.parent / "jupyter"),
     }
     port, token = free_port(), secrets.token_hex(16)
     logfile = (root.parent / "server.log").open("a")
     process = _spawn(
-        [
-            python,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            "--allow-root",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={port}",
-            "--ServerApp.port_retries=0",
-            f"--ServerApp.root_dir={root}",
-            f"--IdentityProvider.token={token}",
-            "--LabApp.expose_app_in_browser=True",
-        ],
+        jupyter_command(
+            "lab", root, port, token, "--LabApp.expose_app_in_browser=True", python=python
+        ),
         env,
         logfile,
         # jupyter-collaboration keeps its store in the current directory.

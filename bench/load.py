@@ -33,6 +33,7 @@ from typing import Any
 
 import anyio
 import psutil
+from localjupyter import jupyter_command
 from pycrdt import Map, MapEvent, Text, TextEvent
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
@@ -63,19 +64,9 @@ class Server:
         for name in ("JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_CONFIG_DIR"):
             env[name] = str(directory / name.lower())
         if wire == "jupyter":
-            command = [
-                sys.executable,
-                "-m",
-                "jupyter_server",
-                "--no-browser",
-                "--allow-root",
-                "--ServerApp.ip=127.0.0.1",
-                f"--ServerApp.port={self.port}",
-                "--ServerApp.port_retries=0",
-                f"--ServerApp.root_dir={self.root}",
-                f"--IdentityProvider.token={TOKEN}",
-                "--ServerApp.log_level=WARN",
-            ]
+            command = jupyter_command(
+                "server", self.root, self.port, TOKEN, "--ServerApp.log_level=WARN"
+            )
         else:
             command = [sys.executable, "-m", "jupyter_rooms", "--port", str(self.port)]
             command += ["--store", str(directory / "logs"), "--log-level", "WARNING"]

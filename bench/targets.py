@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote
 
+from localjupyter import jupyter_command
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 HERE = Path(__file__).resolve().parent
@@ -249,18 +250,7 @@ class JupyterTarget(Target):
             json.dumps({"ServerApp": {"jpserver_extensions": extensions}})
         )
         self.token = secrets.token_hex(16)
-        args = [
-            self.python,
-            "-m",
-            "jupyter_server",
-            f"--ServerApp.ip={HOST}",
-            f"--ServerApp.port={port}",
-            "--ServerApp.port_retries=0",
-            "--ServerApp.open_browser=False",
-            "--ServerApp.allow_root=True",
-            f"--ServerApp.root_dir={root}",
-            f"--IdentityProvider.token={self.token}",
-        ]
+        args = jupyter_command("server", root, port, self.token, python=self.python)
         env = {
             "JUPYTER_CONFIG_DIR": str(config / "config"),
             "JUPYTER_DATA_DIR": str(config / "data"),

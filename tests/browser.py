@@ -18,19 +18,7 @@ import anyio.to_thread
 import pytest
 from playwright.async_api import async_playwright
 
-from helpers import free_port, jupyter_command
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from helpers import CHROMIUM, CHROMIUM_ARGS, free_port, jupyter_command, lab_home
 
 
 def chromium_path() -> str:
@@ -71,32 +59,7 @@ class JupyterLab:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = tmp_path / "jupyterlab.log"
-        config = tmp_path / "config"
-        config.mkdir(exist_ok=True)
-        (config / "jupyter_server_config.json").write_text(
-            json.dumps(
-                {
-                    "LabApp": {
-                        "news_url": None,
-                        "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
-                    }
-                }
-            )
-        )
-        # No "get notified about Jupyter news?" toast over the page.
-        settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
-        settings.mkdir(parents=True, exist_ok=True)
-        (settings / "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false"})
-        )
-        self.env = {
-            **os.environ,
-            "JUPYTER_CONFIG_DIR": str(config),
-            "JUPYTER_DATA_DIR": str(tmp_path / "data"),
-            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
-            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
-        }
+        self.env = {**os.environ, **lab_home(tmp_path)}
 
     def start(self) -> None:
         """Start the server and wait until it answers."""

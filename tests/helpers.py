@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import socket
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,6 +27,14 @@ from jupyter_rooms.protocol import (
     sync_step1,
     sync_step2,
 )
+
+# The benchmarks' directory holds the one spelling of a local Jupyter server and of
+# Chromium (localjupyter.py); appended, so that the tests' own modules come first.
+sys.path.append(str(Path(__file__).resolve().parent.parent / "bench"))
+from localjupyter import CHROMIUM as CHROMIUM
+from localjupyter import CHROMIUM_ARGS as CHROMIUM_ARGS
+from localjupyter import jupyter_command as jupyter_command
+from localjupyter import lab_home as lab_home
 
 # Hostile inputs the tests tried, by kind; the run's summary prints them (conftest.py).
 INPUTS_TRIED: Counter[str] = Counter()
@@ -59,36 +67,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def jupyter_command(
-    app: str, root: str | os.PathLike[str], port: int, token: str, *options: str, python: str = ""
-) -> list[str]:
-    """The command line of a Jupyter server for a test: on 127.0.0.1 and one port only,
-    serving ``root`` with ``token``, with no flag about jupyter_rooms (its installation
-    enables it).
-
-    Args:
-        app: ``"server"`` (``python -m jupyter_server``) or ``"lab"`` (``jupyter lab``).
-        root: The server's root directory.
-        port: Its port.
-        token: The token clients must give.
-        options: More command-line options.
-        python: The Python to run it with; this one by default.
-    """
-    program = ["-m", "jupyter_server"] if app == "server" else ["-m", "jupyter", app]
-    return [
-        python or sys.executable,
-        *program,
-        "--no-browser",
-        "--allow-root",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-        "--ServerApp.port_retries=0",
-        f"--ServerApp.root_dir={root}",
-        f"--IdentityProvider.token={token}",
-        *options,
-    ]
 
 
 def roots(doc: Doc) -> tuple[Text, Map, Array]:
