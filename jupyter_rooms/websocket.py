@@ -69,6 +69,12 @@ def _ignore_result(future: Future[None]) -> None:
         future.exception()
 
 
+def fit_close_reason(reason: str) -> str:
+    """A close reason cut to what a close frame carries (a control frame holds 125 bytes,
+    two of them the code; tornado refuses more), on a character boundary."""
+    return reason.encode()[:123].decode(errors="ignore")
+
+
 class HandlerChannel(ChannelIterator):
     """The server's end of a websocket, as a [Channel][jupyter_rooms.Channel].
 
@@ -216,8 +222,7 @@ class HandlerChannel(ChannelIterator):
         if self.close_code is None:
             self.close_code = code
             self.close_reason = reason
-        # Close reasons travel in a control frame of at most 125 bytes.
-        self._handler.close(code, reason.encode()[:120].decode(errors="ignore"))
+        self._handler.close(code, fit_close_reason(reason))
         # Nobody reads what is left: let the socket go on (and end).
         self._inbox.clear()
         self._inbox_bytes = 0

@@ -214,13 +214,19 @@ async def test_close_codes_the_front_end_knows(root: Path) -> None:
         ]
         for room, code in cases:
             assert (await closed(await room_socket(server, room)))[0] == code, room
-        status, answer = await request(
-            server,
-            "PUT",
-            "api/collaboration/session/broken.ipynb",
-            {"format": "json", "type": "notebook"},
+        # A file that cannot be read: its session is answered at once (the server reads
+        # the file while the page sets up), and the room's socket says why it cannot
+        # be opened, which the page shows (a failed session request it only logs). The
+        # reason is cut to what a close frame carries.
+        broken = await session(server, "broken.ipynb", "json", "notebook")
+        channel = await room_socket(
+            server, f"json:notebook:{broken['fileId']}", session_id=broken["sessionId"]
         )
-        assert status == 400, answer
+        code, reason = await closed(channel)
+        assert code == CLOSE_BAD_REQUEST
+        assert reason.startswith("cannot open broken.ipynb") and "JSON" in reason, reason
+        assert len(reason.encode()) <= 123
+        assert (root / "broken.ipynb").read_text() == "{ not json"
 
         channel = await room_socket(
             server, f"text:file:{text['fileId']}", session_id="an-older-epoch"

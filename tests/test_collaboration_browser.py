@@ -333,3 +333,12 @@ async def test_jupyterlab_editors_on_rooms(lab: JupyterLab, page: Any, tmp_path:
         await wait_cells(classic, [*after, "# seen in Notebook 7"])
         await wait_cells(page, [*after, "# seen in Notebook 7"])
         await classic.close()
+
+    # A notebook that is not JSON: the page says it cannot load it (rather than waiting
+    # on a document that never comes), and the file is left as it was.
+    (root / "broken.ipynb").write_text("{ not json")
+    await page.evaluate("jupyterapp.commands.execute('docmanager:open', {path: 'broken.ipynb'})")
+    dialog = page.locator(".jp-Dialog", has_text="File Load Error for broken.ipynb")
+    await dialog.wait_for(timeout=10_000)
+    await dialog.get_by_role("button", name="Close").click()
+    assert (root / "broken.ipynb").read_text() == "{ not json"

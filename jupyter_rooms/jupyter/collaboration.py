@@ -30,7 +30,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from ..protocol import MessageType
-from ..websocket import HandlerChannel
+from ..websocket import HandlerChannel, fit_close_reason
 from .filerooms import FileRooms, RoomOpenError, RoomPathError
 from .handlers import SETTINGS_KEY, RoomSocketHandler
 
@@ -80,7 +80,10 @@ class CollaborationSessionHandler(APIHandler):
 
     The body is ``{"format": ..., "type": ...}``; the answer repeats them with
     ``fileId`` (stable across renames) and ``sessionId`` (the room's epoch). The file's
-    room is opened (in the background when its epoch is known before it has loaded).
+    room is opened: in the background when its epoch is known before it has loaded (a
+    room that starts afresh), so that the page sets up while the server reads the file;
+    a file that turns out unreadable is then told on the room's socket (4400), which
+    the page shows as a load error (it only logs a failed session request).
     """
 
     auth_resource = "contents"
@@ -197,6 +200,7 @@ class CollaborationRoomHandler(RoomSocketHandler):
             self._refuse(code, exc.message)
             return
         except RoomOpenError as exc:
+            self.log.warning("room for %s refused: %s", file_path, exc)
             self._refuse(CLOSE_BAD_REQUEST, str(exc))
             return
         except Exception as exc:
@@ -225,7 +229,7 @@ class CollaborationRoomHandler(RoomSocketHandler):
     def _serve(self, channel: HandlerChannel) -> None:
         if self._refusal is not None:
             code, reason = self._refusal
-            self.close(code, reason)
+            self.close(code, fit_close_reason(reason))
             return
         if self.transient:
             self.rooms.serve_transient(self.room_id, channel)

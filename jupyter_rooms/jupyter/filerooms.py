@@ -36,7 +36,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,6 @@ from anyio import (
     to_thread,
 )
 from anyio.abc import TaskGroup, TaskStatus
-from anyio.lowlevel import checkpoint
 from jupyter_core.utils import ensure_async
 from jupyter_server.services.contents.filemanager import (
     AsyncFileContentsManager,
@@ -576,11 +575,11 @@ class FileRoom(Room):
         self._dirty = self._flush = True
         return True
 
-    async def _start_epoch(self, promise: _Promise | None = None) -> None:
+    async def _start_epoch(self, promised: str | None = None) -> None:
         """Start the room's history afresh, from its file if there is one.
 
-        The epoch is the one promised to a session (``promise``), if any, a new one
-        otherwise; the promise is kept once the file is read.
+        The epoch is the one promised to a session (``promised``), if any, a new one
+        otherwise.
         The log's first record (the document as built from the file) is written in the
         background (``write_history``) rather than before the first client is served:
         until it is on disk the file holds all of it, so a crash meanwhile loses nothing
@@ -598,12 +597,7 @@ class FileRoom(Room):
                 content = self.kind.from_model(model) if model is not None else None
         except (_FileUnreadable, DocumentError) as exc:
             raise RoomOpenError(f"cannot open {self.id}: {exc}") from None
-        self.epoch = promise.epoch if promise is not None else uuid4().hex
-        if promise is not None:
-            # Nothing can stop the room from opening now: the session is answered (the
-            # checkpoint lets its request go before the document is built).
-            promise.settled.set()
-            await checkpoint()
+        self.epoch = promised or uuid4().hex
         # One transaction: pycrdt encodes each transaction's update as it ends, and that
         # of the first is the whole document (encoding it again takes 10 ms for a large
         # notebook).
@@ -1567,17 +1561,6 @@ class _Ready:
             self._future.set_result(None)
 
 
-@dataclass
-class _Promise:
-    """An epoch given to sessions before their room has opened."""
-
-    epoch: str = field(default_factory=lambda: uuid4().hex)
-    # Set once the room's file was read, or the room could not open.
-    settled: Event = field(default_factory=Event)
-    error: str | None = None
-    stopping: bool = False
-
-
 class FileRooms:
     """The rooms of a Jupyter server, each bound to the file its id names.
 
@@ -1641,8 +1624,9 @@ class FileRooms:
         self._stop: Event | None = None
         self._runner: asyncio.Task[None] | None = None
         self._stopped = False
-        # Epochs given to sessions of rooms still opening (see ``session_epoch``).
-        self._promises: dict[str, _Promise] = {}
+        # Epochs given to sessions of rooms that have not opened yet (see
+        # ``session_epoch``), by room id.
+        self._promises: dict[str, str] = {}
 
     @property
     def stopping(self) -> bool:
@@ -1918,10 +1902,11 @@ class FileRooms:
         id of JupyterLab's front end), opening the room if it is not open.
 
         A room that will start afresh (this server kept no history for it, and it is not
-        shared with other servers) is given its epoch before it opens, and the session
-        is answered as soon as its file has been read: the page sets up its document and
-        its socket while the server builds the room. Any other room is opened first,
-        since its epoch is in its history.
+        shared with other servers) is given its epoch before it opens, and the session is
+        answered at once: the server reads the file and builds the document while the
+        page sets up its own document and socket. A file that cannot be opened is then
+        told on the socket, which the page shows (see ``CollaborationRoomHandler``). Any
+        other room is opened first, since its epoch is in its history.
 
         Args:
             room_id: A room id, as ``resolve`` returns it, of a file that exists.
@@ -1941,39 +1926,35 @@ class FileRooms:
         alone = getattr(self.room_factory, "load_shared_meta", None) is FileRoom.load_shared_meta
         if not alone or self._manager.has(room_id) or self.log_path(room_id).exists():
             return (await self.visit(room_id)).epoch
-        promise = self._promises.get(room_id)
-        if promise is None:
-            promise = self._promises[room_id] = _Promise()
-            self._task_group.start_soon(self._keep_promise, room_id, promise)
-        await promise.settled.wait()
-        if promise.stopping:
-            raise RuntimeError(promise.error)
-        if promise.error is not None:
-            raise RoomOpenError(promise.error)
-        return promise.epoch
+        epoch = self._promises.get(room_id)
+        if epoch is None:
+            epoch = self._promises[room_id] = uuid4().hex
+            self._task_group.start_soon(self._open_promised, room_id, epoch)
+        return epoch
 
-    async def _keep_promise(self, room_id: str, promise: _Promise) -> None:
+    async def _open_promised(self, room_id: str, epoch: str) -> None:
         try:
-            room = await self.visit(room_id)
-            # The same, unless a history of the room appeared meanwhile.
-            promise.epoch = room.epoch
+            await self.visit(room_id)
         except RoomOpenError as exc:
-            promise.error = str(exc)
-        except RuntimeError as exc:
-            promise.error, promise.stopping = str(exc), True
+            # The page's socket tries again, and is told why it cannot join.
+            self.log.warning("room %r: %s", room_id, exc)
+        except RuntimeError:
+            pass  # The rooms are stopping.
+        except Exception:
+            # One room's failure must not end the task group that serves every room.
+            self.log.exception("room %r: opening it failed", room_id)
         finally:
-            promise.settled.set()
-            if self._promises.get(room_id) is promise:
+            if self._promises.get(room_id) == epoch:
                 del self._promises[room_id]
 
-    def take_promise(self, room_id: str) -> _Promise | None:
+    def take_promise(self, room_id: str) -> str | None:
         """The epoch promised to the sessions of a room that opens now, if any.
 
         Args:
             room_id: The room's id.
 
         Returns:
-            The promise, which the room keeps (``None``: no session is waiting).
+            The epoch, which the room takes (``None``: no session was given one).
         """
         return self._promises.pop(room_id, None)
 
