@@ -517,8 +517,13 @@ def _is_json_mime(mime: str) -> bool:
     )
 
 
-def _is_lines(value: list[Any]) -> bool:
-    return all(isinstance(line, str) for line in value)
+def _joined(value: list[Any]) -> str | None:
+    """A text split in lines, joined; ``None`` if an item is not a string (``join``
+    checks each, faster than a look at each beforehand)."""
+    try:
+        return "".join(value)
+    except TypeError:
+        return None
 
 
 def _rejoin_bundle(bundle: Any) -> bool:
@@ -526,8 +531,10 @@ def _rejoin_bundle(bundle: Any) -> bool:
     if not isinstance(bundle, dict):
         return False
     for mime, value in bundle.items():
-        if isinstance(value, list) and not _is_json_mime(mime) and _is_lines(value):
-            bundle[mime] = "".join(value)
+        if isinstance(value, list) and not _is_json_mime(mime):
+            text = _joined(value)
+            if text is not None:
+                bundle[mime] = text
     return True
 
 
@@ -539,10 +546,12 @@ def _rejoin_cell(cell: dict[str, Any]) -> bool:
     if not isinstance(metadata, dict):
         return False
     metadata.pop("trusted", None)
-    if isinstance(cell.get("source"), list):
-        if not _is_lines(cell["source"]):
+    source = cell.get("source")
+    if isinstance(source, list):
+        source = _joined(source)
+        if source is None:
             return False
-        cell["source"] = "".join(cell["source"])
+        cell["source"] = source
     attachments = cell.get("attachments", {})
     if not isinstance(attachments, dict) or not all(map(_rejoin_bundle, attachments.values())):
         return False
@@ -559,9 +568,10 @@ def _rejoin_cell(cell: dict[str, Any]) -> bool:
             if not _rejoin_bundle(output.get("data", {})):
                 return False
         elif output_type and isinstance(output.get("text", ""), list):
-            if not _is_lines(output["text"]):
+            text = _joined(output["text"])
+            if text is None:
                 return False
-            output["text"] = "".join(output["text"])
+            output["text"] = text
     return True
 
 
