@@ -145,6 +145,7 @@ class ChannelClient(ClientWire):
     async def __asynccontextmanager__(self) -> AsyncIterator[ChannelClient]:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
+        self.closed.clear()
         self._given_up.clear()
         self._was_connected = False
         self._doc_subscription = self._doc.observe(self._on_local_update)
