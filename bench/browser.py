@@ -123,7 +123,7 @@ OPEN_NOTEBOOK = """async ([path, cells, marker]) => {
         if (result.messages === undefined && whole()) result.messages = window.benchMessages;
     };
     jupyterapp.commands.execute('docmanager:open', {path});
-    await new Promise((resolve) => {
+    await new Promise((resolve, reject) => {
         const check = () => {
             let widget = null;
             for (const w of jupyterapp.shell.widgets('main')) {
@@ -139,6 +139,11 @@ OPEN_NOTEBOOK = """async ([path, cells, marker]) => {
                 result.rendered = now - started;
                 window.benchApplied = null;
                 resolve();
+            } else if (now - started > 60000) {
+                // A server that failed to open it: say what the page shows.
+                const dialogs = [...document.querySelectorAll('.jp-Dialog')];
+                const shown = dialogs.map((d) => d.textContent).join(' | ') || 'no dialog';
+                reject(new Error(`${path} did not open within 60 s (${shown})`));
             } else {
                 setTimeout(check, 2);
             }
