@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from jupyter_rooms import bind, connect
+from jupyter_rooms.jupyter import filerooms
 from jupyter_rooms.jupyter.collaboration import (
     CLOSE_BAD_REQUEST,
     CLOSE_NOT_FOUND,
@@ -199,6 +201,38 @@ async def test_saves_asked_for_by_the_page(root: Path) -> None:
         assert (await page.save(3))["status"] == "failed"
         assert json.loads((root / "analysis.ipynb").read_text()) == saved
         assert page.control == []
+
+
+async def test_a_notebook_opens_while_the_page_sets_up(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The file's reading is held until the page's socket is in and has asked for the
+    # document: the session is answered without waiting for it, the socket is taken
+    # while the room opens, and the request that waits in it is answered with the whole
+    # notebook once the room is open.
+    release = threading.Event()
+    read_file = filerooms._read_notebook_file
+
+    def held(*args: Any) -> Any:
+        release.wait(10)
+        return read_file(*args)
+
+    monkeypatch.setattr(filerooms, "_read_notebook_file", held)
+    async with server_on(root) as server:
+        try:
+            answer = await session(server, "analysis.ipynb", "json", "notebook")
+            channel = await room_socket(
+                server, f"json:notebook:{answer['fileId']}", session_id=answer["sessionId"]
+            )
+            rooms = server.room_manager
+            assert rooms.has("analysis.ipynb") and "analysis.ipynb" not in rooms.rooms
+            peer = Peer(channel)
+            await peer.start()
+        finally:
+            release.set()
+        await peer.pump(lambda: peer.synced)
+        assert [cell.source for cell in Notebook(peer.doc)] == ["x = 1"]
+        assert rooms.rooms["analysis.ipynb"].epoch == answer["sessionId"]
 
 
 async def test_close_codes_the_front_end_knows(root: Path) -> None:

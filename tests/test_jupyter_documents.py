@@ -238,6 +238,36 @@ def test_cells_built_natively_are_those_of_the_public_api(
     assert NotebookKind().content(native)["cells"][2] == content["cells"][2]
 
 
+def test_a_notebook_filled_a_few_cells_at_a_time_is_the_one_update_builds() -> None:
+    notebook = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}}
+    )
+    notebook.cells = [
+        nbformat.v4.new_code_cell(f"x = {i}", outputs=[])
+        if i % 3
+        else nbformat.v4.new_markdown_cell(f"# part {i}")
+        for i in range(23)
+    ]
+    content = json.loads(json.dumps(notebook))
+    empty = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    built: Doc = Doc()
+    NotebookKind().update(built, empty, content)
+
+    filled: Doc = Doc()
+    updates: list[bytes] = []
+    filled.observe(lambda event: updates.append(event.update))
+    steps = 0
+    with filled.transaction():
+        for _ in NotebookKind().fill(filled, content, cells_at_once=5):
+            steps += 1
+    assert steps == 5
+    # One transaction: one update, the whole notebook.
+    assert len(updates) == 1
+    assert NotebookKind().content(filled) == NotebookKind().content(built)
+    assert NotebookKind().content(filled)["cells"] == content["cells"]
+    assert _shape(filled.get("cells", type=Array)) == _shape(built.get("cells", type=Array))
+
+
 def test_a_notebook_is_checked_again_only_where_it_changed() -> None:
     kind = NotebookKind()
     notebook = nbformat.v4.new_notebook()

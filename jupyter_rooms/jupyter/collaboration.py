@@ -31,6 +31,7 @@ from tornado import web
 
 from ..protocol import MessageType
 from ..websocket import HandlerChannel, fit_close_reason
+from .documents import kind_for_path
 from .filerooms import FileRooms, RoomOpenError, RoomPathError
 from .handlers import SETTINGS_KEY, RoomSocketHandler
 
@@ -192,8 +193,21 @@ class CollaborationRoomHandler(RoomSocketHandler):
         if file_path is None:
             self._refuse(CLOSE_NOT_FOUND, f"no file has the id {file_id[:40]}")
             return
+        session = self.get_query_argument("sessionId", "")
         try:
             self.room_id = await self.rooms.resolve(file_path)
+            if (
+                session
+                and session == self.rooms.promised_epoch(self.room_id)
+                and kind == "notebook"
+                and kind_for_path(self.room_id).name == "notebook"
+            ):
+                # The notebook's room is opening for this page's session (the epoch
+                # and kind are known): the socket is taken now and served once the
+                # room is open, so that the page's sync request waits in it rather
+                # than the page waiting for the server to take the socket. A room that
+                # fails to open closes it with 4400 and the reason.
+                return
             room = await self.rooms.visit(self.room_id)
         except RoomPathError as exc:
             code = CLOSE_NOT_FOUND if exc.status == 404 else CLOSE_BAD_REQUEST
@@ -212,7 +226,6 @@ class CollaborationRoomHandler(RoomSocketHandler):
                 CLOSE_BAD_REQUEST, f"{self.room_id} is a {room.kind.name} file, not {kind}"
             )
             return
-        session = self.get_query_argument("sessionId", "")
         if session and session != room.epoch:
             # The page's document comes from another history: merging would duplicate.
             self.log.info("room %r: a page of an earlier epoch is asked to reload", self.room_id)

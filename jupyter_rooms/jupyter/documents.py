@@ -25,7 +25,7 @@ import tempfile
 import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 from uuid import uuid4
 
@@ -607,6 +607,26 @@ class NotebookKind(DocumentKind):
             "nbformat": int(meta.get("nbformat", 4)),
             "nbformat_minor": int(meta.get("nbformat_minor", 5)),
         }
+
+    def fill(
+        self, doc: Doc, content: dict[str, Any], *, cells_at_once: int = 100
+    ) -> Iterator[None]:
+        """Fill an empty document with a notebook's content, in the current transaction
+        of ``doc``, ``cells_at_once`` cells at a time; the generator yields between, so
+        that a caller on an event loop can let other work run while a large notebook is
+        built. The document is the one ``update`` would make, in one transaction.
+
+        Args:
+            doc: An empty document, in a transaction.
+            content: The notebook, as ``from_model`` reads it.
+            cells_at_once: How many cells go in between two yields.
+        """
+        self.update(doc, self.content(doc), {**content, "cells": []})
+        ycells = doc.get("cells", type=Array)
+        cells = content["cells"]
+        for start in range(0, len(cells), cells_at_once):
+            yield
+            _insert_ycells(doc, ycells, start, cells[start : start + cells_at_once])
 
     def update(self, doc: Doc, old: dict[str, Any], new: dict[str, Any]) -> None:
         ymeta = doc.get("meta", type=Map)

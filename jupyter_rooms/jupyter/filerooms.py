@@ -54,6 +54,7 @@ from anyio import (
     to_thread,
 )
 from anyio.abc import TaskGroup, TaskStatus
+from anyio.lowlevel import checkpoint
 from jupyter_core.utils import ensure_async
 from jupyter_server.services.contents.filemanager import (
     AsyncFileContentsManager,
@@ -462,7 +463,7 @@ class FileRoom(Room):
                 return
         elif contents is not None and (contents.updates or contents.meta):
             self._set_aside(updatelog.path, "it lacks the room's epoch or save records")
-        await self._start_epoch(self._rooms.take_promise(self.id))
+        await self._start_epoch(self._rooms.promised_epoch(self.id))
 
     def _set_aside(self, path: Path, why: str) -> None:
         aside = path.with_name(f"{path.name}.unusable-{int(time.time())}")
@@ -604,7 +605,14 @@ class FileRoom(Room):
         fresh = self.doc.get_state() == EMPTY_STATE
         self._opening_update = None
         with collector_paused(), self.doc.transaction():
-            if content is not None:
+            if content is not None and fresh and isinstance(self.kind, NotebookKind):
+                # A large notebook takes tens of ms to build: requests go on between its
+                # cells (the socket of the page that opens it is taken meanwhile, and
+                # its sync request waits there for the room). Nothing else uses this
+                # document before the room is open.
+                for _ in self.kind.fill(self.doc, content):
+                    await checkpoint()
+            elif content is not None:
                 self.kind.update(self.doc, self.kind.content(self.doc), content)
             if self.kind.name != "room":
                 # What ``run`` would stamp at once, in the first record rather than after.
@@ -1947,16 +1955,16 @@ class FileRooms:
             if self._promises.get(room_id) == epoch:
                 del self._promises[room_id]
 
-    def take_promise(self, room_id: str) -> str | None:
-        """The epoch promised to the sessions of a room that opens now, if any.
+    def promised_epoch(self, room_id: str) -> str | None:
+        """The epoch given to the sessions of a room before it opened, until it is open.
 
         Args:
             room_id: The room's id.
 
         Returns:
-            The epoch, which the room takes (``None``: no session was given one).
+            The epoch (``None``: the room is open, or no session was given one).
         """
-        return self._promises.pop(room_id, None)
+        return self._promises.get(room_id)
 
     def open_room(self, room_id: str) -> FileRoom | None:
         """The open room of a file, if it is open.
