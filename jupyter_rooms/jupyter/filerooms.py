@@ -1946,11 +1946,11 @@ class FileRooms:
         except RoomOpenError as exc:
             # The page's socket tries again, and is told why it cannot join.
             self.log.warning("room %r: %s", room_id, exc)
-        except RuntimeError:
-            pass  # The rooms are stopping.
         except Exception:
-            # One room's failure must not end the task group that serves every room.
-            self.log.exception("room %r: opening it failed", room_id)
+            # One room's failure must not end the task group that serves every room;
+            # rooms that stop meanwhile (``visit`` refuses then) are no failure.
+            if not self.stopping:
+                self.log.exception("room %r: opening it failed", room_id)
         finally:
             if self._promises.get(room_id) == epoch:
                 del self._promises[room_id]
