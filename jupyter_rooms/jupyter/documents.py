@@ -130,6 +130,19 @@ class DocumentKind(ABC):
             The content, as the file would hold it.
         """
 
+    def fill(self, doc: Doc, content: Any) -> Iterator[None]:
+        """Fill an empty document with ``content``, in its current transaction. A
+        generator: a kind whose content can be large yields between parts of it, so that
+        a caller on an event loop lets other work run meanwhile (the document is the one
+        ``update`` makes); this one fills it in one go.
+
+        Args:
+            doc: An empty document, in a transaction.
+            content: The content, as ``from_model`` reads it.
+        """
+        self.update(doc, self.content(doc), content)
+        yield from ()
+
     @abstractmethod
     def update(self, doc: Doc, old: Any, new: Any) -> None:
         """Change a document that holds ``old`` so that it holds ``new``, editing only
@@ -612,9 +625,7 @@ class NotebookKind(DocumentKind):
         self, doc: Doc, content: dict[str, Any], *, cells_at_once: int = 100
     ) -> Iterator[None]:
         """Fill an empty document with a notebook's content, in the current transaction
-        of ``doc``, ``cells_at_once`` cells at a time; the generator yields between, so
-        that a caller on an event loop can let other work run while a large notebook is
-        built. The document is the one ``update`` would make, in one transaction.
+        of ``doc``, ``cells_at_once`` cells at a time, yielding between them.
 
         Args:
             doc: An empty document, in a transaction.

@@ -605,7 +605,7 @@ class FileRoom(Room):
         fresh = self.doc.get_state() == EMPTY_STATE
         self._opening_update = None
         with collector_paused(), self.doc.transaction():
-            if content is not None and fresh and isinstance(self.kind, NotebookKind):
+            if content is not None and fresh:
                 # A large notebook takes tens of ms to build: requests go on between its
                 # cells (the socket of the page that opens it is taken meanwhile, and
                 # its sync request waits there for the room). Nothing else uses this
