@@ -185,6 +185,7 @@ def test_a_compaction_that_fails_leaves_the_log_as_it_was(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "write", disk_full)
+    monkeypatch.setattr(os, "writev", disk_full)
     with pytest.raises(OSError, match="No space"):
         log.rewrite(b"\x00\x00", {"n": 2})
     monkeypatch.undo()
@@ -228,19 +229,26 @@ def test_log_file_is_private(tmp_path: Path) -> None:
 
 
 class FailingWrites:
-    """``os.write`` on a disk that fills up: writes ``budget`` bytes more, then fails."""
+    """``os.write`` and ``os.writev`` on a disk that fills up: they write ``budget`` bytes
+    more, then fail; a write that reaches the end of the budget is cut short there, and
+    none writes more than ``most`` bytes at a time (as a write may)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, budget: int, most: int = 1 << 30) -> None:
         self.budget = budget
+        self.most = most
         self._write = os.write
-        monkeypatch.setattr(os, "write", self)
+        monkeypatch.setattr(os, "write", self.write)
+        monkeypatch.setattr(os, "writev", self.writev)
 
-    def __call__(self, fd: int, data: bytes | memoryview) -> int:
+    def write(self, fd: int, data: bytes | memoryview) -> int:
         if self.budget <= 0:
             raise OSError(28, "No space left on device")
-        written = self._write(fd, bytes(data[: self.budget]))
+        written = self._write(fd, bytes(data[: min(self.budget, self.most)]))
         self.budget -= written
         return written
+
+    def writev(self, fd: int, buffers: list[memoryview]) -> int:
+        return self.write(fd, b"".join(buffers))
 
 
 @pytest.mark.parametrize("budget", [0, 3, 20])
@@ -258,6 +266,34 @@ def test_an_append_that_fails_part_way_leaves_no_piece_of_a_record(
     contents = UpdateLog(tmp_path / "doc.ylog").load()
     assert not contents.truncated
     assert contents.updates == [b"first", b"third"]
+
+
+@pytest.mark.parametrize("most", [1, 7, 4096])
+def test_writes_cut_short_are_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, most: int
+) -> None:
+    updates = [bytes([i % 256]) * (i * 37 % 5000) for i in range(40)]
+    FailingWrites(monkeypatch, 1 << 30, most=most)
+    log = UpdateLog(tmp_path / "doc.ylog")
+    log.append(updates[:20], meta={"n": 1})
+    log.append(updates[20:], meta={"n": 2})
+    log.close()
+    contents = UpdateLog(tmp_path / "doc.ylog").load()
+    assert (contents.updates, contents.meta, contents.truncated) == (updates, {"n": 2}, False)
+    log.rewrite(updates[0], {"n": 3})
+    contents = UpdateLog(tmp_path / "doc.ylog").load()
+    assert (contents.updates, contents.meta, contents.truncated) == ([updates[0]], {"n": 3}, False)
+
+
+def test_an_append_of_many_updates_at_once(tmp_path: Path) -> None:
+    # More records than one system call takes pieces (each record is three).
+    updates = [i.to_bytes(4, "big") for i in range(5000)]
+    log = UpdateLog(tmp_path / "doc.ylog")
+    log.append(updates, meta={"many": True})
+    log.close()
+    contents = UpdateLog(tmp_path / "doc.ylog").load()
+    assert contents.updates == updates
+    assert contents.meta == {"many": True}
 
 
 async def test_a_change_the_disk_refused_is_written_with_the_next(
