@@ -41,7 +41,10 @@ class FileClient(ClientWire):
             what the log holds, and what it had that the log lacked is appended.
         path: The log's file; it and its directory are created when first written.
         write_delay: Seconds to gather changes before writing them together; ``0`` writes
-            each change as it is made.
+            each change as it is made. A write that fails (a full disk) is tried again
+            with the next change and on closing; with ``0`` it raises from the edit, in
+            the ``ExceptionGroup`` pycrdt raises for observers, and with a delay the
+            ``OSError`` ends the client's block.
         squash: Compact the log into one update when opening and when closing.
         auto_push: Write changes as they are made; otherwise on ``push()``.
     """
