@@ -3,6 +3,7 @@ files saved and merged, renames, deletions, auth, bad paths and bad messages."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -1112,6 +1113,30 @@ async def test_a_save_cut_short_is_found_again_after_another_restart(
         await until(lambda: notebook_on_disk(path) is not None)
     nb = notebook_on_disk(path)
     assert nb is not None and len(nb.cells) == 20
+
+
+async def test_the_collector_is_paused_while_the_contents_manager_saves(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The contents manager makes a notebook's every node again (``nbformat.from_dict``,
+    # on the event loop): with a large notebook, a full collection among them held the
+    # loop, and every room's clients, for 150 ms or more.
+    path = root / "d.ipynb"
+    make_notebook(path, ["a = 1"])
+    collecting: list[bool] = []
+    save = AsyncLargeFileManager.save
+
+    async def save_and_look(self: Any, model: dict[str, Any], path: str = "") -> Any:
+        collecting.append(gc.isenabled())
+        return await save(self, model, path)
+
+    monkeypatch.setattr(AsyncLargeFileManager, "save", save_and_look)
+    assert gc.isenabled()
+    async with serve(root) as server, join(server, "d.ipynb") as client:
+        Notebook(client.doc).append_cell("b = 2")
+        await until(lambda: "b = 2" in read(path))
+        assert collecting and not any(collecting)
+        assert gc.isenabled()
 
 
 async def test_a_room_closing_in_the_middle_of_a_save_adds_nothing_twice(

@@ -1369,7 +1369,11 @@ class FileRoom(Room):
             # between (the room closing) would leave a file the room wrote without a
             # record of it, and its next look would merge the room's own edits again.
             with CancelScope(shield=True):
-                answer = await ensure_async(cm.save(self.kind.to_model(content), self.id))
+                # The contents manager makes a notebook's tens of thousands of nodes
+                # again (``nbformat.from_dict``, on the event loop); with the collector
+                # on, a full collection among them held the loop for 150 ms or more.
+                with collector_paused():
+                    answer = await ensure_async(cm.save(self.kind.to_model(content), self.id))
                 self.saves += 1
                 self.log.debug("room %r: saved its file", self.id)
                 model, written = await self._read_content(
