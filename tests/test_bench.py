@@ -110,3 +110,31 @@ def test_browser_benchmark_reports_every_figure(tmp_path: Path) -> None:
     assert 0 < figures["document_mb"] < 1
     assert figures["transfer_floor_ms"] > 0
     assert "| the transfer alone" in result.stdout
+
+
+def test_save_stall_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    # Edits timed through a server while it saves: each edit was timed, and the pause
+    # of a round let the server save.
+    out = tmp_path / "stall.json"
+    command = [
+        "bench/save_stall.py",
+        "--cells",
+        "40",
+        "--rounds",
+        "1",
+        "--targets",
+        "jupyter_rooms",
+    ]
+    result = subprocess.run(
+        [sys.executable, *command, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    (figures,) = json.loads(out.read_text())
+    assert (figures["target"], figures["cells"], figures["edits"]) == ("jupyter_rooms", 40, 100)
+    assert figures["saves"] >= 1
+    assert 0 < figures["median_ms"] <= figures["p99_ms"] <= figures["longest_ms"]
+    assert "| longest edit round trip |" in result.stdout
