@@ -1139,6 +1139,29 @@ async def test_the_collector_is_paused_while_the_contents_manager_saves(
         assert gc.isenabled()
 
 
+async def test_the_collector_is_paused_while_the_contents_manager_reads(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A contents manager that reads notebooks its own way (here: one that wraps ``get``)
+    # is asked for their content, which it makes as many nodes as a save does (the
+    # room reads the files of jupyter_server's own managers itself).
+    path = root / "d.ipynb"
+    make_notebook(path, ["a = 1"])
+    collecting: list[bool] = []
+    get = AsyncLargeFileManager.get
+
+    async def get_and_look(self: Any, path: str, content: bool = True, **options: Any) -> Any:
+        if content:
+            collecting.append(gc.isenabled())
+        return await get(self, path, content=content, **options)
+
+    monkeypatch.setattr(AsyncLargeFileManager, "get", get_and_look)
+    async with serve(root) as server, join(server, "d.ipynb") as client:
+        assert [cell.source for cell in Notebook(client.doc)] == ["a = 1"]
+        assert collecting and not any(collecting)
+        assert gc.isenabled()
+
+
 async def test_a_room_closing_in_the_middle_of_a_save_adds_nothing_twice(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -35,7 +35,7 @@ import stat
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -1115,7 +1115,8 @@ class FileRoom(Room):
         """The file's model, or ``None`` if it does not exist."""
         cm = self._rooms.contents_manager
         try:
-            with CancelScope(shield=True):
+            # A notebook's content is tens of thousands of new nodes (see ``_save_once``).
+            with CancelScope(shield=True), collector_paused() if content else nullcontext():
                 model: dict[str, Any] = await ensure_async(
                     cm.get(
                         self.id,
