@@ -13,17 +13,25 @@ from browser import chromium_path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
-    command = ["bench/run.py", "--quick", "--json", str(out), "--cache", str(tmp_path / "cache")]
+def run_bench(*command: str, out: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run a benchmark script from the project's root, writing its figures to ``out``;
+    it must succeed."""
     result = subprocess.run(
-        [sys.executable, *command],
+        [sys.executable, *command, "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    return result
+
+
+def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    result = run_bench(
+        "bench/run.py", "--quick", "--cache", str(tmp_path / "cache"), out=out, timeout=120
+    )
     results = json.loads(out.read_text())
 
     # The quick run needs no install: the peers are left out, not failed. The Jupyter
@@ -73,15 +81,9 @@ def test_browser_benchmark_reports_every_figure(tmp_path: Path) -> None:
     # the transfer alone included, is measured.
     chromium_path()
     out = tmp_path / "browser.json"
-    command = ["bench/browser.py", "--cells", "40", "--edits", "3", "--targets", "jupyter_rooms"]
-    result = subprocess.run(
-        [sys.executable, *command, "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_bench(
+        "bench/browser.py", "--cells", "40", "--edits", "3", "--targets", "jupyter_rooms", out=out
     )
-    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
     (figures,) = json.loads(out.read_text())
     assert figures["target"] == "jupyter_rooms" and figures["cells"] == 40
     measured = [
@@ -116,7 +118,7 @@ def test_save_stall_benchmark_reports_every_figure(tmp_path: Path) -> None:
     # Edits timed through a server while it saves: each edit was timed, and the pause
     # of a round let the server save.
     out = tmp_path / "stall.json"
-    command = [
+    result = run_bench(
         "bench/save_stall.py",
         "--cells",
         "40",
@@ -124,15 +126,8 @@ def test_save_stall_benchmark_reports_every_figure(tmp_path: Path) -> None:
         "1",
         "--targets",
         "jupyter_rooms",
-    ]
-    result = subprocess.run(
-        [sys.executable, *command, "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        out=out,
     )
-    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
     (figures,) = json.loads(out.read_text())
     assert (figures["target"], figures["cells"], figures["edits"]) == ("jupyter_rooms", 40, 100)
     assert figures["saves"] >= 1

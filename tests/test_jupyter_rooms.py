@@ -1115,51 +1115,39 @@ async def test_a_save_cut_short_is_found_again_after_another_restart(
     assert nb is not None and len(nb.cells) == 20
 
 
-async def test_the_collector_is_paused_while_the_contents_manager_saves(
+async def test_the_collector_is_paused_while_the_contents_manager_reads_and_saves(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The contents manager makes a notebook's every node again (``nbformat.from_dict``,
-    # on the event loop): with a large notebook, a full collection among them held the
-    # loop, and every room's clients, for 150 ms or more.
+    # The contents manager makes a notebook's every node again when it saves
+    # (``nbformat.from_dict``, on the event loop), and when it reads one for a room (a
+    # manager that reads notebooks its own way, here one that wraps ``get``: the room
+    # reads the files of jupyter_server's own managers itself). With a large notebook,
+    # a full collection among them held the loop, and every room's clients, for 150 ms
+    # or more.
     path = root / "d.ipynb"
     make_notebook(path, ["a = 1"])
-    collecting: list[bool] = []
-    save = AsyncLargeFileManager.save
-
-    async def save_and_look(self: Any, model: dict[str, Any], path: str = "") -> Any:
-        collecting.append(gc.isenabled())
-        return await save(self, model, path)
-
-    monkeypatch.setattr(AsyncLargeFileManager, "save", save_and_look)
-    assert gc.isenabled()
-    async with serve(root) as server, join(server, "d.ipynb") as client:
-        Notebook(client.doc).append_cell("b = 2")
-        await until(lambda: "b = 2" in read(path))
-        assert collecting and not any(collecting)
-        assert gc.isenabled()
-
-
-async def test_the_collector_is_paused_while_the_contents_manager_reads(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A contents manager that reads notebooks its own way (here: one that wraps ``get``)
-    # is asked for their content, which it makes as many nodes as a save does (the
-    # room reads the files of jupyter_server's own managers itself).
-    path = root / "d.ipynb"
-    make_notebook(path, ["a = 1"])
-    collecting: list[bool] = []
-    get = AsyncLargeFileManager.get
+    collecting: dict[str, list[bool]] = {"get": [], "save": []}
+    get, save = AsyncLargeFileManager.get, AsyncLargeFileManager.save
 
     async def get_and_look(self: Any, path: str, content: bool = True, **options: Any) -> Any:
         if content:
-            collecting.append(gc.isenabled())
+            collecting["get"].append(gc.isenabled())
         return await get(self, path, content=content, **options)
 
+    async def save_and_look(self: Any, model: dict[str, Any], path: str = "") -> Any:
+        collecting["save"].append(gc.isenabled())
+        return await save(self, model, path)
+
     monkeypatch.setattr(AsyncLargeFileManager, "get", get_and_look)
+    monkeypatch.setattr(AsyncLargeFileManager, "save", save_and_look)
+    assert gc.isenabled()
     async with serve(root) as server, join(server, "d.ipynb") as client:
         assert [cell.source for cell in Notebook(client.doc)] == ["a = 1"]
-        assert collecting and not any(collecting)
+        Notebook(client.doc).append_cell("b = 2")
+        await until(lambda: "b = 2" in read(path))
         assert gc.isenabled()
+    assert collecting["get"] and collecting["save"]
+    assert not any(collecting["get"] + collecting["save"])
 
 
 async def test_a_room_closing_in_the_middle_of_a_save_adds_nothing_twice(
