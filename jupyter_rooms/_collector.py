@@ -66,7 +66,11 @@ def collector_paused() -> Iterator[None]:
                 _stretch += 1
                 _timer = threading.Timer(LONGEST_PAUSE, _too_long, (_stretch,))
                 _timer.daemon = True
-                _timer.start()
+                try:
+                    _timer.start()
+                except RuntimeError:
+                    # No new threads (the interpreter is exiting): unbounded, as before.
+                    _timer = None
         _pauses += 1
     try:
         yield
