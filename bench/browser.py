@@ -67,12 +67,12 @@ from urllib.parse import quote
 
 import nbformat
 import psutil
-from localjupyter import CHROMIUM, CHROMIUM_ARGS, jupyter_command, lab_home
+from localjupyter import CHROMIUM, CHROMIUM_ARGS, free_port, jupyter_command, lab_home
 from playwright.async_api import async_playwright
 from pycrdt import Array, Map, Text
 from run import profiling
 from scenarios import make_notebook, percentile
-from targets import JupyterCollaboration, Unavailable, free_port
+from targets import JupyterCollaboration, Unavailable
 from tornado.httpclient import AsyncHTTPClient
 from tornado.web import Application
 from tornado.websocket import WebSocketHandler

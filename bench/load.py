@@ -21,7 +21,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from typing import Any
 
 import anyio
 import psutil
-from localjupyter import jupyter_command
+from localjupyter import free_port, jupyter_command
 from pycrdt import Map, MapEvent, Text, TextEvent
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
@@ -42,13 +41,6 @@ from jupyter_rooms import ChannelClient, connect
 TOKEN = "load-test-token"
 SEPARATOR = ";"
 _TOKEN = re.compile(r"c(\d+)\.(\d+);")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Server:

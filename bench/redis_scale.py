@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from localjupyter import free_port
 from pycrdt import Text
 from yclient import YClient
 
@@ -53,13 +54,6 @@ CAPACITY_ROOMS = 500
 CAPACITY_EDITS = 20
 CAPACITY_ROUND_SECONDS = 0.25
 LONG_ROOM_EDITS = 6000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:

@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -22,7 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-from localjupyter import jupyter_command
+from localjupyter import free_port, jupyter_command
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 HERE = Path(__file__).resolve().parent
@@ -36,14 +35,6 @@ UNRELATED_EXTENSIONS = ("jupyterlab", "jupyter_lsp", "jupyter_server_terminals",
 
 class Unavailable(Exception):
     """A target cannot run here; the message says why and how to make it run."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Server:

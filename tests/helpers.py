@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -33,6 +32,7 @@ from jupyter_rooms.protocol import (
 sys.path.append(str(Path(__file__).resolve().parent.parent / "bench"))
 from localjupyter import CHROMIUM as CHROMIUM
 from localjupyter import CHROMIUM_ARGS as CHROMIUM_ARGS
+from localjupyter import free_port as free_port
 from localjupyter import jupyter_command as jupyter_command
 from localjupyter import lab_home as lab_home
 
@@ -59,14 +59,6 @@ async def wait_until(predicate: Callable[[], object], *, within: float = 15.0) -
     with anyio.fail_after(within):
         while not predicate():
             await anyio.sleep(0.005)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def roots(doc: Doc) -> tuple[Text, Map, Array]:
