@@ -6,6 +6,10 @@ length, the payload, and a CRC-32 of the three. Appends go to the operating syst
 once, so a process that is killed loses nothing it had appended; compaction writes a
 new file beside the old one and renames it over, so a crash leaves one or the other.
 
+A metadata record that holds nothing but ``time`` (seconds since the epoch) is a time
+stamp: the updates after it were made from that time on, until the next stamp. Versions
+that do not know stamps take them for metadata, which they ignore.
+
 A record cut short by a crash (or damaged) ends what can be read: every record before
 it is loaded, a warning says so, and the next append first cuts the file back to the
 last good record so that the log stays readable. When the damage is not at the very
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import struct
@@ -61,11 +66,14 @@ class LogContents:
     Attributes:
         updates: The updates, in the order they were appended.
         meta: The metadata records merged in order (later keys win).
+        times: The time stamps, each as the index in ``updates`` of the first update
+            made from that time on, and the time (seconds since the epoch).
         truncated: Whether the file ended in a cut or damaged record, which was left out.
     """
 
     updates: list[bytes] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    times: list[tuple[int, float]] = field(default_factory=list)
     truncated: bool = False
 
 
@@ -73,6 +81,17 @@ def _record(kind: RecordKind, payload: bytes) -> list[bytes]:
     """A record as its pieces, the payload not copied (it can be a whole document)."""
     head = _RECORD_HEAD.pack(kind, len(payload))
     return [head, payload, _CRC.pack(zlib.crc32(payload, zlib.crc32(head)))]
+
+
+def _stamp(time: float | None) -> list[bytes]:
+    """A time stamp record's pieces (none without a time)."""
+    if time is None:
+        return []
+    return _record(RecordKind.META, json.dumps({"time": time}).encode())
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _iov_max() -> int:
@@ -203,7 +222,11 @@ class UpdateLog:
                 meta = json.loads(payload)
             except ValueError:
                 return _DAMAGED
-            if isinstance(meta, dict):
+            if not isinstance(meta, dict):
+                pass
+            elif meta.keys() == {"time"} and _is_time(meta["time"]):
+                contents.times.append((len(contents.updates), float(meta["time"])))
+            else:
                 contents.meta.update(meta)
         return stop + _CRC.size
 
@@ -238,12 +261,20 @@ class UpdateLog:
             shutil.copyfile(self.path, backup)
             log.warning("%s: copied the damaged log to %s before repairing it", self.path, backup)
 
-    def append(self, updates: Iterable[bytes] = (), meta: dict[str, Any] | None = None) -> None:
+    def append(
+        self,
+        updates: Iterable[bytes] = (),
+        meta: dict[str, Any] | None = None,
+        *,
+        time: float | None = None,
+    ) -> None:
         """Append updates, then optionally a metadata record, in one write.
 
         Args:
             updates: Updates to append, in order.
             meta: JSON-serialisable metadata; on load, its keys override earlier ones.
+            time: When the updates were made (seconds since the epoch), written as a
+                time stamp before them; by default the last stamp's time goes on.
 
         Raises:
             OSError: The file could not be written; the log is left as it was.
@@ -253,6 +284,7 @@ class UpdateLog:
             pieces += _record(RecordKind.META, json.dumps(meta).encode())
         if not pieces:
             return
+        pieces[:0] = _stamp(time)
         fd = self._open()
         start = os.lseek(fd, 0, os.SEEK_CUR)
         try:
@@ -275,12 +307,14 @@ class UpdateLog:
         if self._fd is not None:
             os.fsync(self._fd)
 
-    def rewrite(self, update: bytes, meta: dict[str, Any]) -> None:
+    def rewrite(self, update: bytes, meta: dict[str, Any], *, time: float | None = None) -> None:
         """Replace the whole log with one update and one metadata record, atomically.
 
         Args:
             update: The update that stands for everything before (the document's state).
             meta: The metadata to keep, in full (it is not merged with the old).
+            time: The time of the document's state (seconds since the epoch), written
+                as a time stamp before the update.
         """
         self.close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -288,7 +322,7 @@ class UpdateLog:
             # What follows damage is about to be replaced, like a repairing append would.
             self._set_aside_damage()
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        pieces = [_HEADER, *_record(RecordKind.UPDATE, update)]
+        pieces = [_HEADER, *_stamp(time), *_record(RecordKind.UPDATE, update)]
         pieces += _record(RecordKind.META, json.dumps(meta).encode())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

@@ -315,3 +315,24 @@ async def test_a_change_the_disk_refused_is_written_with_the_next(
     assert not contents.truncated
     async with connect("file", path=path) as client:
         assert str(client.doc.get("text", type=Text)) == "abcd"
+
+
+def test_time_stamps_say_when_the_updates_after_them_were_made(tmp_path: Path) -> None:
+    updatelog = UpdateLog(tmp_path / "doc.ylog")
+    updatelog.rewrite(b"base", {"epoch": "e"}, time=100.0)
+    updatelog.append([b"u1", b"u2"], time=200.5)
+    updatelog.append([b"u3"])
+    updatelog.append([b"u4"], meta={"saved": 1}, time=300)
+    updatelog.append([], time=400.0)  # nothing to stamp: nothing written
+    updatelog.close()
+    contents = UpdateLog(updatelog.path).load()
+    assert contents.updates == [b"base", b"u1", b"u2", b"u3", b"u4"]
+    assert contents.times == [(0, 100.0), (1, 200.5), (4, 300.0)]
+    # Stamps are not metadata; a record that only looks like one is.
+    assert contents.meta == {"epoch": "e", "saved": 1}
+    updatelog.append(meta={"time": True})
+    updatelog.append(meta={"time": 500.0, "other": 1})
+    updatelog.close()
+    contents = UpdateLog(updatelog.path).load()
+    assert contents.times == [(0, 100.0), (1, 200.5), (4, 300.0)]
+    assert contents.meta == {"epoch": "e", "saved": 1, "time": 500.0, "other": 1}

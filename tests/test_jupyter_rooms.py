@@ -866,10 +866,10 @@ async def test_a_new_epochs_log_is_written_before_a_change_is_taken(
     writing = threading.Event()
     rewrite = UpdateLog.rewrite
 
-    def slow_rewrite(log: UpdateLog, update: bytes, meta: dict[str, Any]) -> None:
+    def slow_rewrite(log: UpdateLog, update: bytes, meta: dict[str, Any], **kwargs: Any) -> None:
         writing.set()
         release.wait(30)
-        rewrite(log, update, meta)
+        rewrite(log, update, meta, **kwargs)
 
     monkeypatch.setattr(UpdateLog, "rewrite", slow_rewrite)
     try:
@@ -956,9 +956,9 @@ async def test_an_edit_held_while_the_log_is_written_is_saved_when_the_server_st
     # record is still being written: the edit waited for it, and is saved nonetheless.
     rewrite = UpdateLog.rewrite
 
-    def slow_rewrite(log: UpdateLog, update: bytes, meta: dict[str, Any]) -> None:
+    def slow_rewrite(log: UpdateLog, update: bytes, meta: dict[str, Any], **kwargs: Any) -> None:
         time.sleep(0.2)
-        rewrite(log, update, meta)
+        rewrite(log, update, meta, **kwargs)
 
     monkeypatch.setattr(UpdateLog, "rewrite", slow_rewrite)
     async with serve(root, cleanup_delay=60.0) as server:

@@ -100,6 +100,10 @@ CLOSE_CANNOT_OPEN = 4400
 DEFAULT_COMPACT_SIZE = 1024 * 1024
 COMPACT_GROWTH = 4
 
+# The log stamps its updates with the time they were made at most this often (seconds):
+# the timeline of a room's history has a step per stamp.
+STAMP_EVERY = 1.0
+
 # During continuous editing a room still saves at least every this many save delays.
 _MAX_SAVE_WAIT = 10
 
@@ -364,8 +368,12 @@ class FileRoom(Room):
         self._held: list[bytes] | None = None
         # A new epoch's first log write, done in the background (see ``_start_epoch``):
         # what it writes, what goes to the log after it meanwhile, and when it is over.
-        self._first_write: tuple[bytes, dict[str, Any]] | None = None
-        self._after_first_write: list[tuple[list[bytes], dict[str, Any] | None]] = []
+        self._first_write: tuple[bytes, dict[str, Any], float | None] | None = None
+        self._after_first_write: list[
+            tuple[list[bytes], dict[str, Any] | None, float | None]
+        ] = []
+        # When the log last got a time stamp (seconds since the epoch).
+        self._stamped = 0.0
         self._first_write_over: Event | None = None
         self._channels: set[Channel] = set()
         # Whether this server does what touches the file (always, unless the room is
@@ -625,7 +633,7 @@ class FileRoom(Room):
         self._saved_content = content
         self._fingerprint = _fingerprint(model) if model is not None else None
         assert self._log is not None
-        self._first_write = (update, self._meta())
+        self._first_write = (update, self._meta(), self._stamp(force=True))
         self._first_write_over = Event()
         self.hold_changes()
         # The first clients' sync reply, with the changes made since for a while (it is
@@ -645,15 +653,15 @@ class FileRoom(Room):
             # Being written.
             await over.wait()
             return
-        update, meta = self._first_write
+        update, meta, stamp = self._first_write
         self._first_write = None
         updatelog = self._log
         assert updatelog is not None
         try:
             with CancelScope(shield=True):
-                await to_thread.run_sync(updatelog.rewrite, update, meta)
-                for updates, record in self._after_first_write:
-                    updatelog.append(updates, meta=record)
+                await to_thread.run_sync(lambda: updatelog.rewrite(update, meta, time=stamp))
+                for updates, record, later in self._after_first_write:
+                    updatelog.append(updates, meta=record, time=later)
         except BaseException as exc:
             # Without its history the room cannot take changes: it closes, and clients
             # that come back find it opened anew (a new epoch from the file). Changes
@@ -672,13 +680,22 @@ class FileRoom(Room):
             self._first_write_over = None
             over.set()
 
+    def _stamp(self, *, force: bool = False) -> float | None:
+        """The time to stamp the log's next updates with, if a stamp is due."""
+        now = time.time()
+        if not force and abs(now - self._stamped) < STAMP_EVERY:
+            return None
+        self._stamped = now
+        return now
+
     def _log_append(self, updates: list[bytes], meta: dict[str, Any] | None = None) -> None:
         """Append to the log, after its first record if that is still being written."""
         assert self._log is not None
+        stamp = self._stamp() if updates else None
         if self._first_write_over is not None:
-            self._after_first_write.append((updates, meta))
+            self._after_first_write.append((updates, meta, stamp))
         else:
-            self._log.append(updates, meta=meta)
+            self._log.append(updates, meta=meta, time=stamp)
 
     async def _adopt_history(self) -> None:
         """Bind a history that came without metadata to the file: the file gets the doc."""
@@ -691,7 +708,7 @@ class FileRoom(Room):
         update = self.doc.get_update()
         self._saved = _Saved(model.get("hash") if model else None, model is not None, update, 1)
         self._log = UpdateLog(self._rooms.log_path(self.id))
-        self._log.rewrite(update, self._meta())
+        self._log.rewrite(update, self._meta(), time=self._stamp(force=True))
         self._log_updates = 1
         self._logging = True
         self._dirty = self._flush = True
@@ -849,7 +866,7 @@ class FileRoom(Room):
             self._set_aside(updatelog.path, "it holds another epoch's history")
         self._saved = replace(self._saved, at=None)
         try:
-            updatelog.rewrite(self.doc.get_update(), self._meta())
+            updatelog.rewrite(self.doc.get_update(), self._meta(), time=self._stamp(force=True))
         except OSError as exc:
             self.log.warning("room %r: cannot write its log: %s", self.id, exc)
             return
@@ -1540,7 +1557,7 @@ class FileRoom(Room):
         saved = self._saved
         at = 1 if saved.at == self._log_updates else None
         self._saved = replace(saved, at=at)
-        updatelog.rewrite(self.doc.get_update(), self._meta())
+        updatelog.rewrite(self.doc.get_update(), self._meta(), time=self._stamp(force=True))
         self._log_updates = 1
         self._compact_at = max(self._rooms.compact_size, COMPACT_GROWTH * updatelog.size)
 
