@@ -100,6 +100,9 @@ async def test_session_answers_file_id_and_the_rooms_epoch(root: Path) -> None:
             ("..%2Fetc%2Fpasswd", {"format": "text", "type": "file"}, 400),
             ("analysis.ipynb", {"format": "json"}, 400),
             ("analysis.ipynb", ["json", "notebook"], 400),
+            # A path of the contents API may start at the root (the document timeline's
+            # session request does).
+            ("%2Fanalysis.ipynb", {"format": "json", "type": "notebook"}, 201),
         ]
         for where, body, expected in cases:
             status, answer = await request(
@@ -382,11 +385,9 @@ async def test_a_renamed_file_keeps_its_id_and_room(root: Path) -> None:
         await other.pump(lambda: str(other.doc.get("source", type=Text)).startswith("Monday: "))
 
 
-async def test_timeline_undo_redo_and_forks_are_refused_plainly(root: Path) -> None:
+async def test_forks_are_refused_plainly(root: Path) -> None:
     async with server_on(root) as server:
         for method, path in [
-            ("GET", "api/collaboration/timeline/analysis.ipynb?format=json&type=notebook"),
-            ("PUT", "api/collaboration/undo_redo/json:notebook:x?action=undo&steps=1"),
             ("PUT", "api/collaboration/fork/json:notebook:x"),
             ("GET", "api/collaboration/fork/json:notebook:x"),
             ("DELETE", "api/collaboration/fork/abc"),
@@ -394,6 +395,119 @@ async def test_timeline_undo_redo_and_forks_are_refused_plainly(root: Path) -> N
             status, answer = await request(server, method, path, {} if method == "PUT" else None)
             assert status == 501, (path, answer)
             assert "not supported by jupyter_rooms" in answer["error"]
+
+
+async def test_the_timeline_steps_through_the_history_and_restores_a_version(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each change its own step (the log stamps at most once a second otherwise).
+    monkeypatch.setattr(filerooms, "STAMP_EVERY", 0.0)
+    path = "field notes/day 1.txt"
+    async with server_on(root, save_delay=0.1) as server:
+        page = await joined(server, path, "text", "file")
+        text = lambda peer: str(peer.doc.get("source", type=Text))  # noqa: E731
+        for word in ["wind ", "hail ", "sun "]:
+            await page.edit(lambda doc, word=word: doc.get("source", type=Text).insert(0, word))
+            await anyio.sleep(0.05)
+        answer = await session(server, path, "text", "file")
+        status, timeline = await request(
+            server,
+            "GET",
+            # As the page asks: the path joined in (a browser encodes the spaces).
+            "api/collaboration/timeline/field%20notes/day%201.txt?format=text&&type=file",
+        )
+        assert status == 200, timeline
+        assert timeline["roomId"] == f"text:file:{answer['fileId']}"
+        assert timeline["sessionId"] == answer["sessionId"]
+        # The file as the room first read it, then one step per change.
+        assert len(timeline["timestamps"]) == 4
+        assert timeline["timestamps"] == sorted(timeline["timestamps"])
+        fork_id = timeline["forkRoom"]
+        # The page's document goes to the fork (as JupyterLab's provider does: a
+        # socket of the fork's id, with the session id).
+        view = Peer(await room_socket(server, fork_id, session_id=timeline["sessionId"]))
+        with anyio.fail_after(5):
+            await view.sync()
+        assert text(view) == "sun hail wind rain at dawn\n"
+
+        async def move(action: str, steps: int, expected: str) -> dict[str, Any]:
+            status, reply = await request(
+                server,
+                "PUT",
+                f"api/collaboration/undo_redo/{quote(timeline['roomId'], safe='')}"
+                f"?action={action}&&steps={steps}&&forkRoom={fork_id}",
+                {},
+            )
+            assert status == 200, reply
+            await view.pump(lambda: text(view) == expected)
+            return dict(reply)
+
+        assert (await move("undo", 2, "wind rain at dawn\n"))["step"] == 1
+        # Never before the file's own version, nor past the newest.
+        reply = await move("undo", 5, "rain at dawn\n")
+        assert (reply["step"], reply["steps"]) == (0, 4)
+        assert "error" in await move("undo", 1, "rain at dawn\n")
+        assert (await move("redo", 2, "hail wind rain at dawn\n"))["step"] == 2
+        # Moving the fork leaves the room alone.
+        await anyio.sleep(0.2)
+        assert text(page) == "sun hail wind rain at dawn\n"
+        assert (root / path).read_text() == "sun hail wind rain at dawn\n"
+
+        status, reply = await request(
+            server,
+            "PUT",
+            f"api/collaboration/undo_redo/{quote(timeline['roomId'], safe='')}"
+            f"?action=restore&steps=0&forkRoom={fork_id}",
+            {},
+        )
+        assert (status, reply["code"]) == (200, 200), reply
+        await page.pump(lambda: text(page) == "hail wind rain at dawn\n")
+        await wait_until(lambda: (root / path).read_text() == "hail wind rain at dawn\n")
+        # Restored once: the fork takes no more moves.
+        status, reply = await request(
+            server,
+            "PUT",
+            f"api/collaboration/undo_redo/{quote(timeline['roomId'], safe='')}"
+            f"?action=undo&steps=1&forkRoom={fork_id}",
+            {},
+        )
+        assert status == 409, reply
+
+
+async def test_the_timeline_refuses_bad_requests_plainly(root: Path) -> None:
+    async with server_on(root) as server:
+        page = await joined(server, "analysis.ipynb", "json", "notebook")
+        other = await session(server, "field notes/day 1.txt", "text", "file")
+        status, timeline = await request(
+            server, "GET", "api/collaboration/timeline/analysis.ipynb?format=json&type=notebook"
+        )
+        assert status == 200, timeline
+        assert len(timeline["timestamps"]) == 1
+        undo = "api/collaboration/undo_redo/{}?action={}&steps={}&forkRoom={}"
+        room, fork_id = quote(timeline["roomId"], safe=""), timeline["forkRoom"]
+        cases = [
+            ("GET", "api/collaboration/timeline/missing.ipynb?format=json&type=notebook", 404),
+            ("GET", "api/collaboration/timeline/analysis.ipynb?format=text&type=file", 400),
+            ("GET", "api/collaboration/timeline/analysis.ipynb", 400),
+            ("GET", "api/collaboration/timeline/..%2Fetc%2Fpasswd?format=text&type=file", 400),
+            ("PUT", undo.format(room, "undo", 1, "no-such-fork"), 404),
+            ("PUT", undo.format(room, "jump", 1, fork_id), 400),
+            ("PUT", undo.format(room, "undo", "many", fork_id), 400),
+            ("PUT", undo.format(room, "undo", -1, fork_id), 400),
+            ("PUT", undo.format(f"text:file:{other['fileId']}", "restore", 0, fork_id), 404),
+        ]
+        for method, path, expected in cases:
+            status, answer = await request(server, method, path, {} if method == "PUT" else None)
+            assert status == expected, (path, answer)
+        status, answer = await request(
+            server,
+            "GET",
+            "api/collaboration/timeline/analysis.ipynb?format=json&type=notebook",
+            headers={},
+        )
+        assert status == 403
+        # Nothing of that changed the notebook.
+        assert Notebook(page.doc).to_dict()["cells"][0]["source"] == "x = 1"
 
 
 async def test_changes_that_cannot_be_applied_are_reported_as_a_conflict(root: Path) -> None:

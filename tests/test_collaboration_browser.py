@@ -342,3 +342,46 @@ async def test_jupyterlab_editors_on_rooms(lab: JupyterLab, page: Any, tmp_path:
     await dialog.wait_for(timeout=10_000)
     await dialog.get_by_role("button", name="Close").click()
     assert (root / "broken.ipynb").read_text() == "{ not json"
+
+
+async def test_the_document_timeline_shows_and_restores_an_earlier_version(
+    lab: JupyterLab, page: Any
+) -> None:
+    # The clock in the status bar: the page steps back through the room's history and
+    # restores a version, which the kernel's client and then the file get.
+    await page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=60_000)
+    await wait_cells(page, ["rain = [3.2, 118.4, 0.0]", "total = sum(rain)"])
+    async with connect("jupyter", id="analysis.ipynb", url=lab.url + "/", token=TOKEN) as kernel:
+        notebook = Notebook(kernel.doc)
+        for value in ["1", "2"]:
+            # The log stamps changes at most once a second: a step each.
+            await anyio.sleep(1.1)
+            notebook.append_cell(f"reading = {value}")
+        await wait_cells(
+            page, ["rain = [3.2, 118.4, 0.0]", "total = sum(rain)", "reading = 1", "reading = 2"]
+        )
+        await page.locator("#jp-slider-status-bar [title='Document Timeline']").click()
+        slider = page.locator("#jp-slider-status-bar input.jp-Slider")
+        await slider.wait_for()
+        # The file as first read, the page's own metadata (its kernel's language), and
+        # a step per cell.
+        newest = int(await slider.get_attribute("max") or 0)
+        assert newest >= 2
+        # Back one step: the page shows the notebook before the last cell came.
+        await slider.fill(str(newest - 1))
+        await wait_cells(page, ["rain = [3.2, 118.4, 0.0]", "total = sum(rain)", "reading = 1"])
+        # The room is as it was until the version is restored.
+        await anyio.sleep(0.3)
+        assert len(notebook) == 4
+        await page.locator("#jp-slider-status-bar .jp-restoreBtn").click()
+        await until(lambda: [cell.source for cell in notebook][2:] == ["reading = 1"])
+        await until(
+            lambda: len(json.loads((lab.root / "analysis.ipynb").read_text())["cells"]) == 3
+        )
+        # The page is back on the room: what it types reaches the kernel.
+        analysis = await panel(page, "analysis.ipynb")
+        await cell_editor(analysis, 2).click()
+        await page.keyboard.press("End")
+        await page.keyboard.type(" + 1")
+        await until(lambda: notebook[2].source == "reading = 1 + 1")
+        await no_dialog(page)

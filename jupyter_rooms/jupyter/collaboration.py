@@ -15,6 +15,11 @@ means the room's history is the page's and the two merge; another epoch means th
 started afresh, and the page is told to reload (close code 1003) instead of merging an
 unrelated history into it.
 
+The document timeline (``api/collaboration/timeline/{path}``, ``undo_redo``) is the
+room's history as its update log keeps it: the page connects its document to a copy
+(a fork, served as a room by the fork's id) that steps back and forth through it, and
+restoring writes the version on screen into the room (see ``timeline``).
+
 Any other room id (``JupyterLab:globalAwareness``) is a room bound to no file, for
 presence only.
 """
@@ -32,7 +37,7 @@ from tornado import web
 from ..protocol import MessageType
 from ..websocket import HandlerChannel, fit_close_reason
 from .documents import kind_for_path
-from .filerooms import FileRooms, RoomOpenError, RoomPathError
+from .filerooms import FileRooms, RoomOpenError, RoomPathError, TimelineError
 from .handlers import SETTINGS_KEY, RoomSocketHandler
 
 __all__ = [
@@ -42,6 +47,8 @@ __all__ = [
     "CLOSE_SESSION",
     "CollaborationRoomHandler",
     "CollaborationSessionHandler",
+    "TimelineHandler",
+    "UndoRedoHandler",
     "UnsupportedHandler",
     "collaboration_handlers",
 ]
@@ -69,6 +76,12 @@ def _file_id_manager(handler: Any) -> Any:
             "(jupyter server extension enable jupyter_server_fileid)",
         )
     return manager
+
+
+def _api_path(path: str) -> str:
+    """A path of the contents API, relative to the root: the front end's may start with
+    ``/`` (its document timeline asks for a session so), which means the root."""
+    return path.lstrip("/")
 
 
 def _rooms(handler: Any) -> FileRooms:
@@ -101,7 +114,7 @@ class CollaborationSessionHandler(APIHandler):
             raise web.HTTPError(400, 'the body must be {"format": ..., "type": ...} (strings)')
         rooms = _rooms(self)
         try:
-            room_id = await rooms.resolve(path)
+            room_id = await rooms.resolve(_api_path(path))
         except RoomPathError as exc:
             raise web.HTTPError(exc.status, exc.message) from None
         if not await ensure_async(self.contents_manager.file_exists(room_id)):
@@ -132,6 +145,139 @@ class CollaborationSessionHandler(APIHandler):
                 }
             )
         )
+
+
+def _query_kind(handler: APIHandler) -> tuple[str, str, str]:
+    """The ``format`` and ``type`` query arguments, and the kind of document they name."""
+    file_format = handler.get_query_argument("format", "")
+    file_type = handler.get_query_argument("type", "")
+    kind = _KINDS.get((file_type, file_format))
+    if kind is None:
+        raise web.HTTPError(
+            400, f"unknown document type {file_type[:40]!r}:{file_format[:40]!r} (format, type)"
+        )
+    return file_format, file_type, kind
+
+
+class TimelineHandler(APIHandler):
+    """``GET {base_url}api/collaboration/timeline/{path}?format=...&type=...``: a file's
+    timeline, for JupyterLab's document timeline.
+
+    The answer is ``{"roomId", "timestamps", "forkRoom", "sessionId"}``: the file's room
+    as the page names it, when each step of its history was made (seconds since the
+    epoch, oldest first), the id of the fork to connect to
+    (``api/collaboration/room/{forkRoom}``), which is at the newest step, and the room's
+    epoch. 404 for no such file, 409 when this server keeps no history of the room
+    (one shared through Redis and saved by another server), 503 when too many are open.
+    """
+
+    auth_resource = "contents"
+
+    @web.authenticated
+    @authorized
+    async def get(self, path: str) -> None:
+        """Fork the room of the file at ``path`` and answer its timeline."""
+        file_format, file_type, kind = _query_kind(self)
+        rooms = _rooms(self)
+        try:
+            room_id = await rooms.resolve(_api_path(path))
+        except RoomPathError as exc:
+            raise web.HTTPError(exc.status, exc.message) from None
+        if not await ensure_async(self.contents_manager.file_exists(room_id)):
+            raise web.HTTPError(404, f"file {room_id!r} does not exist")
+        ids = _file_id_manager(self)
+        file_id = ids.get_id(room_id) or ids.index(room_id)
+        if file_id is None:
+            raise web.HTTPError(404, f"file {room_id!r} does not exist")
+        try:
+            await rooms.start()
+            room = await rooms.visit(room_id)
+            if room.kind.name != kind:
+                raise web.HTTPError(400, f"{room_id} is a {room.kind.name} file, not {kind}")
+            fork = await rooms.timeline(room_id)
+        except TimelineError as exc:
+            raise web.HTTPError(exc.status, exc.message) from None
+        except RoomOpenError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        except RuntimeError as exc:
+            raise web.HTTPError(503, str(exc)) from None
+        self.set_header("Content-Type", "application/json")
+        self.finish(
+            json.dumps(
+                {
+                    "roomId": f"{file_format}:{file_type}:{file_id}",
+                    "timestamps": fork.times,
+                    "forkRoom": fork.id,
+                    "sessionId": fork.epoch,
+                }
+            )
+        )
+
+
+class UndoRedoHandler(APIHandler):
+    """``PUT {base_url}api/collaboration/undo_redo/{format}:{type}:{fileId}?action=...
+    &steps=...&forkRoom=...``: move a timeline's fork, or restore its version.
+
+    ``undo`` goes back ``steps`` steps (never before the first), ``redo`` forward (never
+    past the newest): the page connected to the fork sees its document change. The
+    answer says how far it went: ``{"code": 200, "status": "undone" | "redone", "step",
+    "steps"}``, with ``error`` when it could not move at all. ``restore`` makes the
+    fork's version the room's (``{"code": 200, "status": ...}``); JupyterLab then
+    reconnects the page to the room. 404 for an unknown fork or one of another file,
+    409 for a fork restored already or of an earlier epoch.
+    """
+
+    auth_resource = "contents"
+
+    @web.authenticated
+    @authorized
+    async def put(self, document: str) -> None:
+        """Move the fork, or restore it."""
+        action = self.get_query_argument("action", "")
+        if action not in ("undo", "redo", "restore"):
+            raise web.HTTPError(400, "action must be undo, redo or restore")
+        try:
+            steps = int(self.get_query_argument("steps", "0"))
+        except ValueError:
+            raise web.HTTPError(400, "steps must be a whole number") from None
+        if steps < 0:
+            raise web.HTTPError(400, "steps must not be negative")
+        rooms = _rooms(self)
+        fork = rooms.fork(self.get_query_argument("forkRoom", ""))
+        if fork is None:
+            raise web.HTTPError(
+                404, "no such timeline (it closes a minute after its page left): open it again"
+            )
+        path = _file_id_manager(self).get_path(document.split(":", 2)[-1])
+        try:
+            room_id = await rooms.resolve(path) if path is not None else None
+        except RoomPathError:
+            room_id = None
+        if room_id is None or room_id != fork.room_id:
+            raise web.HTTPError(
+                404, f"the timeline {fork.id} is not one of the document {document[:80]}"
+            )
+        if action == "restore":
+            try:
+                await rooms.restore(fork)
+            except TimelineError as exc:
+                raise web.HTTPError(exc.status, exc.message) from None
+            except RoomOpenError as exc:
+                raise web.HTTPError(400, str(exc)) from None
+            self.finish({"code": 200, "status": f"{fork.room_id}: this version is restored"})
+            return
+        if fork.restored:
+            raise web.HTTPError(409, "this version was restored already: open the timeline again")
+        moved = fork.back(steps) if action == "undo" else fork.forward(steps)
+        reply: dict[str, Any] = {
+            "code": 200,
+            "status": "undone" if action == "undo" else "redone",
+            "step": fork.step,
+            "steps": len(fork.times),
+        }
+        if steps and not moved:
+            reply["error"] = f"no step {'before' if action == 'undo' else 'after'} this one"
+        self.finish(reply)
 
 
 class _YjsChannel(HandlerChannel):
@@ -251,8 +397,8 @@ class CollaborationRoomHandler(RoomSocketHandler):
 
 
 class UnsupportedHandler(APIHandler):
-    """``api/collaboration/{timeline,undo_redo,fork}``: what rooms do not offer, said
-    plainly (501) rather than with a missing route."""
+    """``api/collaboration/fork``: what rooms do not offer (forks that other
+    extensions create and merge), said plainly (501) rather than with a missing route."""
 
     auth_resource = "contents"
 
@@ -263,8 +409,8 @@ class UnsupportedHandler(APIHandler):
             {
                 "code": 501,
                 "error": f"api/collaboration/{name} is not supported by jupyter_rooms",
-                "message": "jupyter_rooms serves documents, sessions and saves; document "
-                "timelines, server-side undo/redo and forks are not available",
+                "message": "jupyter_rooms serves documents, sessions, saves and document "
+                "timelines; forks of rooms for other extensions are not available",
             }
         )
 
@@ -292,5 +438,7 @@ def collaboration_handlers() -> list[tuple[str, type]]:
     return [
         (r"/api/collaboration/session/(.*)", CollaborationSessionHandler),
         (r"/api/collaboration/room/(.*)", CollaborationRoomHandler),
-        (r"/api/collaboration/(?:timeline|undo_redo|fork)(?:/.*)?", UnsupportedHandler),
+        (r"/api/collaboration/timeline/(.*)", TimelineHandler),
+        (r"/api/collaboration/undo_redo/(.*)", UndoRedoHandler),
+        (r"/api/collaboration/fork(?:/.*)?", UnsupportedHandler),
     ]

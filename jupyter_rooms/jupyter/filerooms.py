@@ -77,7 +77,7 @@ from ..protocol import (
     raw_message,
 )
 from ..room import Room, RoomManager
-from ..updatelog import LogFormatError, UpdateLog
+from ..updatelog import LogContents, LogFormatError, UpdateLog
 from .documents import (
     BlobKind,
     DocumentError,
@@ -86,8 +86,9 @@ from .documents import (
     kind_for_path,
     kind_named,
 )
+from .timeline import Fork, build_fork
 
-__all__ = ["FileRoom", "FileRooms", "RoomOpenError", "RoomPathError"]
+__all__ = ["FileRoom", "FileRooms", "RoomOpenError", "RoomPathError", "TimelineError"]
 
 log = logging.getLogger("jupyter_rooms.jupyter")
 
@@ -103,6 +104,11 @@ COMPACT_GROWTH = 4
 # The log stamps its updates with the time they were made at most this often (seconds):
 # the timeline of a room's history has a step per stamp.
 STAMP_EVERY = 1.0
+
+# How long a timeline's fork waits for its page to connect, and stays after it left
+# (seconds); how many forks a server keeps at most (each is a copy of a document).
+FORK_LINGER = 60.0
+MAX_FORKS = 8
 
 # During continuous editing a room still saves at least every this many save delays.
 _MAX_SAVE_WAIT = 10
@@ -167,6 +173,35 @@ class _SaveRequest:
 
 class RoomOpenError(Exception):
     """A room could not be opened (its file is unreadable and it has no history)."""
+
+
+class TimelineError(Exception):
+    """A room's timeline cannot be given, or a fork of it cannot do what was asked.
+
+    Args:
+        status: The HTTP status that fits (404, 409 or 503).
+        message: What is wrong, for the user.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _ForkRoom(Room):
+    """The room of a timeline's fork: its document is the fork's, and the fork is
+    forgotten when the room closes (its last client left a while ago)."""
+
+    def __init__(self, fork: Fork, forks: dict[str, Fork]) -> None:
+        super().__init__(fork.id, doc=fork.doc)
+        self._forks = forks
+
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            self._forks.pop(self.id, None)
 
 
 class _FileUnreadable(Exception):
@@ -369,9 +404,7 @@ class FileRoom(Room):
         # A new epoch's first log write, done in the background (see ``_start_epoch``):
         # what it writes, what goes to the log after it meanwhile, and when it is over.
         self._first_write: tuple[bytes, dict[str, Any], float | None] | None = None
-        self._after_first_write: list[
-            tuple[list[bytes], dict[str, Any] | None, float | None]
-        ] = []
+        self._after_first_write: list[tuple[list[bytes], dict[str, Any] | None, float | None]] = []
         # When the log last got a time stamp (seconds since the epoch).
         self._stamped = 0.0
         self._first_write_over: Event | None = None
@@ -679,6 +712,22 @@ class FileRoom(Room):
             self._after_first_write = []
             self._first_write_over = None
             over.set()
+
+    async def history(self) -> LogContents | None:
+        """The room's history as its log keeps it (since the log was last compacted).
+
+        Returns:
+            The log's contents; ``None`` if this server keeps no log of the room.
+
+        Raises:
+            LogFormatError: The log cannot be read as one.
+            OSError: The log cannot be read.
+        """
+        await self.write_history()
+        if self._log is None:
+            return None
+        # Read here, between two of the room's appends (they are made on this thread).
+        return UpdateLog(self._log.path).load()
 
     def _stamp(self, *, force: bool = False) -> float | None:
         """The time to stamp the log's next updates with, if a stamp is due."""
@@ -1650,6 +1699,12 @@ class FileRooms:
         self._manager = RoomManager(self._make_room, cleanup_delay=cleanup_delay)
         # Rooms bound to no file (JupyterLab's global awareness): gone with their last client.
         self._transient = RoomManager(Room)
+        # Forks of rooms for their timelines, by id, and the rooms that serve them.
+        self._forks: dict[str, Fork] = {}
+        self._fork_rooms = RoomManager(
+            lambda fork_id: _ForkRoom(self._forks[fork_id], self._forks),
+            cleanup_delay=FORK_LINGER,
+        )
         self._task_group: TaskGroup | None = None
         self._stop: Event | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -1730,7 +1785,7 @@ class FileRooms:
             task_status: Set once clients can be served.
         """
         self._stop = Event()
-        async with self._manager, self._transient, task_group() as tg:
+        async with self._manager, self._transient, self._fork_rooms, task_group() as tg:
             self._task_group = tg
             task_status.started()
             try:
@@ -1899,12 +1954,97 @@ class FileRooms:
 
     async def _serve_transient(self, room_id: str, channel: Channel) -> None:
         try:
+            if room_id in self._forks:
+                # A page looking through a file's timeline: its document moves with the
+                # fork's, and what it changes stays in the fork unless it is restored.
+                await self._fork_rooms.serve(room_id, channel)
+                return
             await self._transient.serve(room_id, channel, read_only=True)
         except get_cancelled_exc_class():
             raise
         except Exception as exc:
             self.log.exception("room %r failed", room_id)
             await channel.close(1011, f"server error: {exc}")
+
+    async def timeline(self, room_id: str) -> Fork:
+        """Fork a file's room for its timeline: a copy of its document, with its history
+        in steps, served as a room of its own (the fork's id), which lasts until a while
+        after its last client left (``FORK_LINGER``).
+
+        Args:
+            room_id: A room id, as ``resolve`` returns it, of a file that exists.
+
+        Returns:
+            The fork, at the newest step.
+
+        Raises:
+            TimelineError: The room keeps no history here, or too many forks are open.
+            RoomOpenError: The room cannot be opened.
+            RuntimeError: The rooms are not running.
+        """
+        room = await self.visit(room_id)
+        if len(self._forks) >= MAX_FORKS:
+            raise TimelineError(
+                503, f"{MAX_FORKS} timelines are open on this server; close one and try again"
+            )
+        try:
+            history = await room.history()
+        except (LogFormatError, OSError) as exc:
+            raise TimelineError(409, f"cannot read the history of {room_id}: {exc}") from None
+        if history is None or not history.updates or room.kind.content_roots is None:
+            raise TimelineError(409, f"this server keeps no timeline of {room_id}")
+        fork_id = uuid4().hex
+        fork = await to_thread.run_sync(
+            build_fork, fork_id, room.id, room.epoch, room.kind, history
+        )
+        self._forks[fork_id] = fork
+        # Open now: the page connects next (the room waits for it for FORK_LINGER).
+        await self._fork_rooms.acquire(fork_id)
+        self._fork_rooms.release(fork_id)
+        self.log.info(
+            "room %r: timeline of %d steps opened as %s", room_id, len(fork.times), fork_id
+        )
+        return fork
+
+    def fork(self, fork_id: str) -> Fork | None:
+        """A timeline's fork, if it is still there.
+
+        Args:
+            fork_id: The fork's id.
+
+        Returns:
+            The fork; ``None`` if there is none by that id (any more).
+        """
+        return self._forks.get(fork_id)
+
+    async def restore(self, fork: Fork) -> None:
+        """Make the version a fork shows the room's: the steps it went back are undone
+        in the room, along with what was changed in the fork, and merged with what
+        changed in the room since the fork was made.
+
+        Args:
+            fork: The fork.
+
+        Raises:
+            TimelineError: The fork was restored already, or the room's history started
+                afresh since it was made.
+            RoomOpenError: The room cannot be opened.
+        """
+        if fork.restored:
+            raise TimelineError(409, "this version was restored already")
+        room = await self.visit(fork.room_id)
+        if room.epoch != fork.epoch:
+            raise TimelineError(409, f"the history of {fork.room_id} started afresh since")
+        fork.restored = True
+        room.doc.apply_update(fork.doc.get_update(room.doc.get_state()))
+        when = datetime.fromtimestamp(fork.times[fork.step]).isoformat(" ", "seconds")
+        self.log.info(
+            "room %r: restored its version of %s (step %d of %d)",
+            room.id,
+            when,
+            fork.step + 1,
+            len(fork.times),
+        )
 
     async def visit(self, room_id: str) -> FileRoom:
         """Open a file's room if it is not open, and return it.
@@ -2098,6 +2238,9 @@ class FileRooms:
             old_id, new_id = room.id, new + room.id[len(old) :]
             self._manager.rename_room(old_id, new_id)
             room.move_log(self.log_path(new_id), new_id)
+            for fork in self._forks.values():
+                if fork.room_id == old_id:
+                    fork.room_id = new_id
             self.log.info("room %r: renamed to %r with its file", old_id, new_id)
 
     def file_saved(self, path: str) -> None:
