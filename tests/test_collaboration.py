@@ -474,7 +474,47 @@ async def test_the_timeline_steps_through_the_history_and_restores_a_version(
         assert status == 409, reply
 
 
-async def test_the_timeline_refuses_bad_requests_plainly(root: Path) -> None:
+async def test_a_fork_closes_a_while_after_its_page_left(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filerooms, "FORK_LINGER", 0.3)
+    async with server_on(root) as server:
+        await joined(server, "analysis.ipynb", "json", "notebook")
+        timeline_path = "api/collaboration/timeline/analysis.ipynb?format=json&type=notebook"
+
+        async def undo(timeline: dict[str, Any]) -> int:
+            status, _ = await request(
+                server,
+                "PUT",
+                f"api/collaboration/undo_redo/{quote(timeline['roomId'], safe='')}"
+                f"?action=undo&steps=1&forkRoom={timeline['forkRoom']}",
+                {},
+            )
+            return status
+
+        # Never joined: it waits for its page, then goes.
+        status, unjoined = await request(server, "GET", timeline_path)
+        assert status == 200
+        # Joined: it stays while the page is there, and goes after it left.
+        status, timeline = await request(server, "GET", timeline_path)
+        view = Peer(
+            await room_socket(server, timeline["forkRoom"], session_id=timeline["sessionId"])
+        )
+        with anyio.fail_after(5):
+            await view.sync()
+        await anyio.sleep(0.6)
+        assert await undo(timeline) == 200
+        assert await undo(unjoined) == 404
+        await view.channel.close()
+        with anyio.fail_after(5):
+            while await undo(timeline) != 404:
+                await anyio.sleep(0.1)
+
+
+async def test_the_timeline_refuses_bad_requests_plainly(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filerooms, "MAX_FORKS", 1)
     async with server_on(root) as server:
         page = await joined(server, "analysis.ipynb", "json", "notebook")
         other = await session(server, "field notes/day 1.txt", "text", "file")
@@ -495,6 +535,8 @@ async def test_the_timeline_refuses_bad_requests_plainly(root: Path) -> None:
             ("PUT", undo.format(room, "undo", "many", fork_id), 400),
             ("PUT", undo.format(room, "undo", -1, fork_id), 400),
             ("PUT", undo.format(f"text:file:{other['fileId']}", "restore", 0, fork_id), 404),
+            # Each fork is a copy of its document: a server keeps a few at most.
+            ("GET", "api/collaboration/timeline/analysis.ipynb?format=json&type=notebook", 503),
         ]
         for method, path, expected in cases:
             status, answer = await request(server, method, path, {} if method == "PUT" else None)
