@@ -1997,6 +1997,9 @@ class FileRooms:
         fork = await to_thread.run_sync(
             build_fork, fork_id, room.id, room.epoch, room.kind, history
         )
+        if not fork.times:
+            # Nothing but bookkeeping so far (an empty file no one has written in).
+            raise TimelineError(409, f"{room_id} has no content in its history yet")
         self._forks[fork_id] = fork
         # Open now: the page connects next (the room waits for it for FORK_LINGER).
         await self._fork_rooms.acquire(fork_id)
