@@ -518,7 +518,12 @@ async def test_the_timeline_refuses_bad_requests_plainly(
     async with server_on(root) as server:
         page = await joined(server, "analysis.ipynb", "json", "notebook")
         other = await session(server, "field notes/day 1.txt", "text", "file")
+        # An empty file nobody wrote in: no step to show.
         (root / "empty.txt").write_text("")
+        status, answer = await request(
+            server, "GET", "api/collaboration/timeline/empty.txt?format=text&type=file"
+        )
+        assert status == 409, answer
         status, timeline = await request(
             server, "GET", "api/collaboration/timeline/analysis.ipynb?format=json&type=notebook"
         )
@@ -536,8 +541,6 @@ async def test_the_timeline_refuses_bad_requests_plainly(
             ("PUT", undo.format(room, "undo", "many", fork_id), 400),
             ("PUT", undo.format(room, "undo", -1, fork_id), 400),
             ("PUT", undo.format(f"text:file:{other['fileId']}", "restore", 0, fork_id), 404),
-            # An empty file nobody wrote in: no step to show.
-            ("GET", "api/collaboration/timeline/empty.txt?format=text&type=file", 409),
             # Each fork is a copy of its document: a server keeps a few at most.
             ("GET", "api/collaboration/timeline/analysis.ipynb?format=json&type=notebook", 503),
         ]
