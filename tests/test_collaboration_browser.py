@@ -166,14 +166,23 @@ async def settled(page: Any, lab: JupyterLab, path: str) -> None:
     JupyterLab compares the hash it knows with the file's before it saves; a save of the
     room's in the instant before the page hears of it would look like someone else's
     write. A person does not press Ctrl+S within milliseconds of a change they did not
-    make, so the test does not either.
+    make, so the test does not either: it waits until both hold and still hold a save
+    delay later (a change that arrived in between, such as the metadata the page fills
+    in once its kernel is up, would be saved meanwhile).
     """
+
+    async def holds() -> bool:
+        rooms = {room["id"]: room for room in lab.api("api/rooms")["rooms"]}
+        if rooms[path]["unsaved"]:
+            return False
+        model = lab.api(f"api/contents/{path}?content=0&hash=1")
+        return bool(await page.evaluate(KNOWN_HASH, path) == model["hash"])
+
     with anyio.fail_after(15):
         while True:
-            rooms = {room["id"]: room for room in lab.api("api/rooms")["rooms"]}
-            if not rooms[path]["unsaved"]:
-                model = lab.api(f"api/contents/{path}?content=0&hash=1")
-                if await page.evaluate(KNOWN_HASH, path) == model["hash"]:
+            if await holds():
+                await anyio.sleep(0.4)
+                if await holds():
                     return
             await anyio.sleep(0.05)
 
@@ -345,7 +354,7 @@ async def test_jupyterlab_editors_on_rooms(lab: JupyterLab, page: Any, tmp_path:
 
 
 async def test_the_document_timeline_shows_and_restores_an_earlier_version(
-    lab: JupyterLab, page: Any
+    lab: JupyterLab, page: Any, tmp_path: Path
 ) -> None:
     # The clock in the status bar: the page steps back through the room's history and
     # restores a version, which the kernel's client and then the file get.
@@ -373,6 +382,7 @@ async def test_the_document_timeline_shows_and_restores_an_earlier_version(
         # The room is as it was until the version is restored.
         await anyio.sleep(0.3)
         assert len(notebook) == 4
+        await page.screenshot(path=screenshot_dir(tmp_path) / "collaboration-timeline.png")
         await page.locator("#jp-slider-status-bar .jp-restoreBtn").click()
         await until(lambda: [cell.source for cell in notebook][2:] == ["reading = 1"])
         await until(
