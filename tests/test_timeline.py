@@ -41,17 +41,17 @@ def test_steps_follow_the_stamps_and_skip_what_is_not_content() -> None:
     source = fork.doc.get("source", type=Text)
     assert fork.times == [10.0, 12.0, 13.0]
     assert (str(source), fork.step) == ("abcd", 2)
-    assert fork.back(1) == 1 and str(source) == "abc"
-    assert fork.back(9) == 1 and str(source) == "a"
-    assert fork.forward(9) == 2 and str(source) == "abcd"
-    assert fork.forward(1) == 0
+    assert fork.move(-1) == -1 and str(source) == "abc"
+    assert fork.move(-9) == -1 and str(source) == "a"
+    assert fork.move(9) == 2 and str(source) == "abcd"
+    assert fork.move(1) == 0
 
 
 def test_a_log_without_stamps_is_one_step() -> None:
     history = history_of((None, "source", "a"), (None, "source", "ab"))
     fork = build_fork("f", "a.txt", "epoch", kind_named("text"), history, default_time=5.0)
     assert fork.times == [5.0]
-    assert fork.back(1) == 0
+    assert fork.move(-1) == 0
     assert str(fork.doc.get("source", type=Text)) == "ab"
 
 

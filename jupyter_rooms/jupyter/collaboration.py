@@ -89,6 +89,25 @@ def _rooms(handler: Any) -> FileRooms:
     return rooms
 
 
+async def _file_of(handler: APIHandler, path: str) -> tuple[str, str, bool]:
+    """The room id of the file at ``path`` (an API path), its file id, and whether the
+    id was given just now; HTTP errors for a path that cannot have a room or no file."""
+    try:
+        room_id = await _rooms(handler).resolve(_api_path(path))
+    except RoomPathError as exc:
+        raise web.HTTPError(exc.status, exc.message) from None
+    if not await ensure_async(handler.contents_manager.file_exists(room_id)):
+        raise web.HTTPError(404, f"file {room_id!r} does not exist")
+    ids = _file_id_manager(handler)
+    file_id = ids.get_id(room_id)
+    created = file_id is None
+    if created:
+        file_id = ids.index(room_id)
+        if file_id is None:
+            raise web.HTTPError(404, f"file {room_id!r} does not exist")
+    return room_id, file_id, created
+
+
 class CollaborationSessionHandler(APIHandler):
     """``PUT {base_url}api/collaboration/session/{path}``: a file's id and a session id.
 
@@ -112,20 +131,8 @@ class CollaborationSessionHandler(APIHandler):
         file_format, file_type = body.get("format"), body.get("type")
         if not isinstance(file_format, str) or not isinstance(file_type, str):
             raise web.HTTPError(400, 'the body must be {"format": ..., "type": ...} (strings)')
+        room_id, file_id, created = await _file_of(self, path)
         rooms = _rooms(self)
-        try:
-            room_id = await rooms.resolve(_api_path(path))
-        except RoomPathError as exc:
-            raise web.HTTPError(exc.status, exc.message) from None
-        if not await ensure_async(self.contents_manager.file_exists(room_id)):
-            raise web.HTTPError(404, f"file {room_id!r} does not exist")
-        ids = _file_id_manager(self)
-        file_id = ids.get_id(room_id)
-        created = file_id is None
-        if created:
-            file_id = ids.index(room_id)
-            if file_id is None:
-                raise web.HTTPError(404, f"file {room_id!r} does not exist")
         try:
             await rooms.start()
             epoch = await rooms.session_epoch(room_id)
@@ -178,17 +185,8 @@ class TimelineHandler(APIHandler):
     async def get(self, path: str) -> None:
         """Fork the room of the file at ``path`` and answer its timeline."""
         file_format, file_type, kind = _query_kind(self)
+        room_id, file_id, _ = await _file_of(self, path)
         rooms = _rooms(self)
-        try:
-            room_id = await rooms.resolve(_api_path(path))
-        except RoomPathError as exc:
-            raise web.HTTPError(exc.status, exc.message) from None
-        if not await ensure_async(self.contents_manager.file_exists(room_id)):
-            raise web.HTTPError(404, f"file {room_id!r} does not exist")
-        ids = _file_id_manager(self)
-        file_id = ids.get_id(room_id) or ids.index(room_id)
-        if file_id is None:
-            raise web.HTTPError(404, f"file {room_id!r} does not exist")
         try:
             await rooms.start()
             room = await rooms.visit(room_id)
@@ -268,7 +266,7 @@ class UndoRedoHandler(APIHandler):
             return
         if fork.restored:
             raise web.HTTPError(409, "this version was restored already: open the timeline again")
-        moved = fork.back(steps) if action == "undo" else fork.forward(steps)
+        moved = fork.move(-steps if action == "undo" else steps)
         reply: dict[str, Any] = {
             "code": 200,
             "status": "undone" if action == "undo" else "redone",

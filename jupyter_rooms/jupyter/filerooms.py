@@ -138,18 +138,23 @@ _BASE_FIELDS = ("base0", "base1")
 _SHARED_OPEN_TIMEOUT = 30.0
 
 
-class RoomPathError(Exception):
+class _RefusalError(Exception):
+    """A request the rooms refuse, with the HTTP status that fits and what is wrong,
+    for the user."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RoomPathError(_RefusalError):
     """A path that cannot have a room: outside the root, hidden, a directory...
 
     Args:
         status: The HTTP status that fits (400, 403 or 404).
         message: What is wrong, for the user.
     """
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class SaveStatus:
@@ -175,18 +180,13 @@ class RoomOpenError(Exception):
     """A room could not be opened (its file is unreadable and it has no history)."""
 
 
-class TimelineError(Exception):
+class TimelineError(_RefusalError):
     """A room's timeline cannot be given, or a fork of it cannot do what was asked.
 
     Args:
-        status: The HTTP status that fits (404, 409 or 503).
+        status: The HTTP status that fits (409 or 503).
         message: What is wrong, for the user.
     """
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class _ForkRoom(Room):

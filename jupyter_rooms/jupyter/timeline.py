@@ -58,31 +58,20 @@ class Fork:
         """The step the copy is at: 0 for the oldest, ``len(times) - 1`` for the newest."""
         return max(len(self._undo.undo_stack) - 1, 0)
 
-    def back(self, steps: int) -> int:
-        """Go back up to ``steps`` steps, never before the first.
+    def move(self, steps: int) -> int:
+        """Go back (``steps`` < 0) or forward through the history, never before the
+        first step nor past the newest.
 
         Args:
-            steps: How many steps.
+            steps: How many steps, and which way.
 
         Returns:
-            How many it went back.
+            How many steps it went, with the same sign.
         """
         done = 0
-        while done < steps and len(self._undo.undo_stack) > 1:
+        while steps < 0 and done > steps and len(self._undo.undo_stack) > 1:
             self._undo.undo()
-            done += 1
-        return done
-
-    def forward(self, steps: int) -> int:
-        """Go forward up to ``steps`` steps, never past the newest.
-
-        Args:
-            steps: How many steps.
-
-        Returns:
-            How many it went forward.
-        """
-        done = 0
+            done -= 1
         while done < steps and self._undo.can_redo():
             self._undo.redo()
             done += 1
