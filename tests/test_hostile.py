@@ -8,6 +8,7 @@ the run ("hostile inputs tried")."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import time
@@ -23,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jupyter_server.auth.authorizer import Authorizer
 from pycrdt import Array, Doc, Map, Text
-from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, WebSocketError, websocket_connect
 
 from jupyter_rooms import bind, connect
@@ -450,6 +451,31 @@ async def test_read_only_users_change_nothing(
         for update in UpdateLog(log).load().updates:
             opened.apply_update(update)
         assert str(opened.get("source", type=Text)) == ""
+
+
+async def test_read_only_users_see_a_timeline_and_cannot_restore_it(
+    read_only_server: tuple[Place, JupyterServer, Any],
+) -> None:
+    place, server, before = read_only_server
+    client = AsyncHTTPClient()
+    url = server.url + "api/collaboration/"
+    response = await client.fetch(
+        url + "timeline/nb.ipynb?format=json&type=notebook", headers=auth(server)
+    )
+    timeline = json.loads(response.body)
+    for action in ("restore", "undo"):
+        INPUTS_TRIED["read-only updates"] += 1
+        with pytest.raises(HTTPClientError) as refused:
+            await client.fetch(
+                url + f"undo_redo/{timeline['roomId']}?action={action}&steps=1"
+                f"&forkRoom={timeline['forkRoom']}",
+                method="PUT",
+                body=b"{}",
+                headers=auth(server),
+            )
+        assert refused.value.code == 403
+    await quiet(server)
+    assert place.snapshot() == before
 
 
 def _without_new(snapshot: dict[str, Any]) -> dict[str, Any]:
