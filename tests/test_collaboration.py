@@ -385,16 +385,105 @@ async def test_a_renamed_file_keeps_its_id_and_room(root: Path) -> None:
         await other.pump(lambda: str(other.doc.get("source", type=Text)).startswith("Monday: "))
 
 
-async def test_forks_are_refused_plainly(root: Path) -> None:
-    async with server_on(root) as server:
-        for method, path in [
-            ("PUT", "api/collaboration/fork/json:notebook:x"),
-            ("GET", "api/collaboration/fork/json:notebook:x"),
-            ("DELETE", "api/collaboration/fork/abc"),
+async def test_extensions_fork_a_room_edit_the_fork_and_merge_it_back(root: Path) -> None:
+    path = "field notes/day 1.txt"
+    async with server_on(root, save_delay=0.1) as server:
+        page = await joined(server, path, "text", "file")
+        answer = await session(server, path, "text", "file")
+        document = f"text:file:{answer['fileId']}"
+        events_url = server.url.replace("http", "ws", 1) + "api/events/subscribe"
+        events = await websocket_connect(HTTPRequest(events_url, headers=auth(server)))
+        text = lambda peer: str(peer.doc.get("source", type=Text))  # noqa: E731
+
+        async def next_event() -> dict[str, Any]:
+            with anyio.fail_after(5):
+                while True:
+                    message = await events.read_message()
+                    assert isinstance(message, str)
+                    event: dict[str, Any] = json.loads(message)
+                    if event.get("schema_id", "").endswith("/jupyter_collaboration/fork/v1"):
+                        return event
+
+        status, made = await request(
+            server,
+            "PUT",
+            f"api/collaboration/fork/{document}",
+            {"title": "a suggestion", "description": "from a helper", "synchronize": True},
+        )
+        assert status == 201, made
+        fork_id = made["fork_roomid"]
+        info = {
+            "root_roomid": document,
+            "synchronize": True,
+            "title": "a suggestion",
+            "description": "from a helper",
+        }
+        assert made["fork_info"] == info and made["sessionId"] == answer["sessionId"]
+        event = await next_event()
+        assert (event["action"], event["fork_roomid"], event["fork_info"]) == (
+            "create",
+            fork_id,
+            info,
+        )
+        assert (await request(server, "GET", f"api/collaboration/fork/{document}")) == (
+            200,
+            {fork_id: info},
+        )
+
+        helper = Peer(await room_socket(server, fork_id, session_id=made["sessionId"]))
+        with anyio.fail_after(5):
+            await helper.sync()
+        assert text(helper) == "rain at dawn\n"
+        # The fork follows the room; the room does not follow the fork.
+        await page.edit(lambda doc: doc.get("source", type=Text).insert(0, "Monday: "))
+        await helper.pump(lambda: text(helper) == "Monday: rain at dawn\n")
+        await helper.edit(lambda doc: doc.get("source", type=Text).insert(8, "light "))
+        await anyio.sleep(0.3)
+        assert text(page) == "Monday: rain at dawn\n"
+        assert (root / path).read_text() == "Monday: rain at dawn\n"
+
+        status, deleted = await request(
+            server, "DELETE", f"api/collaboration/fork/{fork_id}?merge=true"
+        )
+        assert status == 200, deleted
+        await page.pump(lambda: text(page) == "Monday: light rain at dawn\n")
+        await wait_until(lambda: (root / path).read_text() == "Monday: light rain at dawn\n")
+        assert (await next_event())["action"] == "delete"
+        assert (await request(server, "GET", f"api/collaboration/fork/{document}")) == (200, {})
+        assert (await closed(helper.channel))[0] is not None
+
+        # Deleted without merging: the room keeps none of it.
+        status, made = await request(server, "PUT", f"api/collaboration/fork/{document}", {})
+        assert status == 201 and made["fork_info"]["synchronize"] is False
+        helper = Peer(await room_socket(server, made["fork_roomid"]))
+        with anyio.fail_after(5):
+            await helper.sync()
+        await helper.edit(lambda doc: doc.get("source", type=Text).insert(0, "DRAFT "))
+        status, _ = await request(
+            server, "DELETE", f"api/collaboration/fork/{made['fork_roomid']}?merge=false"
+        )
+        assert status == 200
+        await anyio.sleep(0.3)
+        assert text(page) == "Monday: light rain at dawn\n"
+        events.close()
+
+        status, timeline = await request(
+            server, "GET", "api/collaboration/timeline/analysis.ipynb?format=json&type=notebook"
+        )
+        assert status == 200
+        for method, where, body, expected in [
+            ("PUT", "api/collaboration/fork/nonsense", {}, 400),
+            ("PUT", "api/collaboration/fork/text:file:no-such-id", {}, 404),
+            ("PUT", f"api/collaboration/fork/json:notebook:{answer['fileId']}", {}, 400),
+            ("PUT", f"api/collaboration/fork/{document}", {"synchronize": "yes"}, 400),
+            ("PUT", f"api/collaboration/fork/{document}", {"title": 3}, 400),
+            ("PUT", f"api/collaboration/fork/{document}", ["a"], 400),
+            ("DELETE", f"api/collaboration/fork/{made['fork_roomid']}", None, 404),
+            ("DELETE", f"api/collaboration/fork/{timeline['forkRoom']}", None, 404),
+            ("DELETE", "api/collaboration/fork/x?merge=maybe", None, 400),
         ]:
-            status, answer = await request(server, method, path, {} if method == "PUT" else None)
-            assert status == 501, (path, answer)
-            assert "not supported by jupyter_rooms" in answer["error"]
+            status, answer_ = await request(server, method, where, body)
+            assert status == expected, (method, where, answer_)
 
 
 async def test_the_timeline_steps_through_the_history_and_restores_a_version(

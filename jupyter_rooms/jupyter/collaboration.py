@@ -18,7 +18,9 @@ unrelated history into it.
 The document timeline (``api/collaboration/timeline/{path}``, ``undo_redo``) is the
 room's history as its update log keeps it: the page connects its document to a copy
 (a fork, served as a room by the fork's id) that steps back and forth through it, and
-restoring writes the version on screen into the room (see ``timeline``).
+restoring writes the version on screen into the room (see ``timeline``). Extensions
+fork a room, edit the fork and merge it back through ``api/collaboration/fork`` (see
+``forks``).
 
 Any other room id (``JupyterLab:globalAwareness``) is a room bound to no file, for
 presence only.
@@ -38,6 +40,7 @@ from ..protocol import MessageType
 from ..websocket import HandlerChannel, fit_close_reason
 from .documents import kind_for_path
 from .filerooms import FileRooms, RoomOpenError, RoomPathError, TimelineError
+from .forks import FORK_EVENTS, Branch
 from .handlers import SETTINGS_KEY, RoomSocketHandler
 
 __all__ = [
@@ -47,9 +50,9 @@ __all__ = [
     "CLOSE_SESSION",
     "CollaborationRoomHandler",
     "CollaborationSessionHandler",
+    "ForkHandler",
     "TimelineHandler",
     "UndoRedoHandler",
-    "UnsupportedHandler",
     "collaboration_handlers",
 ]
 
@@ -241,7 +244,7 @@ class UndoRedoHandler(APIHandler):
         if steps < 0:
             raise web.HTTPError(400, "steps must not be negative")
         rooms = _rooms(self)
-        fork = rooms.fork(self.get_query_argument("forkRoom", ""))
+        fork = rooms.timeline_fork(self.get_query_argument("forkRoom", ""))
         if fork is None:
             raise web.HTTPError(
                 404, "no such timeline (it closes a minute after its page left): open it again"
@@ -394,41 +397,112 @@ class CollaborationRoomHandler(RoomSocketHandler):
             self.rooms.serve(self.room_id, channel, read_only=self.read_only)
 
 
-class UnsupportedHandler(APIHandler):
-    """``api/collaboration/fork``: what rooms do not offer (forks that other
-    extensions create and merge), said plainly (501) rather than with a missing route."""
+class ForkHandler(APIHandler):
+    """``{base_url}api/collaboration/fork/{id}``: forks of a file's room for extensions
+    (see ``forks``).
+
+    - ``PUT fork/{format}:{type}:{fileId}`` with ``{"title", "description",
+      "synchronize"}`` (all optional) makes a fork and answers 201 with ``{"sessionId",
+      "fork_roomid", "fork_info"}``; clients join it at ``api/collaboration/room/{fork_roomid}``.
+    - ``GET fork/{format}:{type}:{fileId}`` answers the room's forks,
+      ``{fork_roomid: fork_info}``.
+    - ``DELETE fork/{fork_roomid}?merge=true`` merges the fork into its room and
+      deletes it (``merge=false``, or none: deletes it only).
+
+    Making and deleting forks is told on the server's event stream (``FORK_EVENTS``).
+    """
 
     auth_resource = "contents"
 
-    def _unsupported(self) -> None:
-        name = self.request.path.rstrip("/").split("/api/collaboration/", 1)[-1].split("/")[0]
-        self.set_status(501)
-        self.finish(
-            {
-                "code": 501,
-                "error": f"api/collaboration/{name} is not supported by jupyter_rooms",
-                "message": "jupyter_rooms serves documents, sessions, saves and document "
-                "timelines; forks of rooms for other extensions are not available",
-            }
-        )
+    async def _room_of(self, document: str) -> tuple[str, str]:
+        """The room id of the file a front end's room name (``format:type:fileId``)
+        names, and the kind it asks for; HTTP errors for anything else."""
+        parts = document.split(":", 2)
+        if len(parts) != 3:
+            raise web.HTTPError(400, "a fork is made of format:type:fileId")
+        file_format, file_type, file_id = parts
+        kind = _KINDS.get((file_type, file_format))
+        if kind is None:
+            raise web.HTTPError(400, f"unknown document type {file_type[:40]}:{file_format[:40]}")
+        path = _file_id_manager(self).get_path(file_id)
+        if path is None:
+            raise web.HTTPError(404, f"no file has the id {file_id[:40]}")
+        try:
+            return await _rooms(self).resolve(path), kind
+        except RoomPathError as exc:
+            raise web.HTTPError(exc.status, exc.message) from None
+
+    def _tell(self, branch: Branch, action: str) -> None:
+        user = self.current_user
+        data = {
+            "username": getattr(user, "username", None) or "",
+            "fork_roomid": branch.id,
+            "fork_info": branch.info,
+            "action": action,
+        }
+        logger = self.settings.get("event_logger")
+        if logger is not None and FORK_EVENTS in logger.schemas.schema_ids:
+            logger.emit(schema_id=FORK_EVENTS, data=data)
 
     @web.authenticated
     @authorized
-    async def get(self, *args: Any) -> None:
-        """Refuse, saying why."""
-        self._unsupported()
+    async def get(self, document: str) -> None:
+        """Answer the forks of the room that ``document`` names."""
+        room_id, _ = await self._room_of(document)
+        self.finish({branch.id: branch.info for branch in _rooms(self).forks_of(room_id)})
 
     @web.authenticated
     @authorized
-    async def put(self, *args: Any) -> None:
-        """Refuse, saying why."""
-        self._unsupported()
+    async def put(self, document: str) -> None:
+        """Fork the room that ``document`` names."""
+        body = self.get_json_body() or {}
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, 'the body must be {"title", "description", "synchronize"}')
+        title, description = body.get("title") or "", body.get("description") or ""
+        synchronize = body.get("synchronize", False)
+        if not isinstance(title, str) or not isinstance(description, str):
+            raise web.HTTPError(400, "title and description must be strings")
+        if not isinstance(synchronize, bool):
+            raise web.HTTPError(400, "synchronize must be true or false")
+        room_id, kind = await self._room_of(document)
+        rooms = _rooms(self)
+        info = {
+            "root_roomid": document,
+            "synchronize": synchronize,
+            "title": title,
+            "description": description,
+        }
+        try:
+            await rooms.start()
+            room = await rooms.visit(room_id)
+            if room.kind.name != kind:
+                raise web.HTTPError(400, f"{room_id} is a {room.kind.name} file, not {kind}")
+            branch = await rooms.create_fork(room_id, info)
+        except TimelineError as exc:
+            raise web.HTTPError(exc.status, exc.message) from None
+        except RoomOpenError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        except RuntimeError as exc:
+            raise web.HTTPError(503, str(exc)) from None
+        self._tell(branch, "create")
+        self.set_status(201)
+        self.finish({"sessionId": branch.epoch, "fork_roomid": branch.id, "fork_info": branch.info})
 
     @web.authenticated
     @authorized
-    async def delete(self, *args: Any) -> None:
-        """Refuse, saying why."""
-        self._unsupported()
+    async def delete(self, fork_id: str) -> None:
+        """Delete a fork, merging it into its room with ``?merge=true``."""
+        merge = self.get_query_argument("merge", "false")
+        if merge not in ("true", "false"):
+            raise web.HTTPError(400, "merge must be true or false")
+        try:
+            branch = await _rooms(self).delete_fork(fork_id, merge=merge == "true")
+        except TimelineError as exc:
+            raise web.HTTPError(exc.status, exc.message) from None
+        except RoomOpenError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        self._tell(branch, "delete")
+        self.finish({"code": 200, "fork_roomid": branch.id, "merged": merge == "true"})
 
 
 def collaboration_handlers() -> list[tuple[str, type]]:
@@ -438,5 +512,5 @@ def collaboration_handlers() -> list[tuple[str, type]]:
         (r"/api/collaboration/room/(.*)", CollaborationRoomHandler),
         (r"/api/collaboration/timeline/(.*)", TimelineHandler),
         (r"/api/collaboration/undo_redo/(.*)", UndoRedoHandler),
-        (r"/api/collaboration/fork(?:/.*)?", UnsupportedHandler),
+        (r"/api/collaboration/fork/(.*)", ForkHandler),
     ]

@@ -13,6 +13,7 @@ from traitlets import Bool, Float, Int, TraitError, Type, Unicode, default, vali
 
 from .collaboration import collaboration_handlers
 from .filerooms import DEFAULT_COMPACT_SIZE, FileRoom, FileRooms
+from .forks import FORK_EVENT_SCHEMA, FORK_EVENTS
 from .handlers import KERNEL_TOKEN_KEY, SETTINGS_KEY, RoomsHandler, RoomSocketHandler
 from .kernelenv import kernel_token, publish, unpublish
 
@@ -254,6 +255,12 @@ class RoomsApp(ExtensionApp):
         # Extensions set up their routes in the order of their names, and the first route
         # that matches wins: ours come before jupyter_server_ydoc's.
         self.handlers.extend(collaboration_handlers())
+        events = self.serverapp.event_logger
+        if not ydoc and events is not None and FORK_EVENTS not in events.schemas.schema_ids:
+            # JupyterLab's fork manager hears of forks through the event stream. When
+            # jupyter_server_ydoc is enabled it registers the same schema after this (a
+            # second registration would fail it), and forks are told under its own.
+            events.register_event_schema(FORK_EVENT_SCHEMA)
         if ydoc:
             self.log.warning(
                 "rooms: jupyter_server_ydoc is enabled too; jupyter_rooms serves "

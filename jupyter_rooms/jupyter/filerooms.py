@@ -86,6 +86,7 @@ from .documents import (
     kind_for_path,
     kind_named,
 )
+from .forks import Branch
 from .timeline import Fork, build_fork
 
 __all__ = ["FileRoom", "FileRooms", "RoomOpenError", "RoomPathError", "TimelineError"]
@@ -108,7 +109,7 @@ STAMP_EVERY = 1.0
 # How long a timeline's fork waits for its page to connect, and stays after it left
 # (seconds); how many forks a server keeps at most (each is a copy of a document).
 FORK_LINGER = 60.0
-MAX_FORKS = 8
+MAX_FORKS = 16
 
 # During continuous editing a room still saves at least every this many save delays.
 _MAX_SAVE_WAIT = 10
@@ -190,10 +191,11 @@ class TimelineError(_RefusalError):
 
 
 class _ForkRoom(Room):
-    """The room of a timeline's fork: its document is the fork's, and the fork is
-    forgotten when the room closes (its last client left a while ago)."""
+    """The room of a fork: its document is the fork's, and the fork is forgotten when
+    the room closes (a timeline's, a while after its last client left; an extension's,
+    when it is deleted)."""
 
-    def __init__(self, fork: Fork, forks: dict[str, Fork]) -> None:
+    def __init__(self, fork: Fork | Branch, forks: dict[str, Fork | Branch]) -> None:
         super().__init__(fork.id, doc=fork.doc)
         self._forks = forks
 
@@ -201,7 +203,9 @@ class _ForkRoom(Room):
         try:
             await super().run(task_status=task_status)
         finally:
-            self._forks.pop(self.id, None)
+            fork = self._forks.pop(self.id, None)
+            if isinstance(fork, Branch):
+                fork.close()
 
 
 class _FileUnreadable(Exception):
@@ -1699,8 +1703,9 @@ class FileRooms:
         self._manager = RoomManager(self._make_room, cleanup_delay=cleanup_delay)
         # Rooms bound to no file (JupyterLab's global awareness): gone with their last client.
         self._transient = RoomManager(Room)
-        # Forks of rooms for their timelines, by id, and the rooms that serve them.
-        self._forks: dict[str, Fork] = {}
+        # Forks of rooms (for their timelines, or made by extensions), by id, and the
+        # rooms that serve them.
+        self._forks: dict[str, Fork | Branch] = {}
         self._fork_rooms = RoomManager(
             lambda fork_id: _ForkRoom(self._forks[fork_id], self._forks),
             cleanup_delay=FORK_LINGER,
@@ -2009,16 +2014,104 @@ class FileRooms:
         )
         return fork
 
-    def fork(self, fork_id: str) -> Fork | None:
+    def timeline_fork(self, fork_id: str) -> Fork | None:
         """A timeline's fork, if it is still there.
 
         Args:
             fork_id: The fork's id.
 
         Returns:
-            The fork; ``None`` if there is none by that id (any more).
+            The fork; ``None`` if there is no timeline's fork by that id (any more).
         """
-        return self._forks.get(fork_id)
+        fork = self._forks.get(fork_id)
+        return fork if isinstance(fork, Fork) else None
+
+    async def create_fork(self, room_id: str, info: dict[str, Any]) -> Branch:
+        """Fork a file's room for an extension: a copy of its document, served as a room
+        of its own (the fork's id) until ``delete_fork``. The file's room stays open
+        meanwhile.
+
+        Args:
+            room_id: A room id, as ``resolve`` returns it, of a file that exists.
+            info: What the API answers of the fork (``root_roomid``, ``synchronize``,
+                ``title``, ``description``); with ``synchronize``, the room's changes
+                are applied to the fork as they are made.
+
+        Returns:
+            The fork.
+
+        Raises:
+            TimelineError: Too many forks are open.
+            RoomOpenError: The room cannot be opened.
+            RuntimeError: The rooms are not running.
+        """
+        if len(self._forks) >= MAX_FORKS:
+            raise TimelineError(
+                503, f"{MAX_FORKS} forks are open on this server; delete one and try again"
+            )
+        room = await self._manager.acquire(room_id)
+        try:
+            assert isinstance(room, FileRoom)
+            doc: Doc = Doc()
+            doc.apply_update(room.doc.get_update())
+            branch = Branch(uuid4().hex, room.id, room.epoch, doc, dict(info))
+            if info.get("synchronize"):
+                branch.follow(room.doc)
+            self._forks[branch.id] = branch
+            # Kept open until deleted, whether anyone is in it or not.
+            await self._fork_rooms.acquire(branch.id)
+        except BaseException:
+            self._manager.release(room_id)
+            raise
+        self.log.info("room %r: forked as %s", room_id, branch.id)
+        return branch
+
+    def forks_of(self, room_id: str) -> list[Branch]:
+        """The forks extensions made of a room.
+
+        Args:
+            room_id: The room's id.
+
+        Returns:
+            Its forks, oldest first.
+        """
+        return [
+            fork
+            for fork in self._forks.values()
+            if isinstance(fork, Branch) and fork.room_id == room_id
+        ]
+
+    async def delete_fork(self, fork_id: str, *, merge: bool) -> Branch:
+        """Delete a fork an extension made, merging it into its room first if asked.
+
+        Args:
+            fork_id: The fork's id.
+            merge: Apply what was changed in the fork to the room (merged with what
+                changed there meanwhile).
+
+        Returns:
+            The deleted fork.
+
+        Raises:
+            TimelineError: No such fork (404), or its room's history started afresh
+                since it was made (409; the fork is left as it was).
+        """
+        branch = self._forks.get(fork_id)
+        if not isinstance(branch, Branch):
+            raise TimelineError(404, f"no fork {fork_id[:40]!r} made with api/collaboration/fork")
+        if merge:
+            room = await self.visit(branch.room_id)
+            if room.epoch != branch.epoch:
+                raise TimelineError(409, f"the history of {branch.room_id} started afresh since")
+            room.doc.apply_update(branch.doc.get_update(room.doc.get_state()))
+        branch.close()
+        self._forks.pop(fork_id, None)
+        await self._fork_rooms.close_room(fork_id)
+        self._manager.release(branch.room_id)
+        self.log.info(
+            "room %r: fork %s deleted%s", branch.room_id, fork_id, " and merged" if merge else ""
+        )
+        return branch
 
     async def restore(self, fork: Fork) -> None:
         """Make the version a fork shows the room's: the steps it went back are undone
