@@ -485,6 +485,16 @@ async def test_extensions_fork_a_room_edit_the_fork_and_merge_it_back(root: Path
             status, answer_ = await request(server, method, where, body)
             assert status == expected, (method, where, answer_)
 
+        # The file is deleted under a fork: merging it would go into another history.
+        status, made = await request(server, "PUT", f"api/collaboration/fork/{document}", {})
+        assert status == 201
+        status, _ = await request(server, "DELETE", "api/contents/" + quote(path))
+        assert status == 204
+        fork_url = f"api/collaboration/fork/{made['fork_roomid']}"
+        assert (await request(server, "DELETE", fork_url + "?merge=true"))[0] == 409
+        assert (await request(server, "DELETE", fork_url + "?merge=false"))[0] == 200
+        assert not (root / path).exists()
+
 
 async def test_the_timeline_steps_through_the_history_and_restores_a_version(
     root: Path, monkeypatch: pytest.MonkeyPatch

@@ -1706,6 +1706,8 @@ class FileRooms:
         # Forks of rooms (for their timelines, or made by extensions), by id, and the
         # rooms that serve them.
         self._forks: dict[str, Fork | Branch] = {}
+        # The file rooms that extensions' forks hold open, by fork id.
+        self._held_by_forks: dict[str, Room] = {}
         self._fork_rooms = RoomManager(
             lambda fork_id: _ForkRoom(self._forks[fork_id], self._forks),
             cleanup_delay=FORK_LINGER,
@@ -2050,18 +2052,21 @@ class FileRooms:
                 503, f"{MAX_FORKS} forks are open on this server; delete one and try again"
             )
         room = await self._manager.acquire(room_id)
+        doc: Doc = Doc()
+        doc.apply_update(room.doc.get_update())
+        branch = Branch(uuid4().hex, room.id, getattr(room, "epoch", ""), doc, dict(info))
+        if info.get("synchronize"):
+            branch.follow(room.doc)
+        self._forks[branch.id] = branch
+        self._held_by_forks[branch.id] = room
         try:
-            assert isinstance(room, FileRoom)
-            doc: Doc = Doc()
-            doc.apply_update(room.doc.get_update())
-            branch = Branch(uuid4().hex, room.id, room.epoch, doc, dict(info))
-            if info.get("synchronize"):
-                branch.follow(room.doc)
-            self._forks[branch.id] = branch
             # Kept open until deleted, whether anyone is in it or not.
             await self._fork_rooms.acquire(branch.id)
         except BaseException:
-            self._manager.release(room_id)
+            branch.close()
+            self._forks.pop(branch.id, None)
+            self._held_by_forks.pop(branch.id, None)
+            self._manager.release(room.id)
             raise
         self.log.info("room %r: forked as %s", room_id, branch.id)
         return branch
@@ -2107,7 +2112,11 @@ class FileRooms:
         branch.close()
         self._forks.pop(fork_id, None)
         await self._fork_rooms.close_room(fork_id)
-        self._manager.release(branch.room_id)
+        held = self._held_by_forks.pop(fork_id, None)
+        if held is not None and self._manager.rooms.get(held.id) is held:
+            # Not if it closed meanwhile (its file was deleted): the room open now under
+            # its id is another, which this fork never held.
+            self._manager.release(held.id)
         self.log.info(
             "room %r: fork %s deleted%s", branch.room_id, fork_id, " and merged" if merge else ""
         )
