@@ -187,6 +187,16 @@ async def settled(page: Any, lab: JupyterLab, path: str) -> None:
             await anyio.sleep(0.05)
 
 
+def on_disk(path: Path) -> dict[str, Any]:
+    """The notebook file's content; no cells while the contents manager is writing it
+    (it writes in place: a look in the middle finds it partial)."""
+    try:
+        content: dict[str, Any] = json.loads(path.read_text())
+    except ValueError:
+        return {"cells": []}
+    return content
+
+
 async def no_dialog(page: Any) -> None:
     assert await page.locator(".jp-Dialog").count() == 0, await page.locator(
         ".jp-Dialog"
@@ -296,12 +306,7 @@ async def test_jupyterlab_editors_on_rooms(lab: JupyterLab, page: Any, tmp_path:
         await page.keyboard.press("Control+s")
 
         def saved() -> dict[str, Any]:
-            # The contents manager writes in place: a look in the middle finds it partial.
-            try:
-                content: dict[str, Any] = json.loads((root / "analysis.ipynb").read_text())
-            except ValueError:
-                return {"cells": []}
-            return content
+            return on_disk(root / "analysis.ipynb")
 
         expected = [
             "rainfall = [3.2, 118.4, 0.0]",
@@ -385,9 +390,7 @@ async def test_the_document_timeline_shows_and_restores_an_earlier_version(
         await page.screenshot(path=screenshot_dir(tmp_path) / "collaboration-timeline.png")
         await page.locator("#jp-slider-status-bar .jp-restoreBtn").click()
         await until(lambda: [cell.source for cell in notebook][2:] == ["reading = 1"])
-        await until(
-            lambda: len(json.loads((lab.root / "analysis.ipynb").read_text())["cells"]) == 3
-        )
+        await until(lambda: len(on_disk(lab.root / "analysis.ipynb")["cells"]) == 3)
         # The page is back on the room: what it types reaches the kernel.
         analysis = await panel(page, "analysis.ipynb")
         await cell_editor(analysis, 2).click()

@@ -29,6 +29,8 @@ presence only.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -92,6 +94,28 @@ def _rooms(handler: Any) -> FileRooms:
     return rooms
 
 
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """The rooms' refusals as HTTP errors."""
+    try:
+        yield
+    except TimelineError as exc:
+        raise web.HTTPError(exc.status, exc.message) from None
+    except RoomOpenError as exc:
+        raise web.HTTPError(400, str(exc)) from None
+    except RuntimeError as exc:
+        # The rooms are not running (the server is stopping).
+        raise web.HTTPError(503, str(exc)) from None
+
+
+async def _open_as(rooms: FileRooms, room_id: str, kind: str) -> None:
+    """Open a file's room, which must hold the kind of document asked for."""
+    await rooms.start()
+    room = await rooms.visit(room_id)
+    if room.kind.name != kind:
+        raise web.HTTPError(400, f"{room_id} is a {room.kind.name} file, not {kind}")
+
+
 async def _file_of(handler: APIHandler, path: str) -> tuple[str, str, bool]:
     """The room id of the file at ``path`` (an API path), its file id, and whether the
     id was given just now; HTTP errors for a path that cannot have a room or no file."""
@@ -136,13 +160,9 @@ class CollaborationSessionHandler(APIHandler):
             raise web.HTTPError(400, 'the body must be {"format": ..., "type": ...} (strings)')
         room_id, file_id, created = await _file_of(self, path)
         rooms = _rooms(self)
-        try:
+        with _refusals():
             await rooms.start()
             epoch = await rooms.session_epoch(room_id)
-        except RoomOpenError as exc:
-            raise web.HTTPError(400, str(exc)) from None
-        except RuntimeError as exc:
-            raise web.HTTPError(503, str(exc)) from None
         self.set_status(201 if created else 200)
         self.set_header("Content-Type", "application/json")
         self.finish(
@@ -190,18 +210,9 @@ class TimelineHandler(APIHandler):
         file_format, file_type, kind = _query_kind(self)
         room_id, file_id, _ = await _file_of(self, path)
         rooms = _rooms(self)
-        try:
-            await rooms.start()
-            room = await rooms.visit(room_id)
-            if room.kind.name != kind:
-                raise web.HTTPError(400, f"{room_id} is a {room.kind.name} file, not {kind}")
+        with _refusals():
+            await _open_as(rooms, room_id, kind)
             fork = await rooms.timeline(room_id)
-        except TimelineError as exc:
-            raise web.HTTPError(exc.status, exc.message) from None
-        except RoomOpenError as exc:
-            raise web.HTTPError(400, str(exc)) from None
-        except RuntimeError as exc:
-            raise web.HTTPError(503, str(exc)) from None
         self.set_header("Content-Type", "application/json")
         self.finish(
             json.dumps(
@@ -259,12 +270,8 @@ class UndoRedoHandler(APIHandler):
                 404, f"the timeline {fork.id} is not one of the document {document[:80]}"
             )
         if action == "restore":
-            try:
+            with _refusals():
                 await rooms.restore(fork)
-            except TimelineError as exc:
-                raise web.HTTPError(exc.status, exc.message) from None
-            except RoomOpenError as exc:
-                raise web.HTTPError(400, str(exc)) from None
             self.finish({"code": 200, "status": f"{fork.room_id}: this version is restored"})
             return
         if fork.restored:
@@ -472,18 +479,9 @@ class ForkHandler(APIHandler):
             "title": title,
             "description": description,
         }
-        try:
-            await rooms.start()
-            room = await rooms.visit(room_id)
-            if room.kind.name != kind:
-                raise web.HTTPError(400, f"{room_id} is a {room.kind.name} file, not {kind}")
+        with _refusals():
+            await _open_as(rooms, room_id, kind)
             branch = await rooms.create_fork(room_id, info)
-        except TimelineError as exc:
-            raise web.HTTPError(exc.status, exc.message) from None
-        except RoomOpenError as exc:
-            raise web.HTTPError(400, str(exc)) from None
-        except RuntimeError as exc:
-            raise web.HTTPError(503, str(exc)) from None
         self._tell(branch, "create")
         self.set_status(201)
         self.finish({"sessionId": branch.epoch, "fork_roomid": branch.id, "fork_info": branch.info})
@@ -495,12 +493,8 @@ class ForkHandler(APIHandler):
         merge = self.get_query_argument("merge", "false")
         if merge not in ("true", "false"):
             raise web.HTTPError(400, "merge must be true or false")
-        try:
+        with _refusals():
             branch = await _rooms(self).delete_fork(fork_id, merge=merge == "true")
-        except TimelineError as exc:
-            raise web.HTTPError(exc.status, exc.message) from None
-        except RoomOpenError as exc:
-            raise web.HTTPError(400, str(exc)) from None
         self._tell(branch, "delete")
         self.finish({"code": 200, "fork_roomid": branch.id, "merged": merge == "true"})
 
