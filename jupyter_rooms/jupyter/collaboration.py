@@ -41,7 +41,7 @@ from tornado import web
 from ..protocol import MessageType
 from ..websocket import HandlerChannel, fit_close_reason
 from .documents import kind_for_path
-from .filerooms import FileRooms, RoomOpenError, RoomPathError, TimelineError
+from .filerooms import FileRooms, ForkError, RoomOpenError, RoomPathError
 from .forks import FORK_EVENTS, Branch
 from .handlers import SETTINGS_KEY, RoomSocketHandler
 
@@ -99,7 +99,7 @@ def _refusals() -> Iterator[None]:
     """The rooms' refusals as HTTP errors."""
     try:
         yield
-    except TimelineError as exc:
+    except ForkError as exc:
         raise web.HTTPError(exc.status, exc.message) from None
     except RoomOpenError as exc:
         raise web.HTTPError(400, str(exc)) from None

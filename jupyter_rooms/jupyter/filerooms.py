@@ -89,7 +89,7 @@ from .documents import (
 from .forks import Branch
 from .timeline import Fork, build_fork
 
-__all__ = ["FileRoom", "FileRooms", "RoomOpenError", "RoomPathError", "TimelineError"]
+__all__ = ["FileRoom", "FileRooms", "ForkError", "RoomOpenError", "RoomPathError"]
 
 log = logging.getLogger("jupyter_rooms.jupyter")
 
@@ -181,11 +181,12 @@ class RoomOpenError(Exception):
     """A room could not be opened (its file is unreadable and it has no history)."""
 
 
-class TimelineError(_RefusalError):
-    """A room's timeline cannot be given, or a fork of it cannot do what was asked.
+class ForkError(_RefusalError):
+    """A fork of a room (for its timeline, or an extension's) cannot be made, or cannot
+    do what was asked.
 
     Args:
-        status: The HTTP status that fits (409 or 503).
+        status: The HTTP status that fits (404, 409 or 503).
         message: What is wrong, for the user.
     """
 
@@ -1985,28 +1986,28 @@ class FileRooms:
             The fork, at the newest step.
 
         Raises:
-            TimelineError: The room keeps no history here, or too many forks are open.
+            ForkError: The room keeps no history here, or too many forks are open.
             RoomOpenError: The room cannot be opened.
             RuntimeError: The rooms are not running.
         """
         room = await self.visit(room_id)
         if len(self._forks) >= MAX_FORKS:
-            raise TimelineError(
+            raise ForkError(
                 503, f"{MAX_FORKS} timelines are open on this server; close one and try again"
             )
         try:
             history = await room.history()
         except (LogFormatError, OSError) as exc:
-            raise TimelineError(409, f"cannot read the history of {room_id}: {exc}") from None
+            raise ForkError(409, f"cannot read the history of {room_id}: {exc}") from None
         if history is None or not history.updates or room.kind.content_roots is None:
-            raise TimelineError(409, f"this server keeps no timeline of {room_id}")
+            raise ForkError(409, f"this server keeps no timeline of {room_id}")
         fork_id = uuid4().hex
         fork = await to_thread.run_sync(
             build_fork, fork_id, room.id, room.epoch, room.kind, history
         )
         if not fork.times:
             # Nothing but bookkeeping so far (an empty file no one has written in).
-            raise TimelineError(409, f"{room_id} has no content in its history yet")
+            raise ForkError(409, f"{room_id} has no content in its history yet")
         self._forks[fork_id] = fork
         # Open now: the page connects next (the room waits for it for FORK_LINGER).
         await self._fork_rooms.acquire(fork_id)
@@ -2043,12 +2044,12 @@ class FileRooms:
             The fork.
 
         Raises:
-            TimelineError: Too many forks are open.
+            ForkError: Too many forks are open.
             RoomOpenError: The room cannot be opened.
             RuntimeError: The rooms are not running.
         """
         if len(self._forks) >= MAX_FORKS:
-            raise TimelineError(
+            raise ForkError(
                 503, f"{MAX_FORKS} forks are open on this server; delete one and try again"
             )
         room = await self._manager.acquire(room_id)
@@ -2098,16 +2099,16 @@ class FileRooms:
             The deleted fork.
 
         Raises:
-            TimelineError: No such fork (404), or its room's history started afresh
+            ForkError: No such fork (404), or its room's history started afresh
                 since it was made (409; the fork is left as it was).
         """
         branch = self._forks.get(fork_id)
         if not isinstance(branch, Branch):
-            raise TimelineError(404, f"no fork {fork_id[:40]!r} made with api/collaboration/fork")
+            raise ForkError(404, f"no fork {fork_id[:40]!r} made with api/collaboration/fork")
         if merge:
             room = await self.visit(branch.room_id)
             if room.epoch != branch.epoch:
-                raise TimelineError(409, f"the history of {branch.room_id} started afresh since")
+                raise ForkError(409, f"the history of {branch.room_id} started afresh since")
             room.doc.apply_update(branch.doc.get_update(room.doc.get_state()))
         branch.close()
         self._forks.pop(fork_id, None)
@@ -2131,15 +2132,15 @@ class FileRooms:
             fork: The fork.
 
         Raises:
-            TimelineError: The fork was restored already, or the room's history started
+            ForkError: The fork was restored already, or the room's history started
                 afresh since it was made.
             RoomOpenError: The room cannot be opened.
         """
         if fork.restored:
-            raise TimelineError(409, "this version was restored already")
+            raise ForkError(409, "this version was restored already")
         room = await self.visit(fork.room_id)
         if room.epoch != fork.epoch:
-            raise TimelineError(409, f"the history of {fork.room_id} started afresh since")
+            raise ForkError(409, f"the history of {fork.room_id} started afresh since")
         fork.restored = True
         room.doc.apply_update(fork.doc.get_update(room.doc.get_state()))
         when = datetime.fromtimestamp(fork.times[fork.step]).isoformat(" ", "seconds")
