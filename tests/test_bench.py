@@ -133,3 +133,18 @@ def test_save_stall_benchmark_reports_every_figure(tmp_path: Path) -> None:
     assert figures["saves"] >= 1
     assert 0 < figures["median_ms"] <= figures["p99_ms"] <= figures["longest_ms"]
     assert "| longest edit round trip |" in result.stdout
+
+
+def test_timeline_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    # A log of a notebook and its edits, replayed into a fork that steps back and forth.
+    out = tmp_path / "timeline.json"
+    run_bench(
+        "bench/timeline.py",
+        *("--cells", "20", "--edits", "30", "--steps", "10", "--runs", "2"),
+        out=out,
+    )
+    figures = json.loads(out.read_text())
+    # The notebook as first read, then a step per stamped second of edits.
+    assert (figures["updates"], figures["steps"]) == (31, 11)
+    assert figures["restore_middle_bytes"] > 0
+    assert all(figures[key] >= 0 for key in figures if key.endswith("_ms"))
