@@ -2106,10 +2106,7 @@ class FileRooms:
         if not isinstance(branch, Branch):
             raise ForkError(404, f"no fork {fork_id[:40]!r} made with api/collaboration/fork")
         if merge:
-            room = await self.visit(branch.room_id)
-            if room.epoch != branch.epoch:
-                raise ForkError(409, f"the history of {branch.room_id} started afresh since")
-            room.doc.apply_update(branch.doc.get_update(room.doc.get_state()))
+            await self._merge(branch)
         branch.close()
         self._forks.pop(fork_id, None)
         await self._fork_rooms.close_room(fork_id)
@@ -2138,11 +2135,8 @@ class FileRooms:
         """
         if fork.restored:
             raise ForkError(409, "this version was restored already")
-        room = await self.visit(fork.room_id)
-        if room.epoch != fork.epoch:
-            raise ForkError(409, f"the history of {fork.room_id} started afresh since")
+        room = await self._merge(fork)
         fork.restored = True
-        room.doc.apply_update(fork.doc.get_update(room.doc.get_state()))
         when = datetime.fromtimestamp(fork.times[fork.step]).isoformat(" ", "seconds")
         self.log.info(
             "room %r: restored its version of %s (step %d of %d)",
@@ -2151,6 +2145,15 @@ class FileRooms:
             fork.step + 1,
             len(fork.times),
         )
+
+    async def _merge(self, fork: Fork | Branch) -> FileRoom:
+        """Apply to a fork's room what the fork has and the room lacks (the fork's own
+        changes, merged with what changed in the room since it was made)."""
+        room = await self.visit(fork.room_id)
+        if room.epoch != fork.epoch:
+            raise ForkError(409, f"the history of {fork.room_id} started afresh since")
+        room.doc.apply_update(fork.doc.get_update(room.doc.get_state()))
+        return room
 
     async def visit(self, room_id: str) -> FileRoom:
         """Open a file's room if it is not open, and return it.
