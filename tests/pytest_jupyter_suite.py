@@ -18,10 +18,14 @@ from typing import Any
 import anyio
 import nbformat
 import pytest
+from jupyter_server.serverapp import ServerApp
 from pycrdt import Text
 from tornado.httpclient import HTTPClientError
+from traitlets.config import Config
 
 from jupyter_rooms import connect
+from jupyter_rooms.jupyter.handlers import KERNEL_TOKEN_KEY
+from jupyter_rooms.jupyter.kernelenv import is_kernel_token, kernel_token
 from jupyter_rooms.notebook import Notebook
 from jupyter_rooms.protocol import sync_update
 from jupyter_rooms.websocket import ClientChannel
@@ -170,3 +174,23 @@ async def test_credentials_and_paths_are_checked_before_anything_opens(
         await jp_fetch("api", "rooms", headers={"Authorization": "token wrong"})
     assert error.value.code == 403
     assert sorted(p.name for p in jp_root_dir.iterdir()) == [".hidden.txt", "link", "sub"]
+
+
+async def test_kernels_are_let_in_before_the_extension_starts(
+    jp_environ: Any, jp_root_dir: Path, jp_http_port: int
+) -> None:
+    # A kernel that outlived a restart reconnects at once, possibly before the server
+    # has run the extension's start hook: its credential works from the first request.
+    app = ServerApp(
+        port=jp_http_port + 1,
+        open_browser=False,
+        root_dir=str(jp_root_dir),
+        config=Config({"ServerApp": {"jpserver_extensions": {"jupyter_rooms": True}}}),
+    )
+    app.init_signal = lambda: None  # type: ignore[method-assign]
+    app.initialize(argv=[], new_httpserver=False)
+    try:
+        token = app.web_app.settings.get(KERNEL_TOKEN_KEY, "")
+        assert is_kernel_token(token, kernel_token())
+    finally:
+        app.clear_instance()

@@ -223,6 +223,10 @@ class RoomsApp(ExtensionApp):
         )
         self.settings[SETTINGS_KEY] = self.file_rooms
         self.settings["jupyter_rooms_max_message_size"] = self.max_message_size
+        # Accepted from the server's first request on: a kernel that outlived a restart
+        # of the server reconnects at once, possibly before the extension's start hook
+        # has run (and would be refused, for good, meanwhile).
+        self.settings[KERNEL_TOKEN_KEY] = kernel_token()
         contents_manager = self.serverapp.contents_manager
         schema_id = getattr(contents_manager, "event_schema_id", None)
         if schema_id is not None and self.serverapp.event_logger is not None:
@@ -289,9 +293,7 @@ class RoomsApp(ExtensionApp):
         if serverapp.ip in ("", "0.0.0.0", "::", "*"):
             # Kernels run beside the server: the loopback address always reaches it.
             url = urlunsplit(parts._replace(netloc=f"127.0.0.1:{serverapp.port}"))
-        token = kernel_token()
-        # The handlers read the web application's settings, filled before this point.
-        serverapp.web_app.settings[KERNEL_TOKEN_KEY] = token
+        token = serverapp.web_app.settings[KERNEL_TOKEN_KEY]
         self._published = (url, publish(url, os.path.abspath(serverapp.root_dir), token))
         self.log.info("rooms: kernels started by this server reach rooms at %sapi/rooms/", url)
 
