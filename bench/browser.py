@@ -26,7 +26,10 @@ stream and an image output each, about 5 kB a cell, 10 MB for 2,000 cells). It m
   page's main thread): the session request (``PUT api/collaboration/session/...``) from
   sending to its answer, plus the room's socket from its handshake until the message
   that completes the document arrived; the page's own work before, between and after
-  the two is the rest;
+  the two is the rest. Of the socket's part, the time from the page's sync request
+  (its first message) until the document was in is given apart: for a room that is
+  open, the server answers at once, and what remains is the document's bytes reaching
+  the page, which takes them only as fast as its busy main thread reads them;
 - the transfer alone: a socket of the benchmark's own, in the second page before it
   opens the notebook, that answers the page's first message at once with as many bytes
   as the document's sync reply, timed as the server's share is (median of five): no
@@ -173,6 +176,7 @@ class Network:
         cdp.on("Network.webSocketCreated", network._socket)
         cdp.on("Network.webSocketWillSendHandshakeRequest", network._handshake)
         cdp.on("Network.webSocketFrameReceived", network._frame)
+        cdp.on("Network.webSocketFrameSent", network._sent)
         await cdp.send("Network.enable")
         return network
 
@@ -202,15 +206,26 @@ class Network:
         if event["requestId"] in self.sockets:
             self.sockets[event["requestId"]]["frames"].append(event["timestamp"])
 
-    def server_share(self, messages: int) -> tuple[float, float]:
+    def _sent(self, event: dict[str, Any]) -> None:
+        socket = self.sockets.get(event["requestId"])
+        if socket is not None and "asked" not in socket:
+            # The page's first message: its sync request (y-websocket sends it on open).
+            socket["asked"] = event["timestamp"]
+
+    def server_share(self, messages: int) -> tuple[float, float, float]:
         """Milliseconds the server took to open one notebook for a page: its session request
         and its socket from the handshake until the ``messages``-th message (the one that
-        completed the document) arrived."""
+        completed the document) arrived; and, of the latter, the time from the page's
+        sync request until then (what is left is the handshake's)."""
         (request,) = self.requests.values()
         (socket,) = self.sockets.values()
         session = request["done"] - request["sent"]
-        sync = socket["frames"][messages - 1] - socket["sent"]
-        return float(session) * 1000, float(sync) * 1000
+        completed = socket["frames"][messages - 1]
+        sync = completed - socket["sent"]
+        if "asked" not in socket:
+            raise RuntimeError("the page sent nothing on the notebook's socket")
+        reply = completed - socket["asked"]
+        return float(session) * 1000, float(sync) * 1000, float(reply) * 1000
 
 
 # The transfer alone: a socket of the bench's own that answers the page's first message
@@ -438,7 +453,9 @@ async def open_in_page(page: Any, network: Network, path: str, cells: int) -> di
     """Open a notebook in a page: milliseconds until it is on screen, and the server's."""
     network.clear()
     opened: dict[str, float] = await page.evaluate(OPEN_NOTEBOOK, [path, cells, FIRST_LINE])
-    opened["session"], opened["sync"] = network.server_share(int(opened["messages"]))
+    opened["session"], opened["sync"], opened["reply"] = network.server_share(
+        int(opened["messages"])
+    )
     opened["server"] = opened["session"] + opened["sync"]
     return opened
 
@@ -511,9 +528,11 @@ async def measure(
         "open_page_cold_ms": round(cold["rendered"]),
         "open_page_cold_server_ms": round(cold["server"]),
         "open_page_cold_session_ms": round(cold["session"]),
+        "open_page_cold_reply_ms": round(cold["reply"]),
         "open_page_warm_ms": round(warm["rendered"]),
         "open_page_warm_server_ms": round(warm["server"]),
         "open_page_warm_session_ms": round(warm["session"]),
+        "open_page_warm_reply_ms": round(warm["reply"]),
         "transfer_floor_ms": round(floor),
         "document_mb": round(document / 1e6, 1),
         "open_server_cold_ms": round(server_cold),
@@ -527,6 +546,7 @@ async def measure(
     }
 
 
+REPLY_ROW = "    of which the page's sync request until the document is in"
 ROWS = [
     (
         "open in the page, cold: every cell in its model, first cell on screen",
@@ -539,9 +559,11 @@ ROWS = [
         "ms",
     ),
     ("    of which the session request", "open_page_cold_session_ms", "ms"),
+    (REPLY_ROW, "open_page_cold_reply_ms", "ms"),
     ("open in a second page, warm (the room is open)", "open_page_warm_ms", "ms"),
     ("  the server's share", "open_page_warm_server_ms", "ms"),
     ("    of which the session request", "open_page_warm_session_ms", "ms"),
+    (REPLY_ROW, "open_page_warm_reply_ms", "ms"),
     (
         "the transfer alone: the document's bytes from a bare socket into the page",
         "transfer_floor_ms",
