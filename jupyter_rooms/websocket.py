@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from asyncio import Future
+from asyncio import Future, get_running_loop, wait
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -38,30 +38,78 @@ log = logging.getLogger("jupyter_rooms.websocket")
 # reading; it reads on once the room has taken half of them.
 _RECEIVE_BUFFER = 1024
 _RECEIVE_BYTES = 4 * 1024 * 1024
-# Messages from this size on are sent without joining them to their frame's header
-# (whose length field then takes its 8-byte form).
+# Messages from this size on are sent in fragments (see ``write_large_message``).
 _LARGE_MESSAGE = 65_536
+# The size of those fragments.
+_FRAGMENT = 262_144
+
+
+def _frame_header(fin: bool, opcode: int, size: int) -> bytes:
+    """The header of an unmasked frame (RFC 6455, 5.2) carrying ``size`` bytes."""
+    first = (0x80 if fin else 0) | opcode
+    if size < 126:
+        return struct.pack("!BB", first, size)
+    if size < 65_536:
+        return struct.pack("!BBH", first, 126, size)
+    return struct.pack("!BBQ", first, 127, size)
 
 
 def write_large_message(connection: Any, message: bytes) -> Future[None] | None:
-    """Write a large binary message to a server's socket as one frame, its header and
-    the message one after the other: tornado's own frame joins them, a copy of the
-    message into memory the process gets from the system anew (a large notebook's 9 MB
-    sync reply: 2,000 page faults).
+    """Write a large binary message to a server's socket in fragments (RFC 6455, 5.4),
+    each once the one before it is in the system's hands, the event loop free between
+    them.
+
+    Written in one go, a large message holds the event loop as long as the reader keeps
+    taking it: tornado writes until the socket refuses more, and a browser on the same
+    machine reading a large notebook's 9 MB sync reply keeps it writing for tens of ms,
+    during which no other client is served. A fragment's header and data go to the
+    stream one after the other (tornado's own frame would join them: a copy). Control
+    frames (pings, a close) may come between fragments; no other message may: the caller
+    holds its own until the returned write is done. A socket closing meanwhile gets no
+    more fragments.
 
     Args:
         connection: The handler's ``ws_connection``, without compression.
         message: The message.
 
     Returns:
-        The write, or ``None`` when it does not apply (a message under 64 KiB, or a
-        connection that masks what it sends): write the message as usual then.
+        The write, done once the last fragment is in the stream's hands (failed with
+        ``StreamClosedError`` if the socket closed first), or ``None`` when it does not
+        apply (a message under 64 KiB, or a connection that masks what it sends): write
+        the message as usual then.
     """
     if len(message) < _LARGE_MESSAGE or getattr(connection, "mask_outgoing", True):
         return None
-    connection.stream.write(struct.pack("!BBQ", 0x82, 127, len(message)))
-    written: Future[None] = connection.stream.write(message)
-    return written
+    stream = connection.stream
+    done: Future[None] = get_running_loop().create_future()
+    data = memoryview(message)
+
+    def write_from(start: int) -> None:
+        end = min(start + _FRAGMENT, len(data))
+        try:
+            if connection.is_closing():
+                raise StreamClosedError()
+            stream.write(_frame_header(end == len(data), 0x0 if start else 0x2, end - start))
+            written = stream.write(data[start:end])
+        except StreamClosedError as exc:
+            if not done.done():
+                done.set_exception(exc)
+            return
+        written.add_done_callback(lambda flushed: went(flushed, end))
+
+    def went(flushed: Future[None], end: int) -> None:
+        if done.done():
+            return
+        failure = StreamClosedError() if flushed.cancelled() else flushed.exception()
+        if failure is not None:
+            done.set_exception(failure)
+        elif end == len(data):
+            done.set_result(None)
+        else:
+            write_from(end)
+
+    write_from(0)
+    return done
 
 
 def _ignore_result(future: Future[None]) -> None:
@@ -104,6 +152,8 @@ class HandlerChannel(ChannelIterator):
         self._drained: Event | None = None
         self.close_code: int | None = None
         self.close_reason = ""
+        # The large message being written in fragments, if any (see ``_write``).
+        self._fragmented: Future[None] | None = None
 
     @property
     def path(self) -> str:
@@ -162,10 +212,37 @@ class HandlerChannel(ChannelIterator):
         self._end()
 
     async def send(self, message: bytes) -> None:
+        await self._after_fragments()
+        connection = self._handler.ws_connection
+        if connection is None or connection.is_closing():
+            raise ChannelClosed(self._path)
         try:
-            await self._handler.write_message(message, binary=True)
-        except WebSocketClosedError:
+            await self._write(connection, message)
+        except (WebSocketClosedError, StreamClosedError):
             raise ChannelClosed(self._path) from None
+
+    async def _after_fragments(self) -> None:
+        """Wait until the large message being written in fragments is written (or the
+        socket closed): nothing else may come between them."""
+        fragmented = self._fragmented
+        while fragmented is not None and not fragmented.done():
+            # Not cancelled with the caller: the write is the socket's.
+            await wait({fragmented})
+            fragmented = self._fragmented
+
+    def _write(self, connection: Any, message: bytes) -> Future[None]:
+        write_frame = getattr(connection, "_write_frame", None)
+        if write_frame is None or getattr(connection, "_compressor", None) is not None:
+            written: Future[None] = self._handler.write_message(message, binary=True)
+            return written
+        fragmented = write_large_message(connection, message)
+        if fragmented is not None:
+            self._fragmented = fragmented
+            return fragmented
+        # One binary frame, straight to the stream: tornado's write_message would also
+        # wrap each write in a task of its own, the largest cost of a fan-out.
+        framed: Future[None] = write_frame(True, 0x2, message)
+        return framed
 
     def send_nowait(self, message: bytes) -> bool:
         """Send one message at once, if the socket has nothing else waiting to be written.
@@ -189,16 +266,10 @@ class HandlerChannel(ChannelIterator):
             raise ChannelClosed(self._path)
         if connection.stream is None or connection.stream.writing():
             return False
-        write_frame = getattr(connection, "_write_frame", None)
+        if self._fragmented is not None and not self._fragmented.done():
+            return False
         try:
-            if write_frame is not None and getattr(connection, "_compressor", None) is None:
-                # One binary frame, straight to the stream: tornado's write_message would
-                # also wrap each write in a task of its own, the largest cost of a fan-out.
-                written = write_large_message(connection, message) or write_frame(
-                    True, 0x2, message
-                )
-            else:
-                written = self._handler.write_message(message, binary=True)
+            written = self._write(connection, message)
         except (WebSocketClosedError, StreamClosedError):
             raise ChannelClosed(self._path) from None
         # Nobody awaits this write: a failure shows up as the socket closing.

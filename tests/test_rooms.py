@@ -3,25 +3,36 @@ by a ``room_factory`` that can give them work of their own; and wires that are m
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import anyio
 import pytest
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 from pycrdt import Doc, Text
-from tornado.websocket import websocket_connect
+from tornado.httpserver import HTTPServer
+from tornado.iostream import StreamClosedError
+from tornado.netutil import bind_sockets
+from tornado.web import Application
+from tornado.websocket import WebSocketHandler, websocket_connect
 
 from jupyter_rooms import Room, UnknownWireError, bind, connect
 from jupyter_rooms.channel import memory_channel_pair
 from jupyter_rooms.protocol import MessageType, SyncType, parse_message, sync_step1, sync_update
 from jupyter_rooms.room import CloseCode
-from jupyter_rooms.websocket import _LARGE_MESSAGE, _RECEIVE_BUFFER, HandlerChannel
+from jupyter_rooms.websocket import (
+    _FRAGMENT,
+    _LARGE_MESSAGE,
+    _RECEIVE_BUFFER,
+    HandlerChannel,
+    write_large_message,
+)
 
 from helpers import capture_logs, content, edit_randomly, other_tasks, roots, serving, settle
 
@@ -487,6 +498,74 @@ async def test_a_burst_read_from_a_websocket_at_once_is_applied_as_one_change() 
             assert len(changes) == 1
         finally:
             connection.close()
+
+
+class _Exposed(WebSocketHandler):
+    """A socket whose channel the test drives itself."""
+
+    def open(self) -> None:
+        self.channel = HandlerChannel(self, "r")
+        self.settings["opened"].append(self)
+
+
+@asynccontextmanager
+async def exposed_socket() -> AsyncIterator[tuple[Any, _Exposed]]:
+    """A client's connection to a server socket, and the server's handler."""
+    opened: list[_Exposed] = []
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = HTTPServer(Application([("/", _Exposed)], opened=opened))
+    server.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
+    client = await websocket_connect(f"ws://127.0.0.1:{port}/", max_message_size=2**26)
+    try:
+        await settle(lambda: bool(opened))
+        yield client, opened[0]
+    finally:
+        client.close()
+        server.stop()
+
+
+def large_message(fragments: int) -> bytes:
+    return bytes(range(256)) * (fragments * _FRAGMENT // 256 - 3)
+
+
+async def test_a_large_message_is_written_in_fragments_with_the_loop_free_between_them() -> None:
+    async with exposed_socket() as (client, handler):
+        message = large_message(4)
+        written = write_large_message(handler.ws_connection, message)
+        assert written is not None
+        # Other work runs before the last fragment is written.
+        seen: list[bool] = []
+        asyncio.get_running_loop().call_soon(lambda: seen.append(written.done()))
+        await written
+        assert seen == [False]
+        assert await client.read_message() == message
+
+
+async def test_nothing_comes_between_the_fragments_of_a_large_message() -> None:
+    async with exposed_socket() as (client, handler):
+        channel = handler.channel
+        message = large_message(6)
+        assert channel.send_nowait(message)
+        # Until the fragments are written, the room queues what comes next.
+        assert not channel.send_nowait(b"next")
+        await channel.send(b"next")
+        assert channel.send_nowait(b"last")
+        assert await client.read_message() == message
+        assert await client.read_message() == b"next"
+        assert await client.read_message() == b"last"
+
+
+async def test_a_socket_closed_during_a_large_message_gets_no_more_of_it() -> None:
+    async with exposed_socket() as (client, handler):
+        written = write_large_message(handler.ws_connection, large_message(20))
+        assert written is not None
+        handler.close(1001, "going away")
+        with pytest.raises(StreamClosedError):
+            await written
+        # The client sees the close, not a message.
+        assert await client.read_message() is None
+        assert client.close_code == 1001
 
 
 class _Handler:
