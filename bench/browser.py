@@ -58,6 +58,7 @@ import json
 import os
 import secrets
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -80,8 +81,6 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.web import Application
 from tornado.websocket import WebSocketHandler
 from yclient import YClient
-
-from jupyter_rooms.websocket import write_large_message
 
 HERE = Path(__file__).resolve().parent
 
@@ -246,11 +245,15 @@ class _Sender(WebSocketHandler):
         return True
 
     def on_message(self, message: str | bytes) -> None:
-        # As jupyter_rooms writes a large message (tornado's own frame would be a copy
-        # of it, a few ms for 9 MB).
+        # One frame in one go, its header and the payload one after the other (tornado's
+        # own frame would be a copy of it, a few ms for 9 MB): the process does nothing
+        # else meanwhile, so nothing delays it. (A server has other clients to serve:
+        # jupyter_rooms writes in fragments, with its event loop free between them.)
         payload = self.settings["payload"]
-        if write_large_message(self.ws_connection, payload) is None:
-            self.write_message(payload, binary=True)
+        connection = self.ws_connection
+        assert connection is not None and connection.stream is not None
+        connection.stream.write(struct.pack("!BBQ", 0x82, 127, len(payload)))
+        connection.stream.write(payload)
 
 
 async def transfer_floor(page: Any, network: Network, size: int, runs: int = 5) -> float:
