@@ -217,7 +217,11 @@ class HandlerChannel(ChannelIterator):
         if connection is None or connection.is_closing():
             raise ChannelClosed(self._path)
         try:
-            await self._write(connection, message)
+            written = self._write(connection, message)
+            # Not cancelled with the caller: a message cut short would leave the
+            # socket in the middle of a frame.
+            await wait({written})
+            written.result()
         except (WebSocketClosedError, StreamClosedError):
             raise ChannelClosed(self._path) from None
 

@@ -556,6 +556,21 @@ async def test_nothing_comes_between_the_fragments_of_a_large_message() -> None:
         assert await client.read_message() == b"last"
 
 
+async def test_a_sender_cancelled_during_a_large_message_leaves_the_socket_whole() -> None:
+    async with exposed_socket() as (client, handler):
+        channel = handler.channel
+        message = large_message(6)
+        sending = asyncio.ensure_future(channel.send(message))
+        await asyncio.sleep(0)
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+        # The message is written whole all the same, and what follows comes after it.
+        await channel.send(b"next")
+        assert await client.read_message() == message
+        assert await client.read_message() == b"next"
+
+
 async def test_a_socket_closed_during_a_large_message_gets_no_more_of_it() -> None:
     async with exposed_socket() as (client, handler):
         written = write_large_message(handler.ws_connection, large_message(20))
