@@ -6,6 +6,7 @@ the front end jupyter-collaboration ships); only the server behind
 ``api/collaboration/...`` differs. For each server, on a fresh root::
 
     python bench/browser.py                         # both servers, 2,000 large cells
+    python bench/browser.py --runs 10               # ten times each, in turn
     python bench/browser.py --cells 500 --edits 20 --targets jupyter_rooms
 
 The notebook is the benchmark's large one (``scenarios.make_notebook``: code cells with a
@@ -582,12 +583,35 @@ ROWS = [
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    names = [result["target"] for result in results]
+    """The figures as a Markdown table, a column per target; with several runs, each
+    cell gives every run's figure in turn."""
+    names = list(dict.fromkeys(result["target"] for result in results))
     lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for label, key, unit in ROWS:
-        cells = " | ".join(f"{result[key]} {unit}" for result in results)
-        lines.append(f"| {label} | {cells} |")
+        cells = []
+        for name in names:
+            figures = [str(result[key]) for result in results if result["target"] == name]
+            cells.append(f"{' / '.join(figures)} {unit}")
+        lines.append(f"| {label} | {' | '.join(cells)} |")
     return "\n".join(lines)
+
+
+def shares(results: list[dict[str, Any]], name: str, peer: str) -> list[str]:
+    """The server's share of ``name``'s opens as a fraction of ``peer``'s, run by run."""
+    lines = []
+    for which in ("cold", "warm"):
+        key = f"open_page_{which}_server_ms"
+        ours = {result["run"]: result[key] for result in results if result["target"] == name}
+        theirs = {result["run"]: result[key] for result in results if result["target"] == peer}
+        ratios = [ours[run] / theirs[run] for run in sorted(ours) if theirs.get(run)]
+        if ratios:
+            listed = " / ".join(f"{ratio:.2f}" for ratio in ratios)
+            median = percentile(ratios, 50)
+            lines.append(
+                f"the server's share of a {which} open, {name} / {peer}: {listed} "
+                f"(median {median:.2f})"
+            )
+    return lines
 
 
 async def main() -> None:
@@ -595,8 +619,15 @@ async def main() -> None:
     parser.add_argument("--cells", type=int, default=2000, help="the notebook's size")
     parser.add_argument("--edits", type=int, default=100)
     parser.add_argument("--targets", default="jupyter_rooms,jupyter-collaboration")
+    parser.add_argument(
+        "--runs", type=int, default=1, help="measure every target this many times, in turn"
+    )
     parser.add_argument("--cache", type=Path, default=HERE / ".cache")
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="also write the figures to this file (a list, a run's target each)",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -604,22 +635,35 @@ async def main() -> None:
         "collapsed stacks in this directory",
     )
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be 1 or more")
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     if not shutil.which(CHROMIUM):
         sys.exit(f"Chromium is needed at {CHROMIUM}")
-    results = []
+    targets = []
     for name in args.targets.split(","):
         try:
             python = rooms_python() if name == "jupyter_rooms" else collaboration_python(args.cache)
         except Unavailable as exc:
             log(f"[{name}] skipped: {exc}")
             continue
-        log(f"[{name}] load average {os.getloadavg()}")
-        results.append(await measure(name, python, args.cells, args.edits, args.profile))
+        targets.append((name, python))
+    results = []
+    for run in range(1, args.runs + 1):
+        for name, python in targets:
+            log(f"[{name}] run {run} of {args.runs}, load average {os.getloadavg()}")
+            result = await measure(name, python, args.cells, args.edits, args.profile)
+            results.append({**result, "run": run})
     print(table(results))
+    names = [name for name, _ in targets]
+    if "jupyter_rooms" in names and "jupyter-collaboration" in names:
+        print("\n".join(shares(results, "jupyter_rooms", "jupyter-collaboration")))
     for result in results:
-        print(f"{result['target']}: load average at the end {result['load_average']}")
+        print(
+            f"{result['target']}, run {result['run']}: load average at the end "
+            f"{result['load_average']}"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
