@@ -653,7 +653,11 @@ async def main() -> None:
     for run in range(1, args.runs + 1):
         for name, python in targets:
             log(f"[{name}] run {run} of {args.runs}, load average {os.getloadavg()}")
-            result = await measure(name, python, args.cells, args.edits, args.profile)
+            profile = args.profile
+            if profile is not None and args.runs > 1:
+                profile = profile / f"run{run}"
+                profile.mkdir(exist_ok=True)
+            result = await measure(name, python, args.cells, args.edits, profile)
             results.append({**result, "run": run})
     print(table(results))
     names = [name for name, _ in targets]
