@@ -177,16 +177,21 @@ class CollaborationSessionHandler(APIHandler):
         )
 
 
-def _query_kind(handler: APIHandler) -> tuple[str, str, str]:
-    """The ``format`` and ``type`` query arguments, and the kind of document they name."""
-    file_format = handler.get_query_argument("format", "")
-    file_type = handler.get_query_argument("type", "")
+def _kind_named(file_format: str, file_type: str) -> str:
+    """The kind of document a front end's format and type name; 400 for any other."""
     kind = _KINDS.get((file_type, file_format))
     if kind is None:
         raise web.HTTPError(
             400, f"unknown document type {file_type[:40]!r}:{file_format[:40]!r} (format, type)"
         )
-    return file_format, file_type, kind
+    return kind
+
+
+def _query_kind(handler: APIHandler) -> tuple[str, str, str]:
+    """The ``format`` and ``type`` query arguments, and the kind of document they name."""
+    file_format = handler.get_query_argument("format", "")
+    file_type = handler.get_query_argument("type", "")
+    return file_format, file_type, _kind_named(file_format, file_type)
 
 
 class TimelineHandler(APIHandler):
@@ -428,9 +433,7 @@ class ForkHandler(APIHandler):
         if len(parts) != 3:
             raise web.HTTPError(400, "a fork is made of format:type:fileId")
         file_format, file_type, file_id = parts
-        kind = _KINDS.get((file_type, file_format))
-        if kind is None:
-            raise web.HTTPError(400, f"unknown document type {file_type[:40]}:{file_format[:40]}")
+        kind = _kind_named(file_format, file_type)
         path = _file_id_manager(self).get_path(file_id)
         if path is None:
             raise web.HTTPError(404, f"no file has the id {file_id[:40]}")

@@ -1991,10 +1991,7 @@ class FileRooms:
             RuntimeError: The rooms are not running.
         """
         room = await self.visit(room_id)
-        if len(self._forks) >= MAX_FORKS:
-            raise ForkError(
-                503, f"{MAX_FORKS} timelines are open on this server; close one and try again"
-            )
+        self._check_fork_limit("timelines", "close")
         try:
             history = await room.history()
         except (LogFormatError, OSError) as exc:
@@ -2016,6 +2013,14 @@ class FileRooms:
             "room %r: timeline of %d steps opened as %s", room_id, len(fork.times), fork_id
         )
         return fork
+
+    def _check_fork_limit(self, forks: str, undo: str) -> None:
+        """Refuse another fork (503) once the server keeps ``MAX_FORKS`` of them (timelines'
+        and extensions' alike); ``forks`` and ``undo`` name them and what frees one."""
+        if len(self._forks) >= MAX_FORKS:
+            raise ForkError(
+                503, f"{MAX_FORKS} {forks} are open on this server; {undo} one and try again"
+            )
 
     def timeline_fork(self, fork_id: str) -> Fork | None:
         """A timeline's fork, if it is still there.
@@ -2048,10 +2053,7 @@ class FileRooms:
             RoomOpenError: The room cannot be opened.
             RuntimeError: The rooms are not running.
         """
-        if len(self._forks) >= MAX_FORKS:
-            raise ForkError(
-                503, f"{MAX_FORKS} forks are open on this server; delete one and try again"
-            )
+        self._check_fork_limit("forks", "delete")
         room = await self._manager.acquire(room_id)
         doc: Doc = Doc()
         doc.apply_update(room.doc.get_update())

@@ -112,9 +112,7 @@ def build_fork(
     undo = UndoManager(scopes=roots, capture_timeout_millis=0)
     undo.include_origin(_HISTORY)
     # Where each stamp starts its updates; updates before the first stamp take its time.
-    starts: dict[int, float] = {}
-    for index, stamp in history.times:
-        starts[index] = stamp
+    starts = dict(history.times)
     first_time = history.times[0][1] if history.times else default_time or time.time()
     starts.setdefault(0, first_time)
     bounds = sorted(index for index in starts if index < len(history.updates))
