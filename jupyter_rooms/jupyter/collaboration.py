@@ -194,6 +194,25 @@ def _query_kind(handler: APIHandler) -> tuple[str, str, str]:
     return file_format, file_type, _kind_named(file_format, file_type)
 
 
+async def _document_room(handler: Any, document: str) -> tuple[str, str]:
+    """The room id of the file a front end's document name (``format:type:fileId``)
+    names, and the kind of document it asks for. HTTP errors: 400 for a malformed name
+    or an unknown type, 404 for an unknown id, the path's own refusal (400, 403, 404)
+    for a file that cannot have a room, 503 without file ids."""
+    parts = document.split(":", 2)
+    if len(parts) != 3:
+        raise web.HTTPError(400, f"a document is named format:type:fileId, not {document[:80]!r}")
+    file_format, file_type, file_id = parts
+    kind = _kind_named(file_format, file_type)
+    path = _file_id_manager(handler).get_path(file_id)
+    if path is None:
+        raise web.HTTPError(404, f"no file has the id {file_id[:40]!r}")
+    try:
+        return await _rooms(handler).resolve(path), kind
+    except RoomPathError as exc:
+        raise web.HTTPError(exc.status, exc.message) from None
+
+
 class TimelineHandler(APIHandler):
     """``GET {base_url}api/collaboration/timeline/{path}?format=...&type=...``: a file's
     timeline, for JupyterLab's document timeline.
@@ -265,12 +284,13 @@ class UndoRedoHandler(APIHandler):
             raise web.HTTPError(
                 404, "no such timeline (it closes a minute after its page left): open it again"
             )
-        path = _file_id_manager(self).get_path(document.split(":", 2)[-1])
         try:
-            room_id = await rooms.resolve(path) if path is not None else None
-        except RoomPathError:
+            room_id, _ = await _document_room(self, document)
+        except web.HTTPError as exc:
+            if exc.status_code >= 500:
+                raise
             room_id = None
-        if room_id is None or room_id != fork.room_id:
+        if room_id != fork.room_id:
             raise web.HTTPError(
                 404, f"the timeline {fork.id} is not one of the document {document[:80]}"
             )
@@ -338,23 +358,16 @@ class CollaborationRoomHandler(RoomSocketHandler):
             self.transient = True
             self.room_id = path
             return
-        file_format, file_type, file_id = path.split(":", 2)
-        kind = _KINDS.get((file_type, file_format))
-        if kind is None:
-            self._refuse(CLOSE_BAD_REQUEST, f"unknown document type {file_type}:{file_format}")
-            return
         try:
-            ids = _file_id_manager(self)
+            self.room_id, kind = await _document_room(self, path)
         except web.HTTPError as exc:
-            self._refuse(CLOSE_SERVER_ERROR, exc.log_message or "no file ids")
-            return
-        file_path = ids.get_path(file_id)
-        if file_path is None:
-            self._refuse(CLOSE_NOT_FOUND, f"no file has the id {file_id[:40]}")
+            code = {404: CLOSE_NOT_FOUND, 503: CLOSE_SERVER_ERROR}.get(
+                exc.status_code, CLOSE_BAD_REQUEST
+            )
+            self._refuse(code, exc.log_message or f"refused ({exc.status_code})")
             return
         session = self.get_query_argument("sessionId", "")
         try:
-            self.room_id = await self.rooms.resolve(file_path)
             if (
                 session
                 and session == self.rooms.promised_epoch(self.room_id)
@@ -373,11 +386,11 @@ class CollaborationRoomHandler(RoomSocketHandler):
             self._refuse(code, exc.message)
             return
         except RoomOpenError as exc:
-            self.log.warning("room for %s refused: %s", file_path, exc)
+            self.log.warning("room for %s refused: %s", self.room_id, exc)
             self._refuse(CLOSE_BAD_REQUEST, str(exc))
             return
         except Exception as exc:
-            self.log.exception("room for %s", file_path)
+            self.log.exception("room for %s", self.room_id)
             self._refuse(CLOSE_SERVER_ERROR, f"server error: {exc}")
             return
         if room.kind.name != kind:
@@ -426,22 +439,6 @@ class ForkHandler(APIHandler):
 
     auth_resource = "contents"
 
-    async def _room_of(self, document: str) -> tuple[str, str]:
-        """The room id of the file a front end's room name (``format:type:fileId``)
-        names, and the kind it asks for; HTTP errors for anything else."""
-        parts = document.split(":", 2)
-        if len(parts) != 3:
-            raise web.HTTPError(400, "a fork is made of format:type:fileId")
-        file_format, file_type, file_id = parts
-        kind = _kind_named(file_format, file_type)
-        path = _file_id_manager(self).get_path(file_id)
-        if path is None:
-            raise web.HTTPError(404, f"no file has the id {file_id[:40]}")
-        try:
-            return await _rooms(self).resolve(path), kind
-        except RoomPathError as exc:
-            raise web.HTTPError(exc.status, exc.message) from None
-
     def _tell(self, branch: Branch, action: str) -> None:
         user = self.current_user
         data = {
@@ -458,7 +455,7 @@ class ForkHandler(APIHandler):
     @authorized
     async def get(self, document: str) -> None:
         """Answer the forks of the room that ``document`` names."""
-        room_id, _ = await self._room_of(document)
+        room_id, _ = await _document_room(self, document)
         self.finish({branch.id: branch.info for branch in _rooms(self).forks_of(room_id)})
 
     @web.authenticated
@@ -474,7 +471,7 @@ class ForkHandler(APIHandler):
             raise web.HTTPError(400, "title and description must be strings")
         if not isinstance(synchronize, bool):
             raise web.HTTPError(400, "synchronize must be true or false")
-        room_id, kind = await self._room_of(document)
+        room_id, kind = await _document_room(self, document)
         rooms = _rooms(self)
         info = {
             "root_roomid": document,
