@@ -222,12 +222,13 @@ class UpdateLog:
                 meta = json.loads(payload)
             except ValueError:
                 return _DAMAGED
-            if not isinstance(meta, dict):
-                pass
-            elif meta.keys() == {"time"} and _is_time(meta["time"]):
-                contents.times.append((len(contents.updates), float(meta["time"])))
-            else:
-                contents.meta.update(meta)
+            # A whole record that holds no JSON object is not one this version writes:
+            # it is skipped, and what comes after it is still read.
+            if isinstance(meta, dict):
+                if meta.keys() == {"time"} and _is_time(meta["time"]):
+                    contents.times.append((len(contents.updates), float(meta["time"])))
+                else:
+                    contents.meta.update(meta)
         return stop + _CRC.size
 
     def _open(self) -> int:

@@ -12,7 +12,7 @@ import pytest
 from pycrdt import Array, Doc, Map, Text
 
 from jupyter_rooms import connect
-from jupyter_rooms.updatelog import LogFormatError, UpdateLog
+from jupyter_rooms.updatelog import LogFormatError, RecordKind, UpdateLog, _record
 from jupyter_rooms.wires.file import TruncatedLogWarning
 
 pytestmark = pytest.mark.anyio
@@ -336,3 +336,20 @@ def test_time_stamps_say_when_the_updates_after_them_were_made(tmp_path: Path) -
     contents = UpdateLog(updatelog.path).load()
     assert contents.times == [(0, 100.0), (1, 200.5), (4, 300.0)]
     assert contents.meta == {"epoch": "e", "saved": 1, "time": 500.0, "other": 1}
+
+
+def test_a_whole_record_of_another_shape_is_skipped(tmp_path: Path) -> None:
+    # A metadata record that is whole (its checksum holds) but holds no JSON object is
+    # not one this version writes: it is passed over, and the records after it count.
+    updatelog = UpdateLog(tmp_path / "doc.ylog")
+    updatelog.rewrite(b"base", {"epoch": "e"})
+    updatelog.close()
+    with open(updatelog.path, "ab") as log:
+        for payload in (b"[1, 2]", b'"text"', b"3"):
+            log.write(b"".join(_record(RecordKind.META, payload)))
+    updatelog.append([b"u1"], meta={"saved": 1})
+    updatelog.close()
+    contents = UpdateLog(updatelog.path).load()
+    assert contents.updates == [b"base", b"u1"]
+    assert contents.meta == {"epoch": "e", "saved": 1}
+    assert not contents.truncated
