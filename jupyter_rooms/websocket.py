@@ -38,10 +38,9 @@ log = logging.getLogger("jupyter_rooms.websocket")
 # reading; it reads on once the room has taken half of them.
 _RECEIVE_BUFFER = 1024
 _RECEIVE_BYTES = 4 * 1024 * 1024
-# Messages from this size on are sent in fragments (see ``write_large_message``).
-_LARGE_MESSAGE = 65_536
-# The size of those fragments.
-_FRAGMENT = 262_144
+# Messages larger than this are sent in fragments of this size (see
+# ``write_large_message``).
+_FRAGMENT = 2 * 1024 * 1024
 
 
 def _frame_header(fin: bool, opcode: int, size: int) -> bytes:
@@ -55,18 +54,23 @@ def _frame_header(fin: bool, opcode: int, size: int) -> bytes:
 
 
 def write_large_message(connection: Any, message: bytes) -> Future[None] | None:
-    """Write a large binary message to a server's socket in fragments (RFC 6455, 5.4),
-    each once the one before it is in the system's hands, the event loop free between
-    them.
+    """Write a large binary message to a server's socket in fragments (RFC 6455, 5.4) of
+    2 MiB, each once the one before it is in the system's hands, the event loop free
+    between them.
 
-    Written in one go, a large message holds the event loop as long as the reader keeps
-    taking it: tornado writes until the socket refuses more, and a browser on the same
-    machine reading a large notebook's 9 MB sync reply keeps it writing for tens of ms,
-    during which no other client is served. A fragment's header and data go to the
-    stream one after the other (tornado's own frame would join them: a copy). Control
-    frames (pings, a close) may come between fragments; no other message may: the caller
-    holds its own until the returned write is done. A socket closing meanwhile gets no
-    more fragments.
+    Written in one go, a large message holds the event loop while it is written:
+    tornado writes until the socket refuses more, and a browser on the same machine
+    reading a large notebook's 9 MB sync reply keeps it writing, during which no other
+    client is served. Each fragment goes to the stream in one piece, its header joined
+    to its data (a copy of 2 MiB at most): every write to the socket lets the
+    interpreter's other threads run, and when one of them is busy (a Jupyter server
+    lists nbconvert's exporters in a thread whenever a page opens a notebook) the
+    writer waits up to the switch interval, 5 ms, to go on. So the writes must be few:
+    written as 256 KiB fragments, each header apart, 9.1 MB took 351 ms to reach
+    Chromium from a process with a busy thread, against 52 ms as one frame and 63 ms
+    in 2 MiB pieces (medians, ``bench/large_write.py``). Control frames (pings, a close) may come
+    between fragments; no other message may: the caller holds its own until the
+    returned write is done. A socket closing meanwhile gets no more fragments.
 
     Args:
         connection: The handler's ``ws_connection``, without compression.
@@ -75,10 +79,10 @@ def write_large_message(connection: Any, message: bytes) -> Future[None] | None:
     Returns:
         The write, done once the last fragment is in the stream's hands (failed with
         ``StreamClosedError`` if the socket closed first), or ``None`` when it does not
-        apply (a message under 64 KiB, or a connection that masks what it sends): write
-        the message as usual then.
+        apply (a message of 2 MiB or less, or a connection that masks what it sends):
+        write the message as usual then.
     """
-    if len(message) < _LARGE_MESSAGE or getattr(connection, "mask_outgoing", True):
+    if len(message) <= _FRAGMENT or getattr(connection, "mask_outgoing", True):
         return None
     stream = connection.stream
     done: Future[None] = get_running_loop().create_future()
@@ -86,11 +90,11 @@ def write_large_message(connection: Any, message: bytes) -> Future[None] | None:
 
     def write_from(start: int) -> None:
         end = min(start + _FRAGMENT, len(data))
+        header = _frame_header(end == len(data), 0x0 if start else 0x2, end - start)
         try:
             if connection.is_closing():
                 raise StreamClosedError()
-            stream.write(_frame_header(end == len(data), 0x0 if start else 0x2, end - start))
-            written = stream.write(data[start:end])
+            written = stream.write(b"".join((header, data[start:end])))
         except StreamClosedError as exc:
             if not done.done():
                 done.set_exception(exc)

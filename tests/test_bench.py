@@ -150,3 +150,20 @@ def test_timeline_benchmark_reports_every_figure(tmp_path: Path) -> None:
     assert (figures["updates"], figures["steps"]) == (31, 11)
     assert figures["restore_middle_bytes"] > 0
     assert all(figures[key] >= 0 for key in figures if key.endswith("_ms"))
+
+
+def test_large_write_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    # Each way of writing a large message, idle and beside a busy thread, delivered the
+    # message whole into Chromium (the page checks its length) and was timed.
+    chromium_path()
+    out = tmp_path / "large.json"
+    result = run_bench("bench/large_write.py", "--runs", "2", "--size", "5000000", out=out)
+    figures = json.loads(out.read_text())
+    ways = {"one frame", "jupyter_rooms", "256 KiB, header apart"}
+    assert {(f["way"], f["server"]) for f in figures} == {
+        (way, server) for way in ways for server in ("idle", "a busy thread")
+    }
+    for figure in figures:
+        assert (figure["runs"], figure["size"]) == (2, 5_000_000)
+        assert 0 < figure["median_ms"] <= figure["p90_ms"], figure
+    assert len([line for line in result.stdout.splitlines() if line.startswith("| ")]) == 4

@@ -28,7 +28,6 @@ from jupyter_rooms.protocol import MessageType, SyncType, parse_message, sync_st
 from jupyter_rooms.room import CloseCode
 from jupyter_rooms.websocket import (
     _FRAGMENT,
-    _LARGE_MESSAGE,
     _RECEIVE_BUFFER,
     HandlerChannel,
     write_large_message,
@@ -387,10 +386,10 @@ async def test_a_failing_room_closes_alone(wire: str) -> None:
     assert any("lost its file" in str(r.exc_info) for r in logs.records if r.exc_info)
 
 
-@pytest.mark.parametrize("size", [_LARGE_MESSAGE - 40, _LARGE_MESSAGE, 3 * 1024 * 1024])
+@pytest.mark.parametrize("size", [_FRAGMENT - 40, _FRAGMENT + 40, 2 * _FRAGMENT + 1000])
 async def test_large_documents_reach_a_joiner_over_a_websocket_whole(size: int) -> None:
-    # Around the size from which the room's socket writes a message apart from its
-    # frame's header: the joiner's sync reply is about ``size`` bytes.
+    # Around the size from which the room's socket writes a message in fragments: the
+    # joiner's sync reply is about ``size`` bytes.
     text = "".join(chr(0x61 + i % 26) for i in range(size))
     async with (
         serving("websocket") as (server, options),
@@ -542,6 +541,28 @@ async def test_a_large_message_is_written_in_fragments_with_the_loop_free_betwee
         assert await client.read_message() == message
 
 
+async def test_each_fragment_goes_to_the_socket_in_one_write() -> None:
+    # Every write to the socket lets other threads take the interpreter, and getting it
+    # back can take the switch interval: a fragment's header is not written apart.
+    async with exposed_socket() as (client, handler):
+        stream = handler.ws_connection.stream
+        writes: list[int] = []
+        write = stream.write
+
+        def counted(data: bytes | memoryview) -> Any:
+            writes.append(len(data))
+            return write(data)
+
+        stream.write = counted
+        message = large_message(3) + b"tail"
+        written = write_large_message(handler.ws_connection, message)
+        assert written is not None
+        await written
+        sizes = [_FRAGMENT, _FRAGMENT, len(message) - 2 * _FRAGMENT]
+        assert writes == [10 + size for size in sizes]
+        assert await client.read_message() == message
+
+
 async def test_nothing_comes_between_the_fragments_of_a_large_message() -> None:
     async with exposed_socket() as (client, handler):
         channel = handler.channel
@@ -573,7 +594,7 @@ async def test_a_sender_cancelled_during_a_large_message_leaves_the_socket_whole
 
 async def test_a_socket_closed_during_a_large_message_gets_no_more_of_it() -> None:
     async with exposed_socket() as (client, handler):
-        written = write_large_message(handler.ws_connection, large_message(20))
+        written = write_large_message(handler.ws_connection, large_message(5))
         assert written is not None
         handler.close(1001, "going away")
         with pytest.raises(StreamClosedError):
