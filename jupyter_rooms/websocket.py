@@ -67,10 +67,10 @@ def write_large_message(connection: Any, message: bytes) -> Future[None] | None:
     lists nbconvert's exporters in a thread whenever a page opens a notebook) the
     writer waits up to the switch interval, 5 ms, to go on. So the writes must be few:
     written as 256 KiB fragments, each header apart, 9.1 MB took 351 ms to reach
-    Chromium from a process with a busy thread, against 52 ms as one frame and 63 ms
-    in 2 MiB pieces (medians, ``bench/large_write.py``). Control frames (pings, a close) may come
-    between fragments; no other message may: the caller holds its own until the
-    returned write is done. A socket closing meanwhile gets no more fragments.
+    Chromium from a process with a busy thread, against 52 ms as one frame and 63 ms in
+    2 MiB pieces (medians, ``bench/large_write.py``). Control frames (pings, a close)
+    may come between fragments; no other message may: the caller holds its own until
+    the returned write is done. A socket closing meanwhile gets no more fragments.
 
     Args:
         connection: The handler's ``ws_connection``, without compression.
