@@ -16,11 +16,17 @@ What it checks:
   reconnects);
 - at the end, every client, and the room's file (or log) on disk, hold the same content,
   with every edit (the clients' and the other programs') exactly once.
+
+With ``--ballast MB``, the free-form room also holds a text of that size, put there
+before the clients join and checked at the end like the rest, so that every sync reply
+of that room (each reconnection) is a large message: over 2 MiB, a server writes it in
+fragments, which the cuts, stalls, restarts and kills then meet half-written.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 import re
@@ -54,6 +60,8 @@ from helpers import free_port, jupyter_command
 END = "|"
 TOKEN = re.compile(r"[^|\s]+\|")
 JUPYTER_TOKEN = "fault-run-token"
+# The root of the free-form room that holds the ballast (``--ballast``).
+BALLAST = "ballast"
 
 
 class Proxy:
@@ -371,6 +379,8 @@ def _doc_of_log(path: Path) -> Doc:
 class FreeformRoom(RoomKind):
     name = "free-form"
     file = "state.yroom"
+    # The digest of the ballast text the room should hold (none: the empty text's).
+    ballast = hashlib.sha256(b"").hexdigest()
 
     def edit(self, doc: Doc, token: str, rng: random.Random, number: int) -> None:
         if rng.random() < 0.5:
@@ -379,13 +389,24 @@ class FreeformRoom(RoomKind):
             array = doc.get("array", type=Array)
             array.insert(rng.randint(0, len(array)), token)
 
-    def state(self, doc: Doc) -> tuple[dict[str, Any], list[Any]]:
-        return doc.get("map", type=Map).to_py() or {}, doc.get("array", type=Array).to_py() or []
+    def state(self, doc: Doc) -> tuple[dict[str, Any], list[Any], str]:
+        # The ballast (``--ballast``) is compared by its digest: it is large.
+        ballast = hashlib.sha256(str(doc.get(BALLAST, type=Text)).encode()).hexdigest()
+        return (
+            doc.get("map", type=Map).to_py() or {},
+            doc.get("array", type=Array).to_py() or [],
+            ballast,
+        )
 
-    def tokens(self, state: tuple[dict[str, Any], list[Any]]) -> list[str]:
+    def tokens(self, state: tuple[dict[str, Any], list[Any], str]) -> list[str]:
         return list(state[0]) + [str(item) for item in state[1]]
 
-    def from_file(self, path: Path) -> tuple[dict[str, Any], list[Any]]:
+    def check(self, state: tuple[dict[str, Any], list[Any], str]) -> str | None:
+        if state[2] != self.ballast:
+            return "the ballast text is not the one put there"
+        return None
+
+    def from_file(self, path: Path) -> tuple[dict[str, Any], list[Any], str]:
         return self.state(_doc_of_log(path))
 
     def edit_file(self, path: Path, token: str) -> bool:
@@ -404,7 +425,8 @@ class FreeformRoom(RoomKind):
         return replace_file(path, append)
 
 
-ROOMS: list[RoomKind] = [NotebookRoom(), TextRoom(), FreeformRoom()]
+FREEFORM = FreeformRoom()
+ROOMS: list[RoomKind] = [NotebookRoom(), TextRoom(), FREEFORM]
 
 
 class Wire(ABC):
@@ -478,6 +500,7 @@ class Report:
     faults: Counter[str] = field(default_factory=Counter)
     checked_after_restarts: int = 0
     resets: int = 0
+    ballast: int = 0
 
     def on_status(self, status: str, details: dict[str, Any]) -> None:
         """A client's status callback: a reset (a new history) would drop its edits."""
@@ -486,8 +509,9 @@ class Report:
 
     def __str__(self) -> str:
         faults = ", ".join(f"{n} {kind}" for kind, n in sorted(self.faults.items())) or "none"
+        ballast = f" ({self.ballast / 1e6:.1f} MB of ballast)" if self.ballast else ""
         return (
-            f"{self.wire} wire, seed {self.seed}: {self.edits} edits by clients, "
+            f"{self.wire} wire, seed {self.seed}{ballast}: {self.edits} edits by clients, "
             f"{self.outside_edits} by other programs in the files; faults: {faults}; "
             f"{self.checked_after_restarts} edits the server had were checked after "
             f"restarts and kills"
@@ -546,11 +570,14 @@ class Writer:
 class Run:
     """One fault run: a server, its writers and observers, and the faults."""
 
-    def __init__(self, wire: Wire, seconds: float, seed: int, writers: int) -> None:
+    def __init__(
+        self, wire: Wire, seconds: float, seed: int, writers: int, ballast: int = 0
+    ) -> None:
         self.wire = wire
         self.seconds = seconds
+        self.ballast = ballast
         self.rng = random.Random(seed)
-        self.report = Report(wire.name, seed)
+        self.report = Report(wire.name, seed, ballast=ballast)
         self.server = wire.server()
         self.proxies = [Proxy(self.server.port) for _ in range(writers + 1)]
         # The observers' proxy is never cut: they see what the server has.
@@ -563,7 +590,12 @@ class Run:
         self.outside: dict[str, list[str]] = {room.name: [] for room in ROOMS}
 
     async def go(self) -> Report:
+        line = f"ballast of seed {self.report.seed}{END}\n"
+        ballast = (line * (self.ballast // len(line) + 1))[: self.ballast]
+        FREEFORM.ballast = hashlib.sha256(ballast.encode()).hexdigest()
         await self.server.start()
+        if ballast:
+            await self._put_ballast(ballast)
         stop_editing = anyio.Event()
         leave = anyio.Event()
         try:
@@ -596,6 +628,12 @@ class Run:
             )
         assert self.report.resets == 0, f"{self.report}: {self.report.resets} clients reset"
         return self.report
+
+    async def _put_ballast(self, text: str) -> None:
+        """Put the ballast text in the free-form room, straight to the server."""
+        client = self.wire.client(FREEFORM, self.server.port, reconnect=False)
+        async with client:
+            client.doc.get(BALLAST, type=Text).insert(0, text)
 
     async def _observe(
         self, client: ChannelClient, leave: anyio.Event, *, task_status: Any
@@ -714,7 +752,12 @@ class Run:
 
 
 async def run(
-    seconds: float, seed: int, store: Path, writers: int = 3, wire: str = "websocket"
+    seconds: float,
+    seed: int,
+    store: Path,
+    writers: int = 3,
+    wire: str = "websocket",
+    ballast: int = 0,
 ) -> Report:
     """Run the fault run and check its outcome; raise AssertionError on any loss.
 
@@ -724,11 +767,12 @@ async def run(
         store: An empty directory for the server's state.
         writers: How many users edit (each with one client per room).
         wire: ``"websocket"`` or ``"jupyter"``.
+        ballast: Bytes of text the free-form room holds besides the edits.
 
     Returns:
         What the run did.
     """
-    return await Run(WIRES[wire](store), seconds, seed, writers).go()
+    return await Run(WIRES[wire](store), seconds, seed, writers, ballast).go()
 
 
 def main() -> None:
@@ -737,9 +781,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(2), "big"))
     parser.add_argument("--writers", type=int, default=3)
+    parser.add_argument(
+        "--ballast", type=float, default=0, help="MB of text the free-form room holds besides"
+    )
     args = parser.parse_args()
+    if args.ballast < 0:
+        parser.error("--ballast must not be negative")
+    ballast = int(args.ballast * 1e6)
     with tempfile.TemporaryDirectory() as store:
-        report = anyio.run(run, args.seconds, args.seed, Path(store), args.writers, args.wire)
+        report = anyio.run(
+            run, args.seconds, args.seed, Path(store), args.writers, args.wire, ballast
+        )
     print(report)
 
 
