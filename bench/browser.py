@@ -59,7 +59,6 @@ import json
 import os
 import secrets
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -82,6 +81,8 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.web import Application
 from tornado.websocket import WebSocketHandler
 from yclient import YClient
+
+from jupyter_rooms.websocket import _frame_header
 
 HERE = Path(__file__).resolve().parent
 
@@ -253,7 +254,7 @@ class _Sender(WebSocketHandler):
         payload = self.settings["payload"]
         connection = self.ws_connection
         assert connection is not None and connection.stream is not None
-        connection.stream.write(struct.pack("!BBQ", 0x82, 127, len(payload)))
+        connection.stream.write(_frame_header(True, 0x2, len(payload)))
         connection.stream.write(payload)
 
 

@@ -46,10 +46,7 @@ from scenarios import percentile
 from tornado.web import Application
 from tornado.websocket import WebSocketHandler
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from jupyter_rooms.websocket import _frame_header, write_large_message  # noqa: E402
+from jupyter_rooms.websocket import _frame_header, write_large_message
 
 WAYS = ["one frame", "jupyter_rooms", "256 KiB, header apart"]
 
