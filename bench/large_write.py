@@ -1,7 +1,7 @@
 """How long a large message takes from a tornado socket into headless Chromium, written
 in several ways, with the server's process idle and with a busy thread in it.
 
-A page opening a large notebook gets the document's sync reply (9.1 MB for the
+A page opening a large notebook gets the document's sync reply (9.1-9.2 MB for the
 benchmark's 2,000-cell notebook) in one message. jupyter_rooms writes a message that
 large in fragments, with the event loop free between them (``write_large_message``).
 Every write to a socket lets the interpreter's other threads run, and a writer that
@@ -11,7 +11,7 @@ another thread is busy; in a Jupyter server one is whenever a page opens a noteb
 machine). So how a message is cut into writes decides how long it takes::
 
     python bench/large_write.py                 # every way, idle and busy, 11 times each
-    python bench/large_write.py --runs 21 --size 4000000
+    python bench/large_write.py --runs 21 --size 4000000   # random bytes, not a notebook
 
 The ways:
 
@@ -20,12 +20,18 @@ The ways:
 - ``jupyter_rooms``: ``write_large_message`` as the rooms use it;
 - ``256 KiB, header apart``: fragments of 256 KiB, each header written to the stream
   before its data, each fragment once the one before it is flushed (how jupyter_rooms
-  wrote large messages before).
+  wrote large messages before);
+- ``compressed``: the socket negotiates permessage-deflate (RFC 7692) and sends the
+  message as one compressed frame, compressed beforehand (zlib level 1, as a server
+  would keep a large document's reply compressed for the pages that join): whether
+  fewer bytes reach the page sooner, even with the compressing not counted.
 
-Each is served by a process of its own (this script, ``--serve``), in which ``busy``
-runs a thread of pure Python loops. The page times, with ``performance.now()``, from
-sending its request until the message is in; the median and the 90th percentile of
-``--runs`` are reported.
+The message is the sync reply of the benchmark's notebook (``scenarios.make_notebook``,
+2,000 cells, as ``jupyter_ydoc`` encodes it: 9.2 MB, which level 1 compresses to 5.8
+MB), or random bytes of ``--size``. Each way is served by a process of its own (this
+script, ``--serve``), in which ``busy`` runs a thread of pure Python loops. The page
+times, with ``performance.now()``, from sending its request until the message is in;
+the median and the 90th percentile of ``--runs`` are reported.
 """
 
 from __future__ import annotations
@@ -36,19 +42,21 @@ import json
 import os
 import sys
 import threading
+import zlib
 from asyncio import Future
 from pathlib import Path
 from typing import Any
 
+from jupyter_ydoc import YNotebook
 from localjupyter import CHROMIUM, CHROMIUM_ARGS, free_port
 from playwright.async_api import async_playwright
-from scenarios import percentile
+from scenarios import make_notebook, percentile
 from tornado.web import Application
 from tornado.websocket import WebSocketHandler
 
 from jupyter_rooms.websocket import _frame_header, write_large_message
 
-WAYS = ["one frame", "jupyter_rooms", "256 KiB, header apart"]
+WAYS = ["one frame", "jupyter_rooms", "256 KiB, header apart", "compressed"]
 
 # Resolves with the milliseconds from the page's request until the message is in.
 RECEIVE = """(url) => new Promise((resolve, reject) => {
@@ -80,10 +88,23 @@ def _header_apart(connection: Any, message: bytes, fragment: int = 262_144) -> N
     write_from(0)
 
 
+def _deflated(message: bytes) -> bytes:
+    """A message compressed on its own as permessage-deflate sends it: raw deflate,
+    flushed, without the flush's last four bytes (RFC 7692, 7.2.1). It refers to no
+    earlier message, so a page reads it whatever the two sides agreed on keeping."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    data = compressor.compress(message) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return data[:-4]
+
+
 class _Sender(WebSocketHandler):
     def check_origin(self, origin: str) -> bool:
         # The page is about:blank, whose origin is "null".
         return True
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        # Only to agree on permessage-deflate: nothing goes through tornado's compressor.
+        return {} if self.settings["way"] == "compressed" else None
 
     def on_message(self, message: str | bytes) -> None:
         payload: bytes = self.settings["payload"]
@@ -95,6 +116,11 @@ class _Sender(WebSocketHandler):
         elif way == "jupyter_rooms":
             if write_large_message(connection, payload) is None:
                 connection._write_frame(True, 0x2, payload)
+        elif way == "compressed":
+            deflated: bytes = self.settings["deflated"]
+            header = bytearray(_frame_header(True, 0x2, len(deflated)))
+            header[0] |= 0x40  # RSV1: the message is compressed
+            connection.stream.write(bytes(header) + deflated)
         else:
             _header_apart(connection, payload)
 
@@ -106,9 +132,18 @@ def _busy() -> None:
             total += number
 
 
-async def serve(way: str, busy: bool, port: int, size: int) -> None:
+def notebook_reply(cells: int = 2000) -> bytes:
+    """The sync reply of the benchmark's notebook: the whole document as one update."""
+    ynotebook = YNotebook()
+    ynotebook.set(make_notebook(cells))
+    return ynotebook.ydoc.get_update()
+
+
+async def serve(way: str, busy: bool, port: int, size: int | None) -> None:
     """Serve the page's requests with one way of writing, until killed."""
-    app = Application([("/", _Sender)], way=way, payload=os.urandom(size))
+    payload = os.urandom(size) if size else notebook_reply()
+    deflated = _deflated(payload) if way == "compressed" else b""
+    app = Application([("/", _Sender)], way=way, payload=payload, deflated=deflated)
     app.listen(port, "127.0.0.1")
     if busy:
         threading.Thread(target=_busy, daemon=True).start()
@@ -116,12 +151,15 @@ async def serve(way: str, busy: bool, port: int, size: int) -> None:
     await asyncio.Event().wait()
 
 
-async def measure(page: Any, way: str, busy: bool, size: int, runs: int) -> list[float]:
-    """Milliseconds the page took to receive the message, ``runs`` times."""
+async def measure(
+    page: Any, way: str, busy: bool, size: int | None, length: int, runs: int
+) -> list[float]:
+    """Milliseconds the page took to receive the message (``length`` bytes), ``runs``
+    times."""
     port = free_port()
     server = await asyncio.create_subprocess_exec(
         *(sys.executable, __file__, "--serve", way, "busy" if busy else "idle", str(port)),
-        *("--size", str(size)),
+        *(("--size", str(size)) if size else ()),
         stdout=asyncio.subprocess.PIPE,
     )
     try:
@@ -131,8 +169,8 @@ async def measure(page: Any, way: str, busy: bool, size: int, runs: int) -> list
         times = []
         for _ in range(runs):
             took, received = await page.evaluate(RECEIVE, f"ws://127.0.0.1:{port}/")
-            if received != size:
-                raise RuntimeError(f"{way!r} delivered {received} bytes, not {size}")
+            if received != length:
+                raise RuntimeError(f"{way!r} delivered {received} bytes, not {length}")
             times.append(took)
             await asyncio.sleep(0.2)
         return times
@@ -141,14 +179,15 @@ async def measure(page: Any, way: str, busy: bool, size: int, runs: int) -> list
         await server.wait()
 
 
-async def main(runs: int, size: int) -> list[dict[str, Any]]:
+async def main(runs: int, size: int | None) -> list[dict[str, Any]]:
+    length = size or len(notebook_reply())
     results = []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = await browser.new_page()
         for busy in (False, True):
             for way in WAYS:
-                times = await measure(page, way, busy, size, runs)
+                times = await measure(page, way, busy, size, length, runs)
                 results.append(
                     {
                         "way": way,
@@ -156,11 +195,13 @@ async def main(runs: int, size: int) -> list[dict[str, Any]]:
                         "median_ms": round(percentile(times, 50), 1),
                         "p90_ms": round(percentile(times, 90), 1),
                         "runs": runs,
-                        "size": size,
+                        "size": length,
+                        "message": "random" if size else "notebook",
                     }
                 )
         await browser.close()
-    print(f"{size / 1e6:.1f} MB into headless Chromium, {runs} times each: median / p90")
+    what = "random bytes" if size else "the notebook's sync reply"
+    print(f"{length / 1e6:.1f} MB ({what}) into headless Chromium, {runs} times each: median / p90")
     print("| written as | server idle | a busy thread in the server |")
     print("|---|---|---|")
     for way in WAYS:
@@ -172,7 +213,9 @@ async def main(runs: int, size: int) -> list[dict[str, Any]]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=11)
-    parser.add_argument("--size", type=int, default=9_100_000, help="bytes in the message")
+    parser.add_argument(
+        "--size", type=int, help="random bytes of this size (default: the notebook's sync reply)"
+    )
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     parser.add_argument("--serve", nargs=3, metavar=("WAY", "BUSY", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -180,7 +223,7 @@ if __name__ == "__main__":
         way, busy, port = args.serve
         asyncio.run(serve(way, busy == "busy", int(port), args.size))
     else:
-        if args.runs < 1 or args.size < 1:
+        if args.runs < 1 or (args.size is not None and args.size < 1):
             parser.error("--runs and --size must be at least 1")
         figures = asyncio.run(main(args.runs, args.size))
         if args.json is not None:
