@@ -26,6 +26,7 @@ fragments, which the cuts, stalls, restarts and kills then meet half-written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import random
@@ -40,6 +41,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -655,6 +657,7 @@ class Run:
             await anyio.sleep(self.rng.uniform(0.2, 1.0))
             fault = first.pop() if first else self.rng.choice(kinds)
             self.report.faults[fault] += 1
+            self._note(fault)
             if fault == "cut":
                 self.rng.choice(writers).cut()
             elif fault == "stall":
@@ -681,6 +684,14 @@ class Run:
         if room.edit_file(path, token):
             made.append(token)
             self.report.outside_edits += 1
+            self._note(f"outside: {token} in {room.file}")
+
+    def _note(self, what: str) -> None:
+        """Note a fault in the store's ``faults.log``, on the server log's clock (local
+        time), to read beside the server's log after a failure (``--keep``)."""
+        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        with open(self.wire.store / "faults.log", "a") as notes:
+            notes.write(f"{stamp} {what}\n")
 
     async def _restart(self, sig: int) -> None:
         """Stop the server (gracefully or not) and start it again; before anyone else
@@ -784,14 +795,26 @@ def main() -> None:
     parser.add_argument(
         "--ballast", type=float, default=0, help="MB of text the free-form room holds besides"
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep the server's state here (a new or empty directory): its files, logs, "
+        "server.log and faults.log, the faults as they were made",
+    )
     args = parser.parse_args()
     if args.ballast < 0:
         parser.error("--ballast must not be negative")
+    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
+        parser.error(f"--keep {args.keep}: the directory is not empty")
     ballast = int(args.ballast * 1e6)
-    with tempfile.TemporaryDirectory() as store:
-        report = anyio.run(
-            run, args.seconds, args.seed, Path(store), args.writers, args.wire, ballast
-        )
+    with contextlib.ExitStack() as stack:
+        if args.keep is None:
+            store = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        else:
+            store = args.keep
+            store.mkdir(parents=True, exist_ok=True)
+        report = anyio.run(run, args.seconds, args.seed, store, args.writers, args.wire, ballast)
     print(report)
 
 
