@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from anyio import (
@@ -195,6 +195,9 @@ class Room(AsyncContextManagerMixin):
         self._whole_since_bytes = 0
         # Whether ``run`` follows the document's changes (and the whole update with them).
         self._forwarding = False
+        # While set, the document's changes wait here, with the client each came from,
+        # instead of going out (see ``forwarding_held``).
+        self._forwards_held: list[tuple[_Item, _Client | None]] | None = None
         self.awareness = Awareness(self._doc)
         # The room itself is not a participant: it only relays others' presence.
         self.awareness.set_local_state(None)
@@ -294,6 +297,31 @@ class Room(AsyncContextManagerMixin):
                 self.awareness.remove_awareness_states(list(conn.awareness_ids), conn)
             with CancelScope(shield=True):
                 await client.close(conn.close_code, conn.close_reason)
+
+    @contextmanager
+    def forwarding_held(self) -> Iterator[None]:
+        """Keep the document's changes made in the block from the clients until it ends,
+        then send them, in order, to every client but the one each came from.
+
+        For a change the room makes itself that must be on record before anyone has it
+        (a subclass that keeps a history writes it in the block): a client that got it
+        from a server that then stopped before recording it would give it back on
+        reconnecting, beside the same change made again by the restarted server, as
+        another, so twice. Blocks may nest; the outermost sends.
+        """
+        if self._forwards_held is not None:
+            yield
+            return
+        held: list[tuple[_Item, _Client | None]] = []
+        self._forwards_held = held
+        try:
+            yield
+        finally:
+            self._forwards_held = None
+            for item, origin in held:
+                for conn in list(self._clients):
+                    if conn is not origin:
+                        conn.enqueue(item)
 
     def hold_changes(self) -> None:
         """Have clients' changes wait until ``take_changes`` is called: they are neither
@@ -536,6 +564,9 @@ class Room(AsyncContextManagerMixin):
         self._follow_whole(update)
         item = (sync_update(update), update)
         origin = self._origin
+        if self._forwards_held is not None:
+            self._forwards_held.append((item, origin))
+            return
         for conn in list(self._clients):
             if conn is not origin:
                 conn.enqueue(item)

@@ -33,6 +33,7 @@ from jupyter_rooms.jupyter.kernelenv import ENV_ROOT, ENV_TOKEN, ENV_URL
 from jupyter_rooms.jupyter.wire import JupyterServer, MissingServerError
 from jupyter_rooms.notebook import Notebook
 from jupyter_rooms.protocol import sync_step1, sync_update
+from jupyter_rooms.room import _Client
 from jupyter_rooms.updatelog import UpdateLog
 
 from faults import JUPYTER_TOKEN, JupyterProcess
@@ -361,6 +362,44 @@ async def test_out_of_band_notebook_edit_is_merged_per_cell(root: Path) -> None:
             assert "".join(op.get("insert", "") for op in text_ops) == "0"
             assert not any("delete" in op for op in text_ops)
             assert len(subscriptions) == 2
+
+
+async def test_a_change_merged_from_the_file_reaches_clients_once_it_is_on_record(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client that had the merged change when the server was killed before writing it
+    # down would give it back on reconnecting, beside the same change merged from the
+    # file again by the restarted server (as another change): the cell twice. So the
+    # change goes to clients only once the log holds it.
+    path = root / "nb.ipynb"
+    nb = make_notebook(path, ["a = 1"])
+    events: list[str] = []
+    append = UpdateLog.append
+
+    def recording_append(
+        log: UpdateLog, updates: Any = (), meta: Any = None, *, time: Any = None
+    ) -> None:
+        updates = list(updates)
+        if any(b"added outside" in update for update in updates):
+            events.append("logged")
+        append(log, updates, meta, time=time)
+
+    enqueue = _Client.enqueue
+
+    def recording_enqueue(conn: _Client, item: Any) -> None:
+        if b"added outside" in item[0]:
+            events.append("sent")
+        enqueue(conn, item)
+
+    monkeypatch.setattr(UpdateLog, "append", recording_append)
+    monkeypatch.setattr(_Client, "enqueue", recording_enqueue)
+    async with serve(root, save_delay=60.0) as server, join(server, "nb.ipynb") as client:
+        nb.cells.append(nbformat.v4.new_markdown_cell("added outside"))
+        nbformat.write(nb, path)
+        notebook = Notebook(client.doc)
+        await until(lambda: len(notebook) == 2)
+        assert [cell.source for cell in notebook] == ["a = 1", "added outside"]
+    assert events == ["logged", "sent"]
 
 
 async def test_an_unreadable_file_is_never_overwritten(root: Path) -> None:

@@ -1310,21 +1310,24 @@ class FileRoom(Room):
         # The merged change and the record that the room now has the file's content go
         # to the log in one write: a crash between the two (comparing a large notebook
         # takes a while) would have the file's change merged again, twice, on restart.
-        self._held = []
-        try:
-            self.doc.apply_update(base.get_update(state))
-            matches = self.kind.same(self.kind.content(self.doc), content)
-        except BaseException:
+        # Nor do clients get the change before it is written: one that had it when the
+        # server was killed would give it back, beside the file's change merged again.
+        with self.forwarding_held():
+            self._held = []
+            try:
+                self.doc.apply_update(base.get_update(state))
+                matches = self.kind.same(self.kind.content(self.doc), content)
+            except BaseException:
+                held, self._held = self._held, None
+                if self._log is not None and held:
+                    self._log_append(held)
+                raise
             held, self._held = self._held, None
-            if self._log is not None and held:
-                self._log_append(held)
-            raise
-        held, self._held = self._held, None
-        if matches:
-            saved = _Saved(file_hash, True, self.doc.get_update(), self._log_updates)
-        else:
-            saved = _Saved(file_hash, True, base.get_update(), None)
-        self._set_saved(saved, held, saving=self._log_updates if cut_short else None)
+            if matches:
+                saved = _Saved(file_hash, True, self.doc.get_update(), self._log_updates)
+            else:
+                saved = _Saved(file_hash, True, base.get_update(), None)
+            self._set_saved(saved, held, saving=self._log_updates if cut_short else None)
         self._saved_content = content
         if matches:
             self._dirty = False
