@@ -1055,6 +1055,69 @@ async def test_a_change_to_a_cut_short_save_keeps_the_rest_of_it(
         await until(lambda: read(path) == str(text))
 
 
+async def written_over(
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    overwrite: Callable[[str, str], str],
+) -> tuple[str, str]:
+    """A room's text file, saved as ``one\ntwo\n`` (the file held ``one\n``), and another
+    program that writes the file during that save, with what ``overwrite(held, saved)``
+    makes: what the room's client holds once the change is merged, and the file then."""
+    path = root / "t.txt"
+    path.write_text("one\n")
+    save = AsyncLargeFileManager.save
+    writes: list[str] = []
+
+    async def save_then_overwrite(self: AsyncLargeFileManager, model: Any, name: str) -> Any:
+        held = read(path)
+        answer = await save(self, model, name)
+        if not writes:
+            # The other program, writing as the contents manager finishes.
+            writes.append(overwrite(held, model["content"]))
+            path.write_text(writes[0])
+        return answer
+
+    monkeypatch.setattr(AsyncLargeFileManager, "save", save_then_overwrite)
+    async with serve(root) as server, join(server, "t.txt") as client:
+        text = client.doc.get("source", type=Text)
+        text.insert(len(str(text)), "two\n")
+        await until(lambda: bool(writes) and "three" in str(text))
+        await until(lambda: read(path) == str(text))
+        return str(text), read(path)
+
+
+async def test_a_change_made_to_a_file_a_save_had_emptied_deletes_nothing(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Contents managers write files in place, emptying them first: a program that read
+    # the file in that moment saw nothing, and wrote a line. The room's save is not
+    # its deletion.
+    text, on_disk = await written_over(root, monkeypatch, lambda held, saved: "three\n")
+    assert text == on_disk == "three\none\ntwo\n"
+
+
+async def test_a_change_made_to_the_file_before_a_save_keeps_the_save(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A program read the file before the room's save and wrote it back with its change
+    # while the room was saving: the room's edit since is not its deletion.
+    text, on_disk = await written_over(root, monkeypatch, lambda held, saved: held + "three\n")
+    # Both went after "one" at once: either may come first.
+    assert text == on_disk
+    assert text in ("one\ntwo\nthree\n", "one\nthree\ntwo\n")
+
+
+async def test_a_change_made_to_a_save_right_after_it_is_taken_as_it_is(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A program that changed the room's save itself, right after it was written: its
+    # change, a deletion included, is merged as made.
+    text, on_disk = await written_over(
+        root, monkeypatch, lambda held, saved: saved.replace("one\n", "three\n")
+    )
+    assert text == on_disk == "three\ntwo\n"
+
+
 async def test_a_change_to_a_cut_short_save_is_kept_across_another_stop(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

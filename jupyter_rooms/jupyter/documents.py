@@ -207,6 +207,20 @@ class DocumentKind(ABC):
         units_a, units_b = Counter(self._units(a)), Counter(self._units(b))
         return sum(((units_a - units_b) + (units_b - units_a)).values())
 
+    def change(self, old: Any, new: Any) -> tuple[int, int]:
+        """How much a change from ``old`` to ``new`` deletes and how much it adds,
+        roughly (for telling which of several contents another one was made from).
+
+        Args:
+            old: The content before.
+            new: The content after.
+
+        Returns:
+            What is deleted and what is added, in the kind's own units.
+        """
+        units_old, units_new = Counter(self._units(old)), Counter(self._units(new))
+        return sum((units_old - units_new).values()), sum((units_new - units_old).values())
+
     def _units(self, content: Any) -> Iterable[Any]:
         # By default a content is one unit: two contents are the same or not.
         return [repr(content)]
@@ -260,6 +274,25 @@ class DocumentKind(ABC):
         Raises:
             DocumentError: It cannot.
         """
+
+
+def _common_prefix_length(a: str, b: str, chunk: int = 65536) -> int:
+    """How long the beginning ``a`` and ``b`` share is (compared a chunk at a time)."""
+    end = min(len(a), len(b))
+    start = 0
+    while start < end and a[start : start + chunk] == b[start : start + chunk]:
+        start += chunk
+    if start >= end:
+        return end
+    # The first difference is in this chunk: halve it until it is found.
+    low, high = start, min(start + chunk, end)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[start:middle] == b[start:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _line_starts(lines: list[str]) -> list[int]:
@@ -357,6 +390,12 @@ class TextKind(DocumentKind):
 
     def _units(self, content: str) -> Iterable[Any]:
         return content
+
+    def change(self, old: str, new: str) -> tuple[int, int]:
+        # Taken as one edit: what lies between the beginning and the end they share.
+        start = _common_prefix_length(old, new)
+        end = _common_prefix_length(old[start:][::-1], new[start:][::-1])
+        return len(old) - start - end, len(new) - start - end
 
     def to_model(self, content: str) -> dict[str, Any]:
         return {"type": "file", "format": "text", "content": content}

@@ -1428,6 +1428,8 @@ class FileRoom(Room):
             return None
         if self._log is not None:
             self._log_append([], meta={"saving": {"updates": at}})
+        # What the file held before this write, should another program write over it.
+        before, before_content = self._saved, self._saved_content
         spare = self._spare_field()
         try:
             # Whoever saves next must be able to tell this save's file from another's.
@@ -1476,9 +1478,61 @@ class FileRoom(Room):
         self._cut_tail = None
         self._repairing = False
         self._stamp_state(file_hash)
+        if model is not None and file_hash is None and written is not _AS_WRITTEN:
+            self._fingerprint = _fingerprint(model)
+            await self._take_written_over(model, written, content, before, before_content)
         await self._try_publish(stored_in=spare)
         self.broadcast(control_message({"type": "saved", "path": self.id, "time": self.last_saved}))
         return True
+
+    async def _take_written_over(
+        self, model: dict[str, Any], found: Any, wrote: Any, before: _Saved, before_content: Any
+    ) -> None:
+        """Merge the change of a program that wrote the file while the room was saving it
+        (or right after): ``found`` is in the file, ``wrote`` is what the room wrote.
+
+        That program changed whatever it read: the room's save, what the file held
+        before it (``before``), or, since contents managers write files in place (they
+        empty the file, then write it), a text file the save had just emptied. Merged
+        from the wrong one of these, its change would delete what it never saw: the
+        room's edits since its last save, or the whole file. So it is merged from the
+        one that makes it the smallest, deleting counting double; the room then writes
+        the file again with everything.
+        """
+        if before_content is None:
+            before_content = self.kind.content(_doc_of(before.base))
+        candidates = {"save": wrote, "before": before_content}
+        if isinstance(found, str):
+            candidates["emptied"] = ""
+
+        def costs() -> dict[str, int]:
+            changes = {name: self.kind.change(it, found) for name, it in candidates.items()}
+            return {name: 2 * deleted + added for name, (deleted, added) in changes.items()}
+
+        # Comparing a large file's contents takes a while: not on the event loop.
+        cost = costs() if self._rooms.stopping else await to_thread.run_sync(costs)
+        # The room's save first: among equals, the file is taken to have followed it.
+        read = min(cost, key=cost.__getitem__)
+        self.log.warning(
+            "room %r: another program wrote the file while the room saved it; its change "
+            "is merged as made to %s",
+            self.id,
+            {
+                "save": "the room's save",
+                "before": "the file as it was before the save",
+                "emptied": "the file emptied by the save, before it was written",
+            }[read],
+        )
+        if read == "before":
+            self._set_saved(replace(before, hash=None))
+            self._saved_content = before_content
+            # The file lacks what the room saved since.
+            self._dirty = True
+        elif read == "emptied":
+            # As for a save cut short (to nothing): the save goes back after the change.
+            self._cut_tail = wrote
+            self._repairing = True
+        await self._take_file(model, found)
 
     async def _snapshot(self) -> tuple[int, bytes, Any]:
         """The document as the next save writes it: its place in the log, its update,
