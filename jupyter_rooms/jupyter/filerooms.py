@@ -1514,8 +1514,8 @@ class FileRoom(Room):
         # The room's save first: among equals, the file is taken to have followed it.
         read = min(cost, key=cost.__getitem__)
         self.log.warning(
-            "room %r: another program wrote the file while the room saved it; its change "
-            "is merged as made to %s",
+            "room %r: another program wrote the file during or right after the room's "
+            "save; its change is merged as made to %s",
             self.id,
             {
                 "save": "the room's save",
