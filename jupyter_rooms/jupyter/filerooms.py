@@ -1466,11 +1466,14 @@ class FileRoom(Room):
             self.broadcast(control_message({"type": "error", "reason": f"not saved: {reason}"}))
             return False
         file_hash = None
-        if model is not None and (written is _AS_WRITTEN or self.kind.same(written, content)):
+        kept = model is not None and (written is _AS_WRITTEN or self.kind.same(written, content))
+        if kept:
+            assert model is not None
             file_hash = model.get("hash")
             self._fingerprint = _fingerprint(model)
         else:
-            # Someone wrote the file right after: compare contents at the next check.
+            # Another program wrote the file (taken below), or it is gone (the next check
+            # sees to that).
             self._fingerprint = None
         self.last_saved = _now_iso()
         self._set_saved(_Saved(file_hash, True, base, at, self.last_saved))
@@ -1478,7 +1481,8 @@ class FileRoom(Room):
         self._cut_tail = None
         self._repairing = False
         self._stamp_state(file_hash)
-        if model is not None and file_hash is None and written is not _AS_WRITTEN:
+        if model is not None and not kept:
+            # Taken now, from what that program most likely read.
             self._fingerprint = _fingerprint(model)
             await self._take_written_over(model, written, content, before, before_content)
         await self._try_publish(stored_in=spare)
