@@ -1107,6 +1107,40 @@ async def test_a_change_made_to_the_file_before_a_save_keeps_the_save(
     assert text in ("one\ntwo\nthree\n", "one\nthree\ntwo\n")
 
 
+async def test_a_cell_added_to_a_notebook_before_a_save_keeps_the_save(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same for a notebook: a program read it before the room's save, added a cell
+    # and wrote it back during the save. The room's edit in the save stays.
+    path = root / "nb.ipynb"
+    make_notebook(path, ["one"])
+    save = AsyncLargeFileManager.save
+    writes: list[str] = []
+
+    async def save_then_overwrite(self: AsyncLargeFileManager, model: Any, name: str) -> Any:
+        held = path.read_text()
+        answer = await save(self, model, name)
+        if not writes:
+            nb = nbformat.reads(held, as_version=4)
+            nb.cells.append(nbformat.v4.new_markdown_cell("three"))
+            writes.append(nbformat.writes(nb))
+            path.write_text(writes[0])
+        return answer
+
+    monkeypatch.setattr(AsyncLargeFileManager, "save", save_then_overwrite)
+    async with serve(root) as server, join(server, "nb.ipynb") as client:
+        notebook = Notebook(client.doc)
+        notebook[0].source = "one, edited"
+        await until(lambda: len(notebook) == 2)
+        assert [cell.source for cell in notebook] == ["one, edited", "three"]
+        await until(
+            lambda: (
+                (on_disk := notebook_on_disk(path)) is not None
+                and [cell.source for cell in on_disk.cells] == ["one, edited", "three"]
+            )
+        )
+
+
 async def test_a_change_made_to_a_save_right_after_it_is_taken_as_it_is(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
