@@ -805,8 +805,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.ballast < 0:
         parser.error("--ballast must not be negative")
-    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
-        parser.error(f"--keep {args.keep}: the directory is not empty")
+    if args.keep is not None and args.keep.exists():
+        if not args.keep.is_dir() or any(args.keep.iterdir()):
+            parser.error(f"--keep {args.keep}: not an empty directory")
     ballast = int(args.ballast * 1e6)
     with contextlib.ExitStack() as stack:
         if args.keep is None:
