@@ -3,6 +3,7 @@ files saved and merged, renames, deletions, auth, bad paths and bad messages."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -1055,10 +1056,38 @@ async def test_a_change_to_a_cut_short_save_keeps_the_rest_of_it(
         await until(lambda: read(path) == str(text))
 
 
+async def test_a_change_made_while_the_contents_manager_prepares_a_save_is_kept(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The contents manager takes a while between being asked to save and opening the
+    # file (a large notebook's nodes, signature and validation); another program that
+    # writes the file then must not have its change written over.
+    path = root / "t.txt"
+    path.write_text("one\n")
+    save = AsyncLargeFileManager.save
+    writes: list[str] = []
+
+    async def change_then_save(self: AsyncLargeFileManager, model: Any, name: str) -> Any:
+        if not writes:
+            # After the room's last look at the file, before the manager writes it.
+            writes.append(read(path) + "three\n")
+            path.write_text(writes[0])
+        return await save(self, model, name)
+
+    monkeypatch.setattr(AsyncLargeFileManager, "save", change_then_save)
+    async with serve(root) as server, join(server, "t.txt") as client:
+        text = client.doc.get("source", type=Text)
+        text.insert(len(str(text)), "two\n")
+        await until(lambda: "three" in str(text))
+        await until(lambda: read(path) == str(text))
+        assert str(text) in ("one\ntwo\nthree\n", "one\nthree\ntwo\n")
+
+
 async def written_over(
     root: Path,
     monkeypatch: pytest.MonkeyPatch,
     overwrite: Callable[[str, str], str],
+    halfway: str | None = None,
 ) -> tuple[str, str]:
     """A room's text file, saved as ``one\ntwo\n`` (the file held ``one\n``), and another
     program that writes the file during that save, with what ``overwrite(held, saved)``
@@ -1072,9 +1101,14 @@ async def written_over(
         held = read(path)
         answer = await save(self, model, name)
         if not writes:
-            # The other program, writing as the contents manager finishes.
+            # The other program, writing as the contents manager finishes (with
+            # ``halfway``, in two steps: that first, the rest a moment later).
             writes.append(overwrite(held, model["content"]))
-            path.write_text(writes[0])
+            if halfway is None:
+                path.write_text(writes[0])
+            else:
+                path.write_text(halfway)
+                asyncio.get_running_loop().call_later(0.02, path.write_text, writes[0])
         return answer
 
     monkeypatch.setattr(AsyncLargeFileManager, "save", save_then_overwrite)
@@ -1139,6 +1173,18 @@ async def test_a_cell_added_to_a_notebook_before_a_save_keeps_the_save(
                 and [cell.source for cell in on_disk.cells] == ["one, edited", "three"]
             )
         )
+
+
+async def test_a_file_read_back_while_another_program_writes_it_is_taken_once_written(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The room reads its save back while another program writes the file in place:
+    # what it reads is the emptied file. That is no one's change yet; the program's
+    # content, once written, is merged as made to the save.
+    text, on_disk = await written_over(
+        root, monkeypatch, lambda held, saved: saved + "three\n", halfway=""
+    )
+    assert text == on_disk == "one\ntwo\nthree\n"
 
 
 async def test_a_change_made_to_a_save_right_after_it_is_taken_as_it_is(

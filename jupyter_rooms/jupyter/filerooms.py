@@ -33,9 +33,10 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -117,6 +118,9 @@ _MAX_SAVE_WAIT = 10
 # How many times a save merges a change another program made to the file meanwhile,
 # and tries again, before it leaves the write for later.
 _SAVE_ATTEMPTS = 3
+# How long a file another program wrote over a save must stay as it is before the room
+# takes it (one written in place is empty, then partly written, for a moment).
+_SETTLE = 0.05
 
 # Reads any file as its bytes.
 _FILE_BYTES = BlobKind()
@@ -274,6 +278,51 @@ def _fingerprint(model: dict[str, Any]) -> tuple[Any, Any]:
 
 _NOTEBOOK = NotebookKind()
 
+# The file a room's save is about to write, and what it was when the room last looked
+# at it (``_identity``): set around the contents manager's save (see ``_guard_writes``).
+_WRITING: ContextVar[tuple[str, tuple[int, int, int] | None] | None] = ContextVar(
+    "jupyter_rooms_writing", default=None
+)
+
+
+class _ChangedUnderSave(HTTPError):
+    """Another program wrote the file after the room looked at it, before its save did."""
+
+
+def _identity(os_path: str) -> tuple[int, int, int] | None:
+    """What tells one state of a file from another (``None``: there is no file)."""
+    try:
+        found = os.stat(os_path)
+    except FileNotFoundError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size
+
+
+def _guard_writes(contents_manager: Any) -> None:
+    """Have a local contents manager's writes for a room's save refuse a file that
+    changed since the room last looked at it.
+
+    jupyter_server's managers prepare a notebook (nodes, signature, validation: tens
+    of ms for a large one) between being asked to save and opening the file; a change
+    another program makes to the file then would be written over and lost. The check
+    is made as the file is opened, for writes made under ``_WRITING`` only; others
+    are left as they are.
+    """
+    writing = contents_manager.atomic_writing
+    if getattr(writing, "_guards_rooms", False):
+        return
+
+    @contextmanager
+    def atomic_writing(os_path: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        expected = _WRITING.get()
+        if expected is not None and expected[0] == os_path and _identity(os_path) != expected[1]:
+            raise _ChangedUnderSave(409, "the file changed as the room was saving it")
+        with writing(os_path, *args, **kwargs) as file:
+            yield file
+
+    atomic_writing._guards_rooms = True  # type: ignore[attr-defined]
+    contents_manager.atomic_writing = atomic_writing
+
 
 def _reads_notebooks(contents_manager: Any) -> bool:
     """Whether a contents manager reads notebooks from local files as jupyter_server's
@@ -390,6 +439,8 @@ class FileRoom(Room):
         # Whether the file holds such a piece (of any kind of file) until the room has
         # written it again: the log keeps the record of the save under way until then.
         self._repairing = False
+        # The file's path and state at the save's last look (see ``_guard_writes``).
+        self._file_identity: tuple[str, tuple[int, int, int] | None] | None = None
         self._deleted = False
         # Whether changes go to the log: from the moment the log's own content is loaded.
         self._logging = False
@@ -1449,8 +1500,12 @@ class FileRoom(Room):
                 # The contents manager makes a notebook's tens of thousands of nodes
                 # again (``nbformat.from_dict``, on the event loop); with the collector
                 # on, a full collection among them held the loop for 150 ms or more.
-                with collector_paused():
-                    answer = await ensure_async(cm.save(self.kind.to_model(content), self.id))
+                writing = _WRITING.set(self._file_identity)
+                try:
+                    with collector_paused():
+                        answer = await ensure_async(cm.save(self.kind.to_model(content), self.id))
+                finally:
+                    _WRITING.reset(writing)
                 self.saves += 1
                 self.log.debug("room %r: saved its file", self.id)
                 model, written = await self._read_content(
@@ -1458,6 +1513,11 @@ class FileRoom(Room):
                 )
         except get_cancelled_exc_class():
             raise
+        except _ChangedUnderSave:
+            # Nothing was written: the change is merged first, and the save made again.
+            self.log.info("room %r: its file changed as it was being saved", self.id)
+            self._dirty = True
+            return None
         except Exception as exc:
             self._dirty = True
             self._retry_later()
@@ -1501,8 +1561,24 @@ class FileRoom(Room):
         from the wrong one of these, its change would delete what it never saw: the
         room's edits since its last save, or the whole file. So it is merged from the
         one that makes it the smallest, deleting counting double; the room then writes
-        the file again with everything.
+        the file again with everything. A file still being written (it changed again a
+        moment later: what was read may be its emptied or half-written state) is left
+        to the next look, as any change.
         """
+        if isinstance(found, str) and not found:
+            # Most likely emptied by a program starting to write it in place: the next
+            # look at the file takes what it holds then, as any change.
+            self._fingerprint = None
+            return
+        await sleep(_SETTLE)
+        try:
+            again = await self._read(self.kind, content=False, hash=False)
+        except _FileUnreadable:
+            again = None
+        if again is None or _fingerprint(again) != _fingerprint(model):
+            # Still being written (or gone): the next look at the file takes it.
+            self._fingerprint = None
+            return
         if before_content is None:
             before_content = self.kind.content(_doc_of(before.base))
         candidates = {"save": wrote, "before": before_content}
@@ -1565,6 +1641,12 @@ class FileRoom(Room):
 
     async def _changed_since_check(self) -> bool:
         """Whether the file changed since the room last looked at it (a cheap look)."""
+        try:
+            # What the file is now, for the save's own last look (``_guard_writes``).
+            os_path = self._rooms.contents_manager._get_os_path(self.id)
+            self._file_identity = (os_path, _identity(os_path))
+        except Exception:
+            self._file_identity = None
         try:
             model = await self._read(self.kind, content=False, hash=False)
         except _FileUnreadable:
@@ -1754,6 +1836,8 @@ class FileRooms:
         self.room_factory: Callable[..., Room] = room_factory or room_class
         self.log = logger or log
         self.reads_notebooks = _reads_notebooks(contents_manager)
+        if self.reads_notebooks:
+            _guard_writes(contents_manager)
         root = os.path.realpath(getattr(contents_manager, "root_dir", "") or "")
         self.root_dir = root
         key = hashlib.sha256(root.encode()).hexdigest()[:16]
