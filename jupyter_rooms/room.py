@@ -319,9 +319,7 @@ class Room(AsyncContextManagerMixin):
         finally:
             self._forwards_held = None
             for item, origin in held:
-                for conn in list(self._clients):
-                    if conn is not origin:
-                        conn.enqueue(item)
+                self._send_to_others(item, origin)
 
     def hold_changes(self) -> None:
         """Have clients' changes wait until ``take_changes`` is called: they are neither
@@ -567,6 +565,10 @@ class Room(AsyncContextManagerMixin):
         if self._forwards_held is not None:
             self._forwards_held.append((item, origin))
             return
+        self._send_to_others(item, origin)
+
+    def _send_to_others(self, item: _Item, origin: object) -> None:
+        """Queue a message for every client but the one it came from (``origin``)."""
         for conn in list(self._clients):
             if conn is not origin:
                 conn.enqueue(item)
@@ -586,9 +588,7 @@ class Room(AsyncContextManagerMixin):
                     conn.awareness_ids.difference_update(claimed)
         ids = change["added"] + change["updated"] + change["removed"]
         message = awareness_message(self.awareness.encode_awareness_update(ids))
-        for conn in list(self._clients):
-            if conn is not origin:
-                conn.enqueue((message, None))
+        self._send_to_others((message, None), origin)
 
 
 class _Entry:

@@ -1641,12 +1641,14 @@ class FileRoom(Room):
 
     async def _changed_since_check(self) -> bool:
         """Whether the file changed since the room last looked at it (a cheap look)."""
-        try:
+        self._file_identity = None
+        if self._rooms.reads_notebooks:
             # What the file is now, for the save's own last look (``_guard_writes``).
-            os_path = self._rooms.contents_manager._get_os_path(self.id)
-            self._file_identity = (os_path, _identity(os_path))
-        except Exception:
-            self._file_identity = None
+            try:
+                os_path = self._rooms.contents_manager._get_os_path(self.id)
+                self._file_identity = (os_path, _identity(os_path))
+            except (HTTPError, OSError):
+                pass
         try:
             model = await self._read(self.kind, content=False, hash=False)
         except _FileUnreadable:
