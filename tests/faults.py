@@ -3,9 +3,11 @@ while connections drop and stall, the server restarts or is killed, and (on the 
 wire) other programs change the rooms' files. Seeded, bounded in time, and it says what
 it did.
 
-Two wires, one harness: ``websocket`` (``python -m jupyter_rooms --store DIR``) and
-``jupyter`` (a ``jupyter server`` process with the extension). Short runs are part of the
-test suite (tests/test_fault_run.py); a longer one is::
+Three wires, one harness: ``websocket`` (``python -m jupyter_rooms --store DIR``),
+``jupyter`` (a ``jupyter server`` process with the extension) and ``redis`` (two such
+servers on one root, sharing their rooms through a ``redis-server`` of the run's own,
+which is also restarted now and then; writers take the servers in turn). Short runs are
+part of the test suite (tests/test_fault_run.py); a longer one is::
 
     python tests/faults.py --wire jupyter --seconds 300 --seed 7
 
@@ -13,7 +15,8 @@ What it checks:
 
 - after every restart and every SIGKILL, each room holds everything an observer client
   had seen from the server just before (read by a fresh client before anyone else
-  reconnects);
+  reconnects; on the ``redis`` wire, an observer of the other server, and what it had
+  seen must reach the restarted server through Redis);
 - at the end, every client, and the room's file (or log) on disk, hold the same content,
   with every edit (the clients' and the other programs') exactly once.
 
@@ -57,6 +60,7 @@ from jupyter_rooms.notebook import Notebook
 from jupyter_rooms.updatelog import UpdateLog
 
 from helpers import free_port, jupyter_command
+from redis_server import RedisServer
 
 # Tokens end with this, so an insert never lands inside another token.
 END = "|"
@@ -64,6 +68,9 @@ TOKEN = re.compile(r"[^|\s]+\|")
 JUPYTER_TOKEN = "fault-run-token"
 # The root of the free-form room that holds the ballast (``--ballast``).
 BALLAST = "ballast"
+# How long a server restarted beside others may take to get from Redis what the others
+# had (``Run._restart``).
+SHARED_CATCH_UP = 15.0
 
 
 class Proxy:
@@ -139,6 +146,7 @@ class ServerProcess(ABC):
 
     def __init__(self, store: Path) -> None:
         self.store = store
+        self.store.mkdir(exist_ok=True)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -215,9 +223,9 @@ class JupyterProcess(ServerProcess):
     """``jupyter server`` (the extension enabled by its installation) on ``store/root``,
     with Jupyter's own directories (the rooms' logs among them) under ``store``."""
 
-    def __init__(self, store: Path, *options: str) -> None:
+    def __init__(self, store: Path, *options: str, root: Path | None = None) -> None:
         super().__init__(store)
-        self.root = store / "root"
+        self.root = store / "root" if root is None else root
         self.root.mkdir(exist_ok=True)
         self.options = options
 
@@ -432,17 +440,20 @@ ROOMS: list[RoomKind] = [NotebookRoom(), TextRoom(), FREEFORM]
 
 
 class Wire(ABC):
-    """How the run reaches a server of one wire and reads what it keeps on disk."""
+    """How the run reaches the servers of one wire and reads what they keep on disk."""
 
     name: str
     # Whether the rooms are files that other programs may change.
     files = False
+    # The Redis through which the servers share their rooms, if they do.
+    redis: RedisServer | None = None
 
     def __init__(self, store: Path) -> None:
         self.store = store
 
     @abstractmethod
-    def server(self) -> ServerProcess: ...
+    def servers(self) -> list[ServerProcess]:
+        """The servers of the run (more than one share the rooms)."""
 
     @abstractmethod
     def client(self, room: RoomKind, port: int, **options: Any) -> ChannelClient: ...
@@ -455,8 +466,8 @@ class Wire(ABC):
 class WebsocketWire(Wire):
     name = "websocket"
 
-    def server(self) -> ServerProcess:
-        return WebsocketProcess(self.store)
+    def servers(self) -> list[ServerProcess]:
+        return [WebsocketProcess(self.store)]
 
     def client(self, room: RoomKind, port: int, **options: Any) -> ChannelClient:
         client = connect("websocket", id=f"rooms/{room.file}", port=port, **options)
@@ -470,12 +481,12 @@ class WebsocketWire(Wire):
 class JupyterWire(Wire):
     name = "jupyter"
     files = True
+    # Saves are rare enough that another program's change seldom meets one, and the file
+    # is looked at often, so such changes merge quickly.
+    options = ("--RoomsApp.save_delay=0.5", "--RoomsApp.poll_interval=0.2")
 
-    def server(self) -> ServerProcess:
-        # Saves are rare enough that another program's change seldom meets one, and
-        # the file is looked at often, so such changes merge quickly.
-        options = ("--RoomsApp.save_delay=0.5", "--RoomsApp.poll_interval=0.2")
-        return JupyterProcess(self.store, *options)
+    def servers(self) -> list[ServerProcess]:
+        return [JupyterProcess(self.store, *self.options)]
 
     def client(self, room: RoomKind, port: int, **options: Any) -> ChannelClient:
         url = f"http://127.0.0.1:{port}/"
@@ -490,7 +501,34 @@ class JupyterWire(Wire):
         return room.from_file(self.path(room))
 
 
-WIRES: dict[str, Callable[[Path], Wire]] = {"websocket": WebsocketWire, "jupyter": JupyterWire}
+class RedisWire(JupyterWire):
+    """Two ``jupyter server`` processes on one root (as replicas on shared storage),
+    sharing their rooms through a Redis of the run's own (``redis-server``, its data
+    appended to disk at every write, so that a restart of it loses nothing)."""
+
+    name = "redis"
+
+    def __init__(self, store: Path) -> None:
+        super().__init__(store)
+        (store / "redis").mkdir()
+        self.redis = self.shared = RedisServer(store / "redis")
+
+    def servers(self) -> list[ServerProcess]:
+        # The saver's role passes quickly to the other server when the saver dies.
+        options = (
+            *self.options,
+            "--RoomsApp.redis_lock_ttl=1.5",
+            f"--RoomsApp.redis_url={self.shared.url}",
+        )
+        root = self.store / "root"
+        return [JupyterProcess(self.store / f"server-{i}", *options, root=root) for i in (0, 1)]
+
+
+WIRES: dict[str, Callable[[Path], Wire]] = {
+    "websocket": WebsocketWire,
+    "jupyter": JupyterWire,
+    "redis": RedisWire,
+}
 
 
 @dataclass
@@ -570,7 +608,7 @@ class Writer:
 
 
 class Run:
-    """One fault run: a server, its writers and observers, and the faults."""
+    """One fault run: the servers, the writers and observers, and the faults."""
 
     def __init__(
         self, wire: Wire, seconds: float, seed: int, writers: int, ballast: int = 0
@@ -580,37 +618,53 @@ class Run:
         self.ballast = ballast
         self.rng = random.Random(seed)
         self.report = Report(wire.name, seed, ballast=ballast)
-        self.server = wire.server()
-        self.proxies = [Proxy(self.server.port) for _ in range(writers + 1)]
-        # The observers' proxy is never cut: they see what the server has.
-        self.observer_proxy = self.proxies[-1]
+        self.servers = wire.servers()
+        # Writers take the servers in turn.
+        self.proxies = [Proxy(self.servers[i % len(self.servers)].port) for i in range(writers)]
+        # An observer per room and server, through a proxy that is never cut: they see
+        # what their server has.
+        self.observer_proxies = [Proxy(server.port) for server in self.servers]
         self.team = [
             Writer(i, wire, self.proxies[i], random.Random(self.rng.random()), self.report)
             for i in range(writers)
         ]
-        self.observers: dict[str, ChannelClient] = {}
+        self.observers: list[dict[str, ChannelClient]] = [{} for _ in self.servers]
         self.outside: dict[str, list[str]] = {room.name: [] for room in ROOMS}
+
+    def warnings(self) -> str:
+        """What the servers last logged about rooms, and their warnings."""
+        if len(self.servers) == 1:
+            return self.servers[0].warnings()
+        return "".join(
+            f"\n[server {i}]{warnings}"
+            for i, server in enumerate(self.servers)
+            if (warnings := server.warnings())
+        )
 
     async def go(self) -> Report:
         line = f"ballast of seed {self.report.seed}{END}\n"
         ballast = (line * (self.ballast // len(line) + 1))[: self.ballast]
         FREEFORM.ballast = hashlib.sha256(ballast.encode()).hexdigest()
-        await self.server.start()
-        if ballast:
-            await self._put_ballast(ballast)
         stop_editing = anyio.Event()
         leave = anyio.Event()
+        if self.wire.redis is not None:
+            self.wire.redis.start()
         try:
+            for server in self.servers:
+                await server.start()
+            if ballast:
+                await self._put_ballast(ballast)
             async with anyio.create_task_group() as relays:
                 # Listening before any client connects: a first connection does not retry.
-                for proxy in self.proxies:
+                for proxy in [*self.proxies, *self.observer_proxies]:
                     await relays.start(proxy.serve)
                 async with anyio.create_task_group() as clients:
-                    for room in ROOMS:
-                        client = self.wire.client(room, self.observer_proxy.port, max_backoff=0.2)
-                        client.on_status(self.report.on_status)
-                        self.observers[room.name] = client
-                        await clients.start(self._observe, client, leave)
+                    for observers, proxy in zip(self.observers, self.observer_proxies, strict=True):
+                        for room in ROOMS:
+                            client = self.wire.client(room, proxy.port, max_backoff=0.2)
+                            client.on_status(self.report.on_status)
+                            observers[room.name] = client
+                            await clients.start(self._observe, client, leave)
                     # Faults start once everyone is in: a first connection does not retry.
                     for writer in self.team:
                         await clients.start(writer.run, stop_editing, leave)
@@ -621,19 +675,24 @@ class Run:
                     leave.set()
                 relays.cancel_scope.cancel()
         finally:
-            await self.server.stop(signal.SIGTERM)
+            try:
+                for server in self.servers:
+                    await server.stop(signal.SIGTERM)
+            finally:
+                if self.wire.redis is not None:
+                    self.wire.redis.stop()
         for room in ROOMS:
             on_disk = self.wire.on_disk(room)
             assert on_disk == final[room.name], (
                 f"{self.report}: the {room.name} room on disk differs from the clients: "
-                f"{on_disk!r:.300} != {final[room.name]!r:.300}{self.server.warnings()}"
+                f"{on_disk!r:.300} != {final[room.name]!r:.300}{self.warnings()}"
             )
         assert self.report.resets == 0, f"{self.report}: {self.report.resets} clients reset"
         return self.report
 
     async def _put_ballast(self, text: str) -> None:
         """Put the ballast text in the free-form room, straight to the server."""
-        client = self.wire.client(FREEFORM, self.server.port, reconnect=False)
+        client = self.wire.client(FREEFORM, self.servers[0].port, reconnect=False)
         async with client:
             client.doc.get(BALLAST, type=Text).insert(0, text)
 
@@ -648,8 +707,10 @@ class Run:
         kinds = ["cut", "cut", "stall", "restart", "kill"]
         if self.wire.files:
             kinds += ["outside"] * 4
+        if self.wire.redis is not None:
+            kinds += ["redis"]
         deadline = time.monotonic() + self.seconds
-        writers = self.proxies[:-1]
+        writers = self.proxies
         # Every kind once first, in a seeded order, so that even a short run on a slow
         # machine tries them all; then at random.
         first = self.rng.sample(sorted(set(kinds)), k=len(set(kinds)))
@@ -664,6 +725,8 @@ class Run:
                 tg.start_soon(self.rng.choice(writers).stall, self.rng.uniform(0.2, 2.0))
             elif fault == "outside":
                 self._edit_outside()
+            elif fault == "redis":
+                await self._restart_redis(self.rng.uniform(0.1, 2.0))
             else:
                 await self._restart(signal.SIGKILL if fault == "kill" else signal.SIGTERM)
         # However few faults fit in the time, every run restarts and kills at least once.
@@ -694,28 +757,61 @@ class Run:
             notes.write(f"{stamp} {what}\n")
 
     async def _restart(self, sig: int) -> None:
-        """Stop the server (gracefully or not) and start it again; before anyone else
-        reconnects, check that each room has all the observer had seen."""
-        seen = {room.name: room.tokens(room.state(self.observers[room.name].doc)) for room in ROOMS}
-        for proxy in self.proxies:
+        """Stop a server (gracefully or not) and start it again; before anyone else
+        reconnects to it, check that each room has all an observer had seen.
+
+        With one server, the observer is its own, and the room must have it all once it
+        is open. With several, a server killed may not have passed on its own clients'
+        latest changes (they still have them, and give them back as they reconnect), so
+        the observer is another server's: what it saw, the restarted server must get
+        from Redis, within ``SHARED_CATCH_UP`` seconds.
+        """
+        if len(self.servers) == 1:
+            stopped, witness = 0, 0
+        else:
+            stopped = self.rng.randrange(len(self.servers))
+            witness = (stopped + 1) % len(self.servers)
+        self._note(f"server {stopped} stopped with {signal.Signals(sig).name}")
+        server = self.servers[stopped]
+        observers = self.observers[witness]
+        seen = {room.name: room.tokens(room.state(observers[room.name].doc)) for room in ROOMS}
+        proxies = [*self.proxies, *self.observer_proxies]
+        for proxy in proxies:
             proxy.held = True
         try:
-            await self.server.stop(sig)
-            await self.server.start()
+            await server.stop(sig)
+            await server.start()
             for room in ROOMS:
-                fresh = self.wire.client(room, self.server.port, reconnect=False)
+                fresh = self.wire.client(room, server.port, reconnect=False)
                 async with fresh:
-                    found = set(room.tokens(room.state(fresh.doc)))
-                lost = [token for token in seen[room.name] if token not in found]
+                    lost = self._lacks(room, fresh, seen[room.name])
+                    if lost and len(self.servers) > 1:
+                        with anyio.move_on_after(SHARED_CATCH_UP):
+                            while lost := self._lacks(room, fresh, seen[room.name]):
+                                await anyio.sleep(0.05)
                 assert not lost, (
-                    f"{self.report}: after a restart with {signal.Signals(sig).name}, the "
-                    f"{room.name} room lacks {len(lost)} edits it had: {lost[:5]}"
-                    f"{self.server.warnings()}"
+                    f"{self.report}: after a restart of server {stopped} with "
+                    f"{signal.Signals(sig).name}, the {room.name} room lacks {len(lost)} "
+                    f"edits it had: {lost[:5]}{self.warnings()}"
                 )
                 self.report.checked_after_restarts += len(seen[room.name])
         finally:
-            for proxy in self.proxies:
+            for proxy in proxies:
                 proxy.held = False
+
+    @staticmethod
+    def _lacks(room: RoomKind, client: ChannelClient, seen: list[str]) -> list[str]:
+        found = set(room.tokens(room.state(client.doc)))
+        return [token for token in seen if token not in found]
+
+    async def _restart_redis(self, down: float) -> None:
+        """Stop Redis, leave it down for ``down`` seconds, and start it again (it keeps
+        its data on disk: what it had, it has again)."""
+        redis = self.wire.redis
+        assert redis is not None
+        await anyio.to_thread.run_sync(redis.stop)
+        await anyio.sleep(down)
+        await anyio.to_thread.run_sync(redis.start)
 
     async def _converged(self) -> dict[str, Any]:
         """Wait until every client holds the same content with every edit once."""
@@ -723,12 +819,14 @@ class Run:
         for room in ROOMS:
             made = [token for writer in self.team for token in writer.made[room.name]]
             expected = sorted(made + self.outside[room.name])
-            clients = {"observer": self.observers[room.name]}
+            clients = {
+                f"observer{i}": observers[room.name] for i, observers in enumerate(self.observers)
+            }
             clients.update({f"w{w.number}": w.clients[room.name] for w in self.team})
             with anyio.move_on_after(60):
                 while True:
                     states = {name: room.state(c.doc) for name, c in clients.items()}
-                    first = states["observer"]
+                    first = states["observer0"]
                     if (
                         all(state == first for state in states.values())
                         and sorted(room.tokens(first)) == expected
@@ -758,7 +856,7 @@ class Run:
         writers = "; ".join(writer.describe() for writer in self.team)
         return (
             f"{self.report}: {room.name} room: {' / '.join(problems)}; writers: {writers}"
-            f"{self.server.warnings()}"
+            f"{self.warnings()}"
         )
 
 
@@ -777,7 +875,8 @@ async def run(
         seed: The seed of every random choice the run makes.
         store: An empty directory for the server's state.
         writers: How many users edit (each with one client per room).
-        wire: ``"websocket"`` or ``"jupyter"``.
+        wire: ``"websocket"``, ``"jupyter"`` or ``"redis"`` (two Jupyter servers sharing
+            their rooms through Redis).
         ballast: Bytes of text the free-form room holds besides the edits.
 
     Returns:
