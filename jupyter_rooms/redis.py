@@ -136,6 +136,22 @@ redis.call('xtrim', KEYS[2], 'MINID', ARGV[4])
 return 1
 """
 
+# The saver's (ARGV[1]) append of an update (ARGV[3], from ARGV[2]) to the stream with
+# fields of the shared metadata (from ARGV[4], name and value in turn): the others see
+# both or neither. Nil, with nothing written, if the lock is not ARGV[1]'s; else the
+# metadata's new version.
+_APPEND_AS_SAVER = """
+if redis.call('get', KEYS[4]) ~= ARGV[1] then
+    return nil
+end
+local id = redis.call('xadd', KEYS[1], '*', 'u', ARGV[3], 's', ARGV[2])
+redis.call('publish', KEYS[2], 'u' .. ARGV[2] .. '\\n' .. id .. ' ' .. ARGV[3])
+for i = 4, #ARGV, 2 do
+    redis.call('hset', KEYS[3], ARGV[i], ARGV[i + 1])
+end
+return redis.call('hincrby', KEYS[3], 'v', 1)
+"""
+
 # Set fields of the shared metadata and count one more version of it.
 _STORE_META = """
 for i = 1, #ARGV, 2 do
@@ -490,6 +506,9 @@ class RedisRoom(Room):
         # back if Redis comes back without it.
         self._redis_meta: dict[str, bytes] = {}
         self._redis_meta_version = 0
+
+    # For a room class mixed in after this one: its history is shared.
+    shares_history = True
 
     @property
     def is_saver(self) -> bool:
@@ -870,6 +889,63 @@ class RedisRoom(Room):
             }
         )
         self._redis_meta_version = int(version)
+
+    async def share_change(self, change: bytes, fields: Mapping[str, bytes | str]) -> bool:
+        """Append a change to the room's stream together with fields of the shared
+        metadata, in one write, if this server holds the saver lock (Redis checks it as it
+        writes). Changes of this server's that wait for Redis go in the same entry, ahead.
+        Apply the change with ``apply_shared`` after: it is not sent again.
+
+        The entry is tagged as if from another opening of the room, so that this room
+        applies it too when it reads the stream (it changes nothing if the room has it):
+        when Redis took it but its answer was lost, the room gets it all the same.
+
+        Args:
+            change: The update.
+            fields: The fields to set.
+
+        Returns:
+            Whether it was written: not if another server holds the lock.
+
+        Raises:
+            Exception: What the Redis client raised; the entry may have been written.
+        """
+        if not self.is_saver:
+            return False
+        pending, self._redis_outgoing = self._redis_outgoing, []
+        update = merge_updates(*pending, change) if pending else change
+        args: list[Any] = [self.server_id, f"{self._redis_sender}+", update]
+        for name, value in fields.items():
+            args += [name, value]
+        try:
+            version = await self._redis.eval(
+                _APPEND_AS_SAVER,
+                4,
+                self._redis_updates_key,
+                self._redis_channel,
+                self._redis_meta_key,
+                self._redis_saver_key,
+                *args,
+            )
+        except BaseException:
+            self._redis_outgoing[:0] = pending
+            raise
+        if version is None:
+            self._redis_outgoing[:0] = pending
+            return False
+        self._redis_meta.update(
+            {
+                name: value.encode() if isinstance(value, str) else value
+                for name, value in fields.items()
+            }
+        )
+        self._redis_meta_version = int(version)
+        self._redis_answered()
+        return True
+
+    def apply_shared(self, change: bytes) -> None:
+        """Apply a change that ``share_change`` wrote to the stream already."""
+        self._redis_apply(change)
 
     async def drop_shared(self) -> None:
         """Delete the room's history and metadata from Redis (its file was deleted)."""

@@ -3,7 +3,8 @@
 The servers share one root, as replicas on shared storage do; each test starts them with
 the extension's Redis setting and checks what users would see: every client has every
 edit once, one server writes each file, and faults (a server killed, Redis restarted)
-lose and duplicate nothing.
+lose and duplicate nothing. Where a fault must fall at an exact point of a room's work,
+the two servers run in the test's process, and the fault is put there.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,11 @@ import pytest
 import redis.asyncio as aioredis
 from pycrdt import Map, Text
 
+from jupyter_rooms import bind, connect
 from jupyter_rooms.jupyter.extension import REDIS_URL_ENV
+from jupyter_rooms.jupyter.wire import JupyterServer
 from jupyter_rooms.notebook import Notebook
+from jupyter_rooms.redis import RedisRoom
 
 from helpers import wait_until
 from jupyter_process import ServerProcess
@@ -427,3 +432,123 @@ async def test_a_room_reopened_on_the_same_server_keeps_its_edits(
         text.insert(len(str(text)), "again\n")
         await wait_until(lambda: read_text(path) == "start\nmine\nagain\n")
     assert read_text(path) == "start\nmine\nagain\n"
+
+
+# Two servers in this process, where a fault must fall at an exact point of a room's work.
+
+
+@asynccontextmanager
+async def in_process(root: Path, redis: RedisServer) -> AsyncIterator[JupyterServer]:
+    async with bind(
+        "jupyter",
+        root_dir=root,
+        redis_url=redis.url,
+        redis_lock_ttl=1.0,
+        save_delay=0.1,
+        poll_interval=0.1,
+        cleanup_delay=0.0,
+    ) as server:
+        assert isinstance(server, JupyterServer)
+        yield server
+
+
+def join(server: JupyterServer, path: str) -> Any:
+    return connect("jupyter", id=path, url=server.url, token=server.token)
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_CONFIG_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    root = tmp_path / "root"
+    root.mkdir()
+    return root
+
+
+async def test_a_change_merged_from_the_file_reaches_the_others_with_its_record(
+    root: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The saver merges a change another program made to the file, then writes nothing
+    # more to the shared metadata (Redis is away for it, say) and stops. The next saver
+    # must know that the file's change is in the room already, or merge it a second time.
+    path = root / "notes.txt"
+    path.write_text("start\n")
+    failing: set[str] = set()
+    store = RedisRoom.store_shared_meta
+
+    async def store_unless_failing(self: RedisRoom, fields: Any) -> None:
+        if self.server_id in failing:
+            raise ConnectionError("Redis is away")
+        await store(self, fields)
+
+    monkeypatch.setattr(RedisRoom, "store_shared_meta", store_unless_failing)
+    stop_first = anyio.Event()
+
+    async def run_first(*, task_status: Any) -> None:
+        # The first server to open the room saves it.
+        async with in_process(root, redis_server) as first, join(first, "notes.txt"):
+            saver = first.room_manager.rooms["notes.txt"]
+            assert isinstance(saver, RedisRoom)
+            await wait_until(lambda: saver.is_saver)
+            task_status.started(saver)
+            await stop_first.wait()
+
+    async with in_process(root, redis_server) as second, anyio.create_task_group() as tg:
+        saver = await tg.start(run_first)
+        async with join(second, "notes.txt") as client:
+            text = client.doc.get("source", type=Text)
+            assert str(text) == "start\n"
+            failing.add(saver.server_id)
+            path.write_text("start\nfrom another program\n")
+            await wait_until(lambda: str(text) == "start\nfrom another program\n")
+            # The saver stops; the other server takes the file over, and saves an edit.
+            stop_first.set()
+            other = second.room_manager.rooms["notes.txt"]
+            assert isinstance(other, RedisRoom)
+            await wait_until(lambda: other.is_saver)
+            text.insert(len(str(text)), "end\n")
+            expected = "start\nfrom another program\nend\n"
+            await wait_until(lambda: read_text(path) == expected)
+            assert str(text) == expected
+
+
+async def test_a_merge_whose_answer_from_redis_is_lost_is_not_made_twice(
+    root: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis takes the saver's merged change and the record with it, but the answer is
+    # lost: the saver cannot tell whether it was taken. It gets the change from the
+    # stream like the others, and does not merge the file's change again.
+    path = root / "notes.txt"
+    path.write_text("start\n")
+    async with (
+        in_process(root, redis_server) as first,
+        join(first, "notes.txt") as writer,
+        in_process(root, redis_server) as second,
+        join(second, "notes.txt") as reader,
+    ):
+        saver = first.room_manager.rooms["notes.txt"]
+        assert isinstance(saver, RedisRoom)
+        await wait_until(lambda: saver.is_saver)
+        share = saver.share_change
+        lost: list[bytes] = []
+
+        async def share_then_lose_the_answer(change: bytes, fields: Any) -> bool:
+            assert await share(change, fields)
+            if not lost:
+                lost.append(change)
+                raise ConnectionError("Connection closed by server.")
+            return True
+
+        monkeypatch.setattr(saver, "share_change", share_then_lose_the_answer)
+        path.write_text("start\nfrom another program\n")
+        texts = [client.doc.get("source", type=Text) for client in (writer, reader)]
+        await wait_until(lambda: all(str(t) == "start\nfrom another program\n" for t in texts))
+        assert lost
+        texts[0].insert(len(str(texts[0])), "end\n")
+        expected = "start\nfrom another program\nend\n"
+        await wait_until(lambda: read_text(path) == expected)
+        await wait_until(lambda: all(str(t) == expected for t in texts))
+        # Looked at a few times more (every 0.1 s), the file is not merged again.
+        await anyio.sleep(0.5)
+        assert all(str(t) == expected for t in texts)
+        assert read_text(path) == expected

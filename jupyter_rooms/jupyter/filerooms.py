@@ -476,6 +476,9 @@ class FileRoom(Room):
         # the bytes this server last knew there.
         self._shared_field = _BASE_FIELDS[0]
         self._shared_base: bytes | None = None
+        # Whether a merge's sharing got no answer: Redis may hold it, and the record
+        # with it, or not (see ``_share_merge``).
+        self._shared_record_stale = False
         self.saves = 0
 
     @property
@@ -829,8 +832,11 @@ class FileRoom(Room):
         }
 
     # Sharing with other servers. A room class that shares the room (RedisRoom, mixed in
-    # before this one) overrides the first four; alone, a server is the saver and
-    # shares nothing.
+    # before this one) overrides these down to ``apply_shared``; alone, a server is the
+    # saver and shares nothing.
+
+    # Whether the room's history is shared with other servers.
+    shares_history = False
 
     @property
     def is_saver(self) -> bool:
@@ -850,6 +856,24 @@ class FileRoom(Room):
 
     async def drop_shared(self) -> None:
         """Forget what the servers share about the room (its file was deleted)."""
+
+    async def share_change(self, change: bytes, fields: Mapping[str, bytes | str]) -> bool:
+        """Give the other servers a change to the document together with fields of the
+        shared metadata, in one write that they see whole or not at all, if this server
+        is still the saver. The room applies the change with ``apply_shared`` after.
+
+        Args:
+            change: The update.
+            fields: The fields to set.
+
+        Returns:
+            Whether it was given: not if another server saves the room now.
+        """
+        return True
+
+    def apply_shared(self, change: bytes) -> None:
+        """Apply a change that ``share_change`` gave the other servers already."""
+        self.doc.apply_update(change)
 
     def saver_changed(self) -> None:
         """Have the room take over or give up the file, as ``is_saver`` now says."""
@@ -893,12 +917,15 @@ class FileRoom(Room):
         self.last_saved = record.get("time")
         spare = meta.get(self._spare_field()) if record.get("saving") else None
         self._shared_saving = spare or None
+        self._shared_record_stale = False
 
     def _spare_field(self) -> str:
         return _BASE_FIELDS[1] if self._shared_field == _BASE_FIELDS[0] else _BASE_FIELDS[0]
 
-    def _saved_record(self, field: str, *, saving: bool = False) -> str:
-        saved = self._saved
+    def _saved_record(
+        self, field: str, *, saving: bool = False, saved: _Saved | None = None
+    ) -> str:
+        saved = self._saved if saved is None else saved
         record = {"hash": saved.hash, "exists": saved.exists, "time": saved.time}
         return json.dumps({**record, "base": field, "saving": saving})
 
@@ -1328,6 +1355,10 @@ class FileRoom(Room):
 
     async def _take_file(self, model: dict[str, Any], content: Any) -> None:
         file_hash = model.get("hash")
+        if self._shared_record_stale and not await self._reload_shared_record():
+            # Unknown whether the last merge reached the others: look again later.
+            self._fingerprint = None
+            return
         if file_hash is not None and file_hash == self._saved.hash:
             return
         if self.kind.same(content, self._saved_content_now()):
@@ -1340,16 +1371,22 @@ class FileRoom(Room):
             # Someone changed the piece of the room's save a crash left in the file:
             # the rest of that save, which they never saw, is not theirs to delete. The
             # room writes the whole again.
-            self._merge(content + tail, None, cut_short=True)
+            if not await self._merge(content + tail, None, cut_short=True):
+                self._fingerprint = None
+                return
             self._saved_content = content
             self._dirty = self._flush = True
             return
-        self._merge(content, file_hash)
+        if not await self._merge(content, file_hash):
+            # The next look at the file, by whichever server saves the room then.
+            self._fingerprint = None
+            return
         self._stamp_state(file_hash)
 
-    def _merge(self, content: Any, file_hash: str | None, cut_short: bool = False) -> None:
+    async def _merge(self, content: Any, file_hash: str | None, cut_short: bool = False) -> bool:
         """Apply the change from the last-known content to ``content`` to the document as
-        of then, and merge the result into the room.
+        of then, and merge the result into the room; whether it was (not if the room is
+        shared and the merge could not be shared: see ``_share_merge``).
 
         ``cut_short``: the file holds only the beginning of ``content`` (a piece of the
         room's save, changed by someone): the record says a save of the merged document
@@ -1358,6 +1395,10 @@ class FileRoom(Room):
         base = _doc_of(self._saved.base)
         state = base.get_state()
         self.kind.update(base, self.kind.content(base), content)
+        change = base.get_update(state)
+        if self.shares_history and self._saver_role:
+            if not await self._share_merge(change, base, file_hash):
+                return False
         # The merged change and the record that the room now has the file's content go
         # to the log in one write: a crash between the two (comparing a large notebook
         # takes a while) would have the file's change merged again, twice, on restart.
@@ -1366,7 +1407,7 @@ class FileRoom(Room):
         with self.forwarding_held():
             self._held = []
             try:
-                self.doc.apply_update(base.get_update(state))
+                self.apply_shared(change)
                 matches = self.kind.same(self.kind.content(self.doc), content)
             except BaseException:
                 held, self._held = self._held, None
@@ -1384,6 +1425,54 @@ class FileRoom(Room):
             self._dirty = False
         self.log.info("room %r: merged a change made to its file outside the room", self.id)
         self.broadcast(control_message({"type": "merged", "path": self.id}))
+        return True
+
+    async def _share_merge(self, change: bytes, merged: Doc, file_hash: str | None) -> bool:
+        """Give the other servers a change merged from the file together with the record
+        that the file was merged (``merged``, the document as of the file, and the file's
+        hash), in one write; whether it was given.
+
+        Apart, a saver that stopped between the two (killed, or cut off from Redis and
+        its role taken) would leave the change with the others and the file's content
+        still unmerged in the record: the next saver would merge it again, and every
+        client would have it twice. Not given (another server saves the room now, or
+        Redis did not answer), the room does not merge the change: whoever saves the
+        room next finds it in the file.
+        """
+        field = self._spare_field()
+        base = merged.get_update()
+        record = self._saved_record(
+            field, saved=_Saved(file_hash, True, base, None, self._saved.time)
+        )
+        try:
+            given = await self.share_change(change, {field: base, "saved": record})
+        except Exception as exc:
+            # Redis may have taken it and the answer been lost: before merging the file
+            # again, the record is read back (``_reload_shared_record``).
+            self._shared_record_stale = True
+            self.log.warning("room %r: a change made to its file is merged later: %s", self.id, exc)
+            return False
+        if not given:
+            self.log.info(
+                "room %r: a change made to its file is left to the server that saves the room now",
+                self.id,
+            )
+            return False
+        self._shared_field, self._shared_base = field, base
+        return True
+
+    async def _reload_shared_record(self) -> bool:
+        """Take the shared record of what the file holds as it is in Redis, after a merge
+        whose sharing got no answer; whether it could be read."""
+        try:
+            meta = await self.load_shared_meta()
+        except Exception as exc:
+            self.log.debug("room %r: cannot read the shared record yet: %s", self.id, exc)
+            return False
+        self._shared_record_stale = False
+        if meta is not None and meta.get("epoch", b"").decode() == self.epoch:
+            self._adopt_saved(meta)
+        return True
 
     def _file_problem(self, error: str) -> None:
         if error != self._file_error:
