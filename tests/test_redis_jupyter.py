@@ -9,6 +9,7 @@ the two servers run in the test's process, and the fault is put there.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from pycrdt import Map, Text
 
 from jupyter_rooms import bind, connect
 from jupyter_rooms.jupyter.extension import REDIS_URL_ENV
+from jupyter_rooms.jupyter.filerooms import _BASE_FIELDS
 from jupyter_rooms.jupyter.wire import JupyterServer
 from jupyter_rooms.notebook import Notebook
 from jupyter_rooms.redis import RedisRoom
@@ -552,3 +554,79 @@ async def test_a_merge_whose_answer_from_redis_is_lost_is_not_made_twice(
         await anyio.sleep(0.5)
         assert all(str(t) == expected for t in texts)
         assert read_text(path) == expected
+
+
+async def a_shared_save_under_way(
+    redis: RedisServer, room_id: str, before: dict[bytes, bytes]
+) -> None:
+    """Leave in Redis what a saver killed in the middle of a save leaves: the record of
+    the file as it was before (``before``: the metadata then), marked as a save under
+    way, with the document that save was writing (the room's newest) in the other field."""
+    client = aioredis.from_url(redis.url)
+    try:
+        key = f"jupyter_rooms:{room_id}:meta"
+        now = await client.hgetall(key)
+        newest = now[json.loads(now[b"saved"])["base"].encode()]
+        record = json.loads(before[b"saved"])
+        field = record["base"]
+        spare = next(name for name in _BASE_FIELDS if name != field)
+        record["saving"] = True
+        await client.hset(
+            key,
+            mapping={field: before[field.encode()], spare: newest, "saved": json.dumps(record)},
+        )
+    finally:
+        await client.aclose()
+
+
+async def shared_meta(redis: RedisServer, room_id: str) -> dict[bytes, bytes]:
+    client = aioredis.from_url(redis.url)
+    try:
+        meta: Any = await client.hgetall(f"jupyter_rooms:{room_id}:meta")
+        return dict(meta)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("kind", ["text", "notebook"])
+async def test_a_save_cut_short_by_a_killed_saver_is_written_again_by_the_next(
+    root: Path, redis_server: RedisServer, kind: str
+) -> None:
+    # The saver is killed while writing the file (contents managers write in place):
+    # the file holds the beginning of its save. The next saver writes it whole rather
+    # than merging the piece as a deletion of the rest (text), or leaving the notebook
+    # broken.
+    name = "long.txt" if kind == "text" else "long.ipynb"
+    path = root / name
+
+    def add(client: Any, first: int, last: int) -> None:
+        if kind == "text":
+            text = client.doc.get("source", type=Text)
+            text.insert(len(str(text)), "".join(f"line {i}\n" for i in range(first, last)))
+        else:
+            notebook = Notebook(client.doc)
+            for i in range(first, last):
+                notebook.append_cell(f"x = {i}")
+
+    def on_disk() -> list[str] | None:
+        if kind == "text":
+            text = read_text(path)
+            return None if text is None else text.splitlines()
+        return cell_sources(path)
+
+    expected = [f"line {i}" if kind == "text" else f"x = {i}" for i in range(400)]
+    async with in_process(root, redis_server) as first, join(first, name) as client:
+        add(client, 0, 200)
+        await wait_until(lambda: on_disk() == expected[:200])
+        before = await shared_meta(redis_server, name)
+        add(client, 200, 400)
+        await wait_until(lambda: on_disk() == expected)
+    whole = path.read_bytes()
+    await a_shared_save_under_way(redis_server, name, before)
+    path.write_bytes(whole[: len(whole) * 3 // 4])
+    async with in_process(root, redis_server) as second, join(second, name) as client:
+        await wait_until(lambda: on_disk() == expected)
+        if kind == "text":
+            assert str(client.doc.get("source", type=Text)).splitlines() == expected
+        else:
+            assert [cell.source for cell in Notebook(client.doc)] == expected

@@ -600,8 +600,14 @@ class FileRoom(Room):
         # the next save compares contents and writes only if they differ.
         self._dirty = saved.at != self._log_updates
         self._first_change = self._last_change = current_time()
+        # A save under way when the server stopped: the document it was writing.
+        saving = meta.get("saving")
+        pending = None
+        if isinstance(saving, dict):
+            at = min(int(saving.get("updates", 0)), len(updates))
+            pending = _Saved(None, True, _merged(updates[:at]), at)
         if self._file_error is not None:
-            if await self._own_save_cut_short(meta.get("saving"), updates):
+            if pending is not None and await self._own_save_cut_short(pending):
                 return True
             self.log.warning("room %r: cannot read its file: %s", self.id, self._file_error)
             return True
@@ -611,49 +617,56 @@ class FileRoom(Room):
         self._fingerprint = _fingerprint(model)
         if content is _UNCHANGED:
             return True
-        saving = meta.get("saving")
-        if model.get("hash") != saved.hash and isinstance(saving, dict):
-            # A save was under way when the server stopped: did it reach the file?
-            at = min(int(saving.get("updates", 0)), len(updates))
-            pending = _Saved(model.get("hash"), True, _merged(updates[:at]), at)
-            written = self.kind.content(_doc_of(pending.base))
-            if self.kind.same(content, written):
-                self._set_saved(pending)
-                self._dirty = at != self._log_updates
-                return True
-            if self.kind.cut_short(content, written):
-                # The server stopped in the middle of writing the file: what is there is
-                # a piece of the room's own save, not someone else's change, and merging
-                # it would delete the rest. Write the file again instead.
-                self.log.warning("room %r: its last save was cut short; saving again", self.id)
-                # Not recorded in the log: should the server stop again before the file
-                # is written, the log's record of the save under way still tells.
-                self._saved = replace(pending, hash=None)
-                self._saved_content = content
-                self._cut_tail = written[len(content) :]
-                self._repairing = True
-                # At once: until then another program could take the piece for the file.
-                self._dirty = self._flush = True
-                return True
-            if self.kind.difference(content, written) < self.kind.difference(
-                content, self._saved_content_now()
-            ):
-                # Another program changed the file after the room's save reached it:
-                # merge its change from what the room wrote, not from the save before
-                # (which would add what the room wrote a second time).
-                self._set_saved(replace(pending, hash=None))
-                self._saved_content = written
+        if (
+            pending is not None
+            and model.get("hash") != saved.hash
+            and self._settle_save(replace(pending, hash=model.get("hash")), content)
+        ):
+            return True
         await self._take_file(model, content)
         return True
 
-    async def _own_save_cut_short(self, saving: Any, updates: list[bytes]) -> bool:
-        """Whether the unreadable file is the beginning of the room's own save, cut short
-        when the server stopped (then the room writes it again); any other unreadable
-        file is left alone."""
-        if not isinstance(saving, dict):
-            return False
-        at = min(int(saving.get("updates", 0)), len(updates))
-        pending = _Saved(None, True, _merged(updates[:at]), at)
+    def _settle_save(self, pending: _Saved, content: Any) -> bool:
+        """Did a save that was under way when its server stopped reach the file? Whether
+        that settles what the file holds; if not, the file's change is merged as any.
+
+        Args:
+            pending: The document the save was writing, with the file's hash now.
+            content: The file's content now.
+        """
+        written = self.kind.content(_doc_of(pending.base))
+        if self.kind.same(content, written):
+            self._set_saved(pending)
+            self._dirty = pending.at is None or pending.at != self._log_updates
+            return True
+        if self.kind.cut_short(content, written):
+            # The server stopped in the middle of writing the file: what is there is a
+            # piece of the room's own save, not someone else's change, and merging it
+            # would delete the rest. Write the file again instead.
+            self.log.warning("room %r: its last save was cut short; saving again", self.id)
+            # Not recorded: should the server stop again before the file is written, the
+            # record of the save under way (in the log, or shared) still tells.
+            self._saved = replace(pending, hash=None)
+            self._saved_content = content
+            self._cut_tail = written[len(content) :]
+            self._repairing = True
+            # At once: until then another program could take the piece for the file.
+            self._dirty = self._flush = True
+            return True
+        if self.kind.difference(content, written) < self.kind.difference(
+            content, self._saved_content_now()
+        ):
+            # Another program changed the file after the room's save reached it: merge
+            # its change from what the room wrote, not from the save before (which would
+            # add what the room wrote a second time).
+            self._set_saved(replace(pending, hash=None))
+            self._saved_content = written
+        return False
+
+    async def _own_save_cut_short(self, pending: _Saved) -> bool:
+        """Whether the unreadable file is the beginning of the room's own save of
+        ``pending``, cut short when its server stopped (then the room writes it again);
+        any other unreadable file is left alone."""
         written = self.kind.file_bytes(self.kind.content(_doc_of(pending.base)))
         if written is None:
             return False
@@ -667,8 +680,8 @@ class FileRoom(Room):
         self.log.warning("room %r: its last save was cut short; saving again", self.id)
         self._file_error = None
         self._fingerprint = _fingerprint(model)
-        # Not recorded in the log: should the server stop again before the file is
-        # written, the log's record of the save under way still tells.
+        # Not recorded: should the server stop again before the file is written, the
+        # record of the save under way (in the log, or shared) still tells.
         self._saved = pending
         # Nothing readable is there: whatever the room holds differs from it.
         self._saved_content = _CUT_SHORT
@@ -1007,16 +1020,21 @@ class FileRoom(Room):
         self._compact_at = max(self._rooms.compact_size, COMPACT_GROWTH * updatelog.size)
 
     async def _settle_interrupted_save(self, doc_update: bytes) -> None:
-        """Did the previous saver's last save reach the file? Then that is what it holds."""
+        """The previous saver stopped during a save (of ``doc_update``): did it reach the
+        file, or only part of it? As when a server restarts from its log (``_restore``);
+        a change of someone else's is left to the look at the file that follows."""
         self._shared_saving = None
+        pending = _Saved(None, True, doc_update, None)
         try:
             model, content = await self._read_content(self.kind)
         except (_FileUnreadable, DocumentError):
+            await self._own_save_cut_short(pending)
             return
         if model is None or model.get("hash") == self._saved.hash:
             return
-        if self.kind.same(content, self.kind.content(_doc_of(doc_update))):
-            self._set_saved(_Saved(model.get("hash"), True, doc_update, None))
+        if self._settle_save(replace(pending, hash=model.get("hash")), content):
+            # Nothing of anyone else's to merge: the next look need not read it again.
+            self._fingerprint = _fingerprint(model)
 
     # Clients
 
