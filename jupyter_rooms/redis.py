@@ -136,20 +136,26 @@ redis.call('xtrim', KEYS[2], 'MINID', ARGV[4])
 return 1
 """
 
-# The saver's (ARGV[1]) append of an update (ARGV[3], from ARGV[2]) to the stream with
-# fields of the shared metadata (from ARGV[4], name and value in turn): the others see
-# both or neither. Nil, with nothing written, if the lock is not ARGV[1]'s; else the
-# metadata's new version.
-_APPEND_AS_SAVER = """
-if redis.call('get', KEYS[4]) ~= ARGV[1] then
+# The saver's write (ARGV[1]: its id) of fields of the shared metadata (from ARGV[5], name
+# and value in turn), with an update appended to the stream (ARGV[3], from ARGV[4]; none
+# if empty), only while the lock is its and, unless ARGV[2] is empty, the record of what
+# the file holds (the field ``saved``) is still ARGV[2]: the others see all of it or
+# nothing. Nil, with nothing written, if refused; else the metadata's new version.
+_STORE_AS_SAVER = """
+if redis.call('get', KEYS[2]) ~= ARGV[1] then
     return nil
 end
-local id = redis.call('xadd', KEYS[1], '*', 'u', ARGV[3], 's', ARGV[2])
-redis.call('publish', KEYS[2], 'u' .. ARGV[2] .. '\\n' .. id .. ' ' .. ARGV[3])
-for i = 4, #ARGV, 2 do
-    redis.call('hset', KEYS[3], ARGV[i], ARGV[i + 1])
+if ARGV[2] ~= '' and redis.call('hget', KEYS[1], 'saved') ~= ARGV[2] then
+    return nil
 end
-return redis.call('hincrby', KEYS[3], 'v', 1)
+if ARGV[3] ~= '' then
+    local id = redis.call('xadd', KEYS[3], '*', 'u', ARGV[3], 's', ARGV[4])
+    redis.call('publish', KEYS[4], 'u' .. ARGV[4] .. '\\n' .. id .. ' ' .. ARGV[3])
+end
+for i = 5, #ARGV, 2 do
+    redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return redis.call('hincrby', KEYS[1], 'v', 1)
 """
 
 # Set fields of the shared metadata and count one more version of it.
@@ -872,27 +878,35 @@ class RedisRoom(Room):
             self._redis_meta, self._redis_meta_version = dict(meta), version
         return meta
 
-    async def store_shared_meta(self, fields: Mapping[str, bytes | str]) -> None:
+    async def store_shared_meta(
+        self, fields: Mapping[str, bytes | str], *, expect: str | None = None
+    ) -> bool:
         """Set fields of the metadata shared between servers (others are kept).
 
         Args:
             fields: The fields to set.
-        """
-        args: list[Any] = []
-        for name, value in fields.items():
-            args += [name, value]
-        version = await self._redis.eval(_STORE_META, 1, self._redis_meta_key, *args)
-        self._redis_meta.update(
-            {
-                name: value.encode() if isinstance(value, str) else value
-                for name, value in fields.items()
-            }
-        )
-        self._redis_meta_version = int(version)
+            expect: If given, set them only if this server holds the saver lock and the
+                shared record of what the file holds (the field ``saved``) is still this:
+                Redis checks both as it writes.
 
-    async def share_change(self, change: bytes, fields: Mapping[str, bytes | str]) -> bool:
+        Returns:
+            Whether they were set.
+        """
+        if expect is None:
+            args: list[Any] = []
+            for name, value in fields.items():
+                args += [name, value]
+            version = await self._redis.eval(_STORE_META, 1, self._redis_meta_key, *args)
+            self._redis_stored(fields, version)
+            return True
+        return await self._redis_store_as_saver(fields, expect, b"")
+
+    async def share_change(
+        self, change: bytes, fields: Mapping[str, bytes | str], *, expect: str | None = None
+    ) -> bool:
         """Append a change to the room's stream together with fields of the shared
-        metadata, in one write, if this server holds the saver lock (Redis checks it as it
+        metadata, in one write, if this server holds the saver lock and, with ``expect``,
+        the shared record of what the file holds is still that (Redis checks both as it
         writes). Changes of this server's that wait for Redis go in the same entry, ahead.
         Apply the change with ``apply_shared`` after: it is not sent again.
 
@@ -903,36 +917,52 @@ class RedisRoom(Room):
         Args:
             change: The update.
             fields: The fields to set.
+            expect: The shared record of what the file holds, as this server knows it.
 
         Returns:
-            Whether it was written: not if another server holds the lock.
+            Whether it was written: not if another server holds the lock, or changed the
+            record.
 
         Raises:
             Exception: What the Redis client raised; the entry may have been written.
         """
-        if not self.is_saver:
-            return False
         pending, self._redis_outgoing = self._redis_outgoing, []
         update = merge_updates(*pending, change) if pending else change
-        args: list[Any] = [self.server_id, f"{self._redis_sender}+", update]
-        for name, value in fields.items():
-            args += [name, value]
         try:
-            version = await self._redis.eval(
-                _APPEND_AS_SAVER,
-                4,
-                self._redis_updates_key,
-                self._redis_channel,
-                self._redis_meta_key,
-                self._redis_saver_key,
-                *args,
-            )
+            written = await self._redis_store_as_saver(fields, expect or "", update)
         except BaseException:
             self._redis_outgoing[:0] = pending
             raise
-        if version is None:
+        if not written:
             self._redis_outgoing[:0] = pending
+        return written
+
+    async def _redis_store_as_saver(
+        self, fields: Mapping[str, bytes | str], expect: str, update: bytes
+    ) -> bool:
+        if not self.is_saver:
             return False
+        args: list[Any] = [self.server_id, expect, update, f"{self._redis_sender}+"]
+        for name, value in fields.items():
+            args += [name, value]
+        version = await self._redis.eval(
+            _STORE_AS_SAVER,
+            4,
+            self._redis_meta_key,
+            self._redis_saver_key,
+            self._redis_updates_key,
+            self._redis_channel,
+            *args,
+        )
+        if version is None:
+            return False
+        self._redis_stored(fields, version)
+        self._redis_answered()
+        return True
+
+    def _redis_stored(self, fields: Mapping[str, bytes | str], version: Any) -> None:
+        """Keep what this server stored of the shared metadata, to put it back should
+        Redis come back without it."""
         self._redis_meta.update(
             {
                 name: value.encode() if isinstance(value, str) else value
@@ -940,8 +970,6 @@ class RedisRoom(Room):
             }
         )
         self._redis_meta_version = int(version)
-        self._redis_answered()
-        return True
 
     def apply_shared(self, change: bytes) -> None:
         """Apply a change that ``share_change`` wrote to the stream already."""

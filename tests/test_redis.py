@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
-from pycrdt import Map, Text
+from pycrdt import Doc, Map, Text
 
 from jupyter_rooms import ClientWire, bind, connect
 from jupyter_rooms.client import ChannelClient
@@ -404,3 +404,48 @@ async def test_a_client_renews_its_presence(
         clock = room.awareness.meta[own]["clock"]
         await wait_until(lambda: room.awareness.meta[own]["clock"] >= clock + 3)
         assert room.awareness.states[own] == {"user": "alice"}
+
+
+async def test_the_savers_writes_are_refused_over_a_record_that_changed(
+    redis_server: RedisServer,
+) -> None:
+    # A saver writes the record of what the file holds, and a change merged from the
+    # file with it, only over the record it knows and while it holds the lock: a server
+    # whose role ran out and came back while another saved must not write from what it
+    # knew before, nor may a server that is not the saver.
+    async with (
+        bind("websocket", redis_url=redis_server.url) as one,
+        bind("websocket", redis_url=redis_server.url) as two,
+        connect("websocket", id="doc", port=one.port),
+    ):
+        saver = one.room_manager.rooms["doc"]
+        assert isinstance(saver, RedisRoom)
+        await wait_until(lambda: saver.is_saver)
+        async with connect("websocket", id="doc", port=two.port) as bob:
+            other = two.room_manager.rooms["doc"]
+            assert isinstance(other, RedisRoom)
+            client = aioredis.from_url(redis_server.url)
+            try:
+                assert await saver.store_shared_meta({"saved": "first"})
+                assert await saver.store_shared_meta({"saved": "second"}, expect="first")
+                merged: Doc = Doc()
+                merged.get("map", type=Map)["merged"] = True
+                update = merged.get_update()
+                entries = await client.xlen("jupyter_rooms:doc:updates")
+                # Another server changed the record since this one knew it.
+                assert not await saver.store_shared_meta({"saved": "third"}, expect="first")
+                assert not await saver.share_change(update, {"saved": "third"}, expect="first")
+                # Not the saver.
+                assert not await other.store_shared_meta({"saved": "third"}, expect="second")
+                assert not await other.share_change(update, {"saved": "third"}, expect="second")
+                assert await client.hget("jupyter_rooms:doc:meta", "saved") == b"second"
+                assert await client.xlen("jupyter_rooms:doc:updates") == entries
+                assert "merged" not in bob.doc.get("map", type=Map).to_py()
+                # Over the record it knows, as the saver: the change and the record go
+                # together, and every server gets the change.
+                assert await saver.share_change(update, {"saved": "third"}, expect="second")
+                saver.apply_shared(update)
+                assert await client.hget("jupyter_rooms:doc:meta", "saved") == b"third"
+                await wait_until(lambda: bob.doc.get("map", type=Map).to_py() == {"merged": True})
+            finally:
+                await client.aclose()

@@ -478,10 +478,10 @@ async def test_a_change_merged_from_the_file_reaches_the_others_with_its_record(
     failing: set[str] = set()
     store = RedisRoom.store_shared_meta
 
-    async def store_unless_failing(self: RedisRoom, fields: Any) -> None:
+    async def store_unless_failing(self: RedisRoom, fields: Any, **options: Any) -> bool:
         if self.server_id in failing:
             raise ConnectionError("Redis is away")
-        await store(self, fields)
+        return await store(self, fields, **options)
 
     monkeypatch.setattr(RedisRoom, "store_shared_meta", store_unless_failing)
     stop_first = anyio.Event()
@@ -534,8 +534,8 @@ async def test_a_merge_whose_answer_from_redis_is_lost_is_not_made_twice(
         share = saver.share_change
         lost: list[bytes] = []
 
-        async def share_then_lose_the_answer(change: bytes, fields: Any) -> bool:
-            assert await share(change, fields)
+        async def share_then_lose_the_answer(change: bytes, fields: Any, **options: Any) -> bool:
+            assert await share(change, fields, **options)
             if not lost:
                 lost.append(change)
                 raise ConnectionError("Connection closed by server.")

@@ -476,8 +476,11 @@ class FileRoom(Room):
         # the bytes this server last knew there.
         self._shared_field = _BASE_FIELDS[0]
         self._shared_base: bytes | None = None
-        # Whether a merge's sharing got no answer: Redis may hold it, and the record
-        # with it, or not (see ``_share_merge``).
+        # The shared record of what the file holds (the field ``saved``) as this server
+        # last read or wrote it; whether it may be out of date: a merge's sharing got no
+        # answer (Redis may hold it, and the record with it, or not: see
+        # ``_share_merge``), or another server changed it.
+        self._shared_record: str | None = None
         self._shared_record_stale = False
         self.saves = 0
 
@@ -860,27 +863,42 @@ class FileRoom(Room):
         """The room's metadata as the servers that share it stored it; ``None`` if none."""
         return None
 
-    async def store_shared_meta(self, fields: Mapping[str, bytes | str]) -> None:
+    async def store_shared_meta(
+        self, fields: Mapping[str, bytes | str], *, expect: str | None = None
+    ) -> bool:
         """Share fields of the room's metadata with the other servers.
 
         Args:
             fields: The fields to set.
+            expect: If given, set them only if this server is the saver and the shared
+                record of what the file holds (the field ``saved``) is still this, both
+                checked as they are set: no other server saved or merged the file since
+                this one last knew.
+
+        Returns:
+            Whether they were set.
         """
+        return True
 
     async def drop_shared(self) -> None:
         """Forget what the servers share about the room (its file was deleted)."""
 
-    async def share_change(self, change: bytes, fields: Mapping[str, bytes | str]) -> bool:
+    async def share_change(
+        self, change: bytes, fields: Mapping[str, bytes | str], *, expect: str | None = None
+    ) -> bool:
         """Give the other servers a change to the document together with fields of the
         shared metadata, in one write that they see whole or not at all, if this server
-        is still the saver. The room applies the change with ``apply_shared`` after.
+        is still the saver (and, with ``expect``, as ``store_shared_meta``). The room
+        applies the change with ``apply_shared`` after.
 
         Args:
             change: The update.
             fields: The fields to set.
+            expect: The shared record of what the file holds, as this server knows it.
 
         Returns:
-            Whether it was given: not if another server saves the room now.
+            Whether it was given: not if another server saves the room now, or saved or
+            merged the file since.
         """
         return True
 
@@ -930,6 +948,7 @@ class FileRoom(Room):
         self.last_saved = record.get("time")
         spare = meta.get(self._spare_field()) if record.get("saving") else None
         self._shared_saving = spare or None
+        self._shared_record = (meta.get("saved") or b"").decode() or None
         self._shared_record_stale = False
 
     def _spare_field(self) -> str:
@@ -958,8 +977,27 @@ class FileRoom(Room):
         fields["saved"] = self._saved_record(field)
         if opening:
             fields.update(epoch=self.epoch, kind=self.kind.name)
-        await self.store_shared_meta(fields)
+            await self.store_shared_meta(fields)
+            self._shared_record = str(fields["saved"])
+        elif not await self._store_record(fields):
+            return
         self._shared_field, self._shared_base = field, base
+
+    async def _store_record(self, fields: dict[str, bytes | str]) -> bool:
+        """Share a new record of what the file holds (``fields``, with ``saved``), as the
+        saver and over the record this server last knew; whether it was. If not, another
+        server saves the room now, or saved or merged the file since: the record is read
+        again before the room acts on the file (``_reload_shared_record``)."""
+        if not await self.store_shared_meta(fields, expect=self._shared_record):
+            self._shared_record_stale = True
+            self.log.info(
+                "room %r: another server saves the room now, or saved or merged its file "
+                "meanwhile: this server reads the record of the file again",
+                self.id,
+            )
+            return False
+        self._shared_record = str(fields["saved"])
+        return True
 
     async def _follow_saver(self) -> None:
         if self.is_saver and not self._saver_role:
@@ -1346,6 +1384,8 @@ class FileRoom(Room):
 
     async def _check_file(self) -> None:
         """Merge what someone else changed in the file since the room last matched it."""
+        if self._shared_record_stale and not await self._reload_shared_record():
+            return
         try:
             model = await self._read(self.kind, content=False, hash=False)
         except _FileUnreadable as exc:
@@ -1463,7 +1503,9 @@ class FileRoom(Room):
             field, saved=_Saved(file_hash, True, base, None, self._saved.time)
         )
         try:
-            given = await self.share_change(change, {field: base, "saved": record})
+            given = await self.share_change(
+                change, {field: base, "saved": record}, expect=self._shared_record
+            )
         except Exception as exc:
             # Redis may have taken it and the answer been lost: before merging the file
             # again, the record is read back (``_reload_shared_record``).
@@ -1471,17 +1513,21 @@ class FileRoom(Room):
             self.log.warning("room %r: a change made to its file is merged later: %s", self.id, exc)
             return False
         if not given:
+            self._shared_record_stale = True
             self.log.info(
-                "room %r: a change made to its file is left to the server that saves the room now",
+                "room %r: a change made to its file is left for later: another server "
+                "saves the room now, or saved or merged the file meanwhile",
                 self.id,
             )
             return False
+        self._shared_record = record
         self._shared_field, self._shared_base = field, base
         return True
 
     async def _reload_shared_record(self) -> bool:
         """Take the shared record of what the file holds as it is in Redis, after a merge
-        whose sharing got no answer; whether it could be read."""
+        whose sharing got no answer or a write refused for a record that changed; whether
+        it could be read."""
         try:
             meta = await self.load_shared_meta()
         except Exception as exc:
@@ -1552,7 +1598,11 @@ class FileRoom(Room):
         await self._check_file()
         if self._deleted:
             return False
-        if self._file_error is not None or self._missing_since is not None:
+        if (
+            self._file_error is not None
+            or self._missing_since is not None
+            or self._shared_record_stale
+        ):
             self._retry_later()
             return False
         # What the file will hold, as the record of the save will say: the content is
@@ -1592,11 +1642,17 @@ class FileRoom(Room):
         try:
             # Whoever saves next must be able to tell this save's file from another's.
             saving = self._saved_record(self._shared_field, saving=True)
-            await self.store_shared_meta({spare: base, "saved": saving})
+            stored = await self._store_record({spare: base, "saved": saving})
         except Exception as exc:
             self._dirty = True
             self._retry_later()
             self.log.warning("room %r: not saved yet: %s", self.id, exc)
+            return False
+        if not stored or not self.is_saver:
+            # Another server saves the room now (this one's role ran out while the save
+            # was prepared), or saved or merged the file meanwhile.
+            self._dirty = True
+            self._retry_later()
             return False
         cm = self._rooms.contents_manager
         try:
