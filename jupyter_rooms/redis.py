@@ -83,8 +83,8 @@ _HEARTBEAT_TTL = 6.0
 _FIRST_BACKOFF = 0.25
 _MAX_BACKOFF = 3.0
 
-# Take the saver lock if it is free, or extend it if it is ours: 1 if it is ours now.
-# Running it twice does what running it once does, so a retry after a lost reply is safe.
+# Take the saver lock if it is free (2), or extend it if it is ours (1); 0 if another
+# server holds it. A retry after a lost reply finds the lock its own: safe.
 _TAKE_OR_RENEW = """
 local holder = redis.call('get', KEYS[1])
 if holder == ARGV[1] then
@@ -93,7 +93,7 @@ if holder == ARGV[1] then
 end
 if not holder then
     redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
-    return 1
+    return 2
 end
 return 0
 """
@@ -516,6 +516,10 @@ class RedisRoom(Room):
     # For a room class mixed in after this one: its history is shared.
     shares_history = True
 
+    # How many times this server took the saver lock: a room class that acts as the saver
+    # learns from it that the role was lost and taken again between two looks.
+    saver_term = 0
+
     @property
     def is_saver(self) -> bool:
         """Whether this server holds the room's saver lock (it alone saves and compacts)."""
@@ -799,6 +803,10 @@ class RedisRoom(Room):
                     )
                     if ours:
                         self._redis_lock_until = sent + self.lock_ttl
+                    if ours == 2 and self._redis_holds_lock:
+                        # Taken anew: it ran out in Redis before this renewal came, and
+                        # another server may have saved meanwhile.
+                        self._redis_set_saver(False)
                     self._redis_set_saver(bool(ours))
                 if self._redis_holds_lock and current_time() >= self._redis_lock_until:
                     raise TimeoutError("no answer from Redis before the saver lock ran out")
@@ -816,6 +824,8 @@ class RedisRoom(Room):
         if holds == self._redis_holds_lock:
             return
         self._redis_holds_lock = holds
+        if holds:
+            self.saver_term += 1
         self.log.info(
             "room %r: %s", self.id, "this server saves the room" if holds else "no longer saves"
         )

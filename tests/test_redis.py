@@ -449,3 +449,30 @@ async def test_the_savers_writes_are_refused_over_a_record_that_changed(
                 await wait_until(lambda: bob.doc.get("map", type=Map).to_py() == {"merged": True})
             finally:
                 await client.aclose()
+
+
+async def test_a_lock_that_ran_out_and_was_taken_again_starts_a_new_term(
+    redis_server: RedisServer,
+) -> None:
+    # The saver's renewal came after its lock ran out in Redis (the server stalled), and
+    # took the free lock again: another server may have saved in between, so a room
+    # class acting as the saver must learn that this is a new term, and read the shared
+    # record again, rather than go on from what it knew.
+    factory = redis_room_factory(redis_server.url, lock_ttl=1.0)
+    async with (
+        bind("websocket", room_factory=factory) as one,
+        connect("websocket", id="doc", port=one.port),
+    ):
+        saver = one.room_manager.rooms["doc"]
+        assert isinstance(saver, RedisRoom)
+        await wait_until(lambda: saver.is_saver)
+        term = saver.saver_term
+        client = aioredis.from_url(redis_server.url)
+        try:
+            # As if it had run out.
+            assert await client.delete("jupyter_rooms:doc:saver") == 1
+            await wait_until(lambda: saver.saver_term == term + 1, within=5)
+            assert saver.is_saver
+            assert await client.get("jupyter_rooms:doc:saver") == saver.server_id.encode()
+        finally:
+            await client.aclose()

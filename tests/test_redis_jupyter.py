@@ -26,7 +26,7 @@ from pycrdt import Map, Text
 
 from jupyter_rooms import bind, connect
 from jupyter_rooms.jupyter.extension import REDIS_URL_ENV
-from jupyter_rooms.jupyter.filerooms import _BASE_FIELDS
+from jupyter_rooms.jupyter.filerooms import _BASE_FIELDS, FileRoom
 from jupyter_rooms.jupyter.wire import JupyterServer
 from jupyter_rooms.notebook import Notebook
 from jupyter_rooms.redis import RedisRoom
@@ -630,3 +630,29 @@ async def test_a_save_cut_short_by_a_killed_saver_is_written_again_by_the_next(
             assert str(client.doc.get("source", type=Text)).splitlines() == expected
         else:
             assert [cell.source for cell in Notebook(client.doc)] == expected
+
+
+async def test_a_saver_that_took_its_lock_again_reads_the_record_again(
+    root: Path, redis_server: RedisServer
+) -> None:
+    # The saver's lock ran out while it stalled, another server saved (its record is
+    # the one in Redis now), and the saver's late renewal took the free lock again: it
+    # reads the record of the file again rather than go on from its own last one.
+    (root / "notes.txt").write_text("start\n")
+    async with in_process(root, redis_server) as server, join(server, "notes.txt"):
+        room = server.room_manager.rooms["notes.txt"]
+        assert isinstance(room, RedisRoom) and isinstance(room, FileRoom)
+        await wait_until(lambda: room.is_saver)
+        term = room.saver_term
+        redis = aioredis.from_url(redis_server.url)
+        try:
+            key = "jupyter_rooms:notes.txt:meta"
+            record = json.loads(await redis.hget(key, "saved"))
+            record["time"] = "2026-01-01T00:00:00+00:00"
+            await redis.hset(key, "saved", json.dumps(record))
+            # As if the lock had run out.
+            assert await redis.delete("jupyter_rooms:notes.txt:saver") == 1
+            await wait_until(lambda: room.saver_term == term + 1, within=5)
+            await wait_until(lambda: room.last_saved == record["time"], within=5)
+        finally:
+            await redis.aclose()

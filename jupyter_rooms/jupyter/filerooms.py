@@ -466,8 +466,10 @@ class FileRoom(Room):
         self._first_write_over: Event | None = None
         self._channels: set[Channel] = set()
         # Whether this server does what touches the file (always, unless the room is
-        # shared with other servers), as the loop that keeps the file last saw it.
+        # shared with other servers), as the loop that keeps the file last saw it, and
+        # in which of this server's terms as the saver it took the role.
         self._saver_role = False
+        self._role_term = 0
         self._publish_due = False
         # A save that was under way when the previous saver stopped: the doc it wrote.
         self._shared_saving: bytes | None = None
@@ -511,6 +513,7 @@ class FileRoom(Room):
             else:
                 await self._open()
                 self._saver_role = True
+                self._role_term = self.saver_term
                 if self._first_write is not None:
                     self.task_group.start_soon(self.write_history)
                 await self._publish_saved(opening=True)
@@ -853,6 +856,8 @@ class FileRoom(Room):
 
     # Whether the room's history is shared with other servers.
     shares_history = False
+    # How many times this server took the saver's role (see ``_follow_saver``).
+    saver_term = 0
 
     @property
     def is_saver(self) -> bool:
@@ -1000,7 +1005,9 @@ class FileRoom(Room):
         return True
 
     async def _follow_saver(self) -> None:
-        if self.is_saver and not self._saver_role:
+        if self.is_saver and (not self._saver_role or self.saver_term != self._role_term):
+            # Taking the role, or taking it again: it was lost and taken back between two
+            # looks, and another server may have saved in between.
             try:
                 await self._take_over()
             except Exception as exc:
@@ -1018,6 +1025,7 @@ class FileRoom(Room):
     async def _take_over(self) -> None:
         """This server saves the room from now on: learn what the file was last saved with,
         keep the log, and save what the room has (after merging the file's changes)."""
+        term = self.saver_term
         meta = await self.load_shared_meta()
         if meta is not None and meta.get("epoch", b"").decode() == self.epoch:
             self._adopt_saved(meta)
@@ -1025,6 +1033,7 @@ class FileRoom(Room):
         if self._shared_saving is not None:
             await self._settle_interrupted_save(self._shared_saving)
         self._saver_role = True
+        self._role_term = term
         self._flush = True
         self._check_soon = True
         self.log.debug("room %r: took over saving", self.id)
@@ -1450,12 +1459,20 @@ class FileRoom(Room):
         room's save, changed by someone): the record says a save of the merged document
         is under way, so that should the server stop before writing it, the next
         opening finds the piece cut short again rather than merging it as a deletion."""
-        base = _doc_of(self._saved.base)
-        state = base.get_state()
-        self.kind.update(base, self.kind.content(base), content)
-        change = base.get_update(state)
+        kind, saved_base = self.kind, self._saved.base
+
+        def diff() -> tuple[bytes, bytes]:
+            # The change, and the document as of the file with it.
+            base = _doc_of(saved_base)
+            state = base.get_state()
+            kind.update(base, kind.content(base), content)
+            return base.get_update(state), base.get_update()
+
+        # A large notebook's takes a second or more: not on the event loop (every other
+        # room's clients, and a shared room's renewals of its saver lock, would wait).
+        change, merged = diff() if self._rooms.stopping else await to_thread.run_sync(diff)
         if self.shares_history and self._saver_role:
-            if not await self._share_merge(change, base, file_hash):
+            if not await self._share_merge(change, merged, file_hash):
                 return False
         # The merged change and the record that the room now has the file's content go
         # to the log in one write: a crash between the two (comparing a large notebook
@@ -1476,7 +1493,7 @@ class FileRoom(Room):
             if matches:
                 saved = _Saved(file_hash, True, self.doc.get_update(), self._log_updates)
             else:
-                saved = _Saved(file_hash, True, base.get_update(), None)
+                saved = _Saved(file_hash, True, merged, None)
             self._set_saved(saved, held, saving=self._log_updates if cut_short else None)
         self._saved_content = content
         if matches:
@@ -1485,7 +1502,7 @@ class FileRoom(Room):
         self.broadcast(control_message({"type": "merged", "path": self.id}))
         return True
 
-    async def _share_merge(self, change: bytes, merged: Doc, file_hash: str | None) -> bool:
+    async def _share_merge(self, change: bytes, merged: bytes, file_hash: str | None) -> bool:
         """Give the other servers a change merged from the file together with the record
         that the file was merged (``merged``, the document as of the file, and the file's
         hash), in one write; whether it was given.
@@ -1498,13 +1515,12 @@ class FileRoom(Room):
         room next finds it in the file.
         """
         field = self._spare_field()
-        base = merged.get_update()
         record = self._saved_record(
-            field, saved=_Saved(file_hash, True, base, None, self._saved.time)
+            field, saved=_Saved(file_hash, True, merged, None, self._saved.time)
         )
         try:
             given = await self.share_change(
-                change, {field: base, "saved": record}, expect=self._shared_record
+                change, {field: merged, "saved": record}, expect=self._shared_record
             )
         except Exception as exc:
             # Redis may have taken it and the answer been lost: before merging the file
@@ -1521,7 +1537,7 @@ class FileRoom(Room):
             )
             return False
         self._shared_record = record
-        self._shared_field, self._shared_base = field, base
+        self._shared_field, self._shared_base = field, merged
         return True
 
     async def _reload_shared_record(self) -> bool:
@@ -1648,11 +1664,14 @@ class FileRoom(Room):
             self._retry_later()
             self.log.warning("room %r: not saved yet: %s", self.id, exc)
             return False
-        if not stored or not self.is_saver:
-            # Another server saves the room now (this one's role ran out while the save
-            # was prepared), or saved or merged the file meanwhile.
+        if not stored:
+            # Another server saved or merged the file meanwhile (the record is read again
+            # first, and the file looked at), or saves the room now.
             self._dirty = True
-            self._retry_later()
+            return None
+        if not self.is_saver:
+            # This server's role ran out while the save was prepared.
+            self._dirty = True
             return False
         cm = self._rooms.contents_manager
         try:
