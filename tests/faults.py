@@ -514,10 +514,13 @@ class RedisWire(JupyterWire):
         self.redis = self.shared = RedisServer(store / "redis")
 
     def servers(self) -> list[ServerProcess]:
-        # The saver's role passes quickly to the other server when the saver dies.
+        # The saver's role passes quickly to the other server when the saver dies; yet
+        # the lock outlasts what a server stalls for here (a merge or save of the run's
+        # notebook of thousands of cells takes a second or two of a loaded machine's
+        # time), or no save and no merge would ever finish under it.
         options = (
             *self.options,
-            "--RoomsApp.redis_lock_ttl=1.5",
+            "--RoomsApp.redis_lock_ttl=3",
             f"--RoomsApp.redis_url={self.shared.url}",
         )
         root = self.store / "root"
@@ -898,8 +901,8 @@ def main() -> None:
         "--keep",
         type=Path,
         metavar="DIR",
-        help="keep the server's state here (a new or empty directory): its files, logs, "
-        "server.log and faults.log, the faults as they were made",
+        help="keep the run's state here (a new or empty directory): the files, the rooms' "
+        "logs, each server's server.log, and faults.log, the faults as they were made",
     )
     args = parser.parse_args()
     if args.ballast < 0:
