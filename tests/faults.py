@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import os
 import random
 import re
@@ -239,14 +240,20 @@ class JupyterProcess(ServerProcess):
         return env
 
     async def ready(self) -> bool:
-        url = f"http://127.0.0.1:{self.port}/api/rooms"
         try:
-            await AsyncHTTPClient().fetch(
-                url, headers={"Authorization": f"token {JUPYTER_TOKEN}"}, request_timeout=5
-            )
+            await self.rooms()
         except (OSError, HTTPClientError):
             return False
         return True
+
+    async def rooms(self) -> dict[str, dict[str, Any]]:
+        """The open rooms as ``GET api/rooms`` lists them, by id."""
+        response = await AsyncHTTPClient().fetch(
+            f"http://127.0.0.1:{self.port}/api/rooms",
+            headers={"Authorization": f"token {JUPYTER_TOKEN}"},
+            request_timeout=5,
+        )
+        return {room["id"]: room for room in json.loads(response.body)["rooms"]}
 
 
 def _identity(path: Path) -> tuple[int, int, int]:
@@ -674,6 +681,8 @@ class Run:
                     await self._inject_faults(relays)
                     stop_editing.set()
                     final = await self._converged()
+                    if self.wire.redis is not None:
+                        await self._saved_by_a_saver()
                     # Leaving with nothing pending must be quick and clean.
                     leave.set()
                 relays.cancel_scope.cancel()
@@ -841,6 +850,28 @@ class Run:
             if room.name not in final:
                 raise AssertionError(self._difference(room, states, expected))
         return final
+
+    async def _saved_by_a_saver(self) -> None:
+        """Wait until, for every room, one of the servers is its saver and has saved it.
+
+        A saver killed near the end holds its lock until the lock runs out; servers
+        stopped before then would leave the last edits in Redis only, not in the file
+        (the next server to open the room saves them). So the run waits for a saver
+        before it stops the servers, as a deployment that keeps running gets one.
+        """
+        with anyio.move_on_after(60):
+            while True:
+                settled = set()
+                for server in self.servers:
+                    assert isinstance(server, JupyterProcess)
+                    with contextlib.suppress(OSError, HTTPClientError):
+                        for room_id, room in (await server.rooms()).items():
+                            if room["saver"] and room["unsaved"] is False:
+                                settled.add(room_id)
+                if settled >= {room.file for room in ROOMS}:
+                    return
+                await anyio.sleep(0.1)
+        raise AssertionError(f"{self.report}: no server saved every room{self.warnings()}")
 
     def _difference(self, room: RoomKind, states: dict[str, Any], expected: list[str]) -> str:
         problems = []

@@ -43,16 +43,6 @@ from helpers import INPUTS_TRIED, login_cookie
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The server's root; Jupyter's own directories go to the test's directory."""
-    for name in ("JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_CONFIG_DIR"):
-        monkeypatch.setenv(name, str(tmp_path / name.lower()))
-    root = tmp_path / "root"
-    root.mkdir()
-    return root
-
-
 @asynccontextmanager
 async def serve(root: Path, **options: Any) -> AsyncIterator[JupyterServer]:
     options.setdefault("save_delay", 0.1)

@@ -307,7 +307,12 @@ async def test_a_saver_that_gets_no_answer_stops_saving_before_its_lock_expires(
         tg.cancel_scope.cancel()
 
 
-async def test_only_the_saver_compacts_and_only_forward(redis_server: RedisServer) -> None:
+@asynccontextmanager
+async def saver_and_other(
+    redis_server: RedisServer,
+) -> AsyncIterator[tuple[RedisRoom, RedisRoom, ClientWire, ClientWire]]:
+    """Room "doc" on two websocket servers, the first of which saves it, with a client on
+    each: ``(the saver's room, the other's room, alice, bob)``."""
     async with (
         bind("websocket", redis_url=redis_server.url) as one,
         bind("websocket", redis_url=redis_server.url) as two,
@@ -319,23 +324,28 @@ async def test_only_the_saver_compacts_and_only_forward(redis_server: RedisServe
         async with connect("websocket", id="doc", port=two.port) as bob:
             other = two.room_manager.rooms["doc"]
             assert isinstance(other, RedisRoom)
-            alice.doc.get("text", type=Text).insert(0, "hello")
-            await wait_until(lambda: str(bob.doc.get("text", type=Text)) == "hello")
-            await wait_until(lambda: other.last_stream_id == saver.last_stream_id != "0-0")
-            client = aioredis.from_url(redis_server.url)
-            try:
-                assert not other.is_saver
-                assert not await other.compact()
-                assert not await client.exists("jupyter_rooms:doc:snapshot")
-                assert await saver.compact()
-                cut = await client.hget("jupyter_rooms:doc:snapshot", "cut")
-                assert cut == saver.last_stream_id.encode()
-                # A saver behind the snapshot (it lags) leaves it as it is.
-                saver._redis_last_id = "0-1"
-                assert not await saver.compact()
-                assert await client.hget("jupyter_rooms:doc:snapshot", "cut") == cut
-            finally:
-                await client.aclose()
+            yield saver, other, alice, bob
+
+
+async def test_only_the_saver_compacts_and_only_forward(redis_server: RedisServer) -> None:
+    async with saver_and_other(redis_server) as (saver, other, alice, bob):
+        alice.doc.get("text", type=Text).insert(0, "hello")
+        await wait_until(lambda: str(bob.doc.get("text", type=Text)) == "hello")
+        await wait_until(lambda: other.last_stream_id == saver.last_stream_id != "0-0")
+        client = aioredis.from_url(redis_server.url)
+        try:
+            assert not other.is_saver
+            assert not await other.compact()
+            assert not await client.exists("jupyter_rooms:doc:snapshot")
+            assert await saver.compact()
+            cut = await client.hget("jupyter_rooms:doc:snapshot", "cut")
+            assert cut == saver.last_stream_id.encode()
+            # A saver behind the snapshot (it lags) leaves it as it is.
+            saver._redis_last_id = "0-1"
+            assert not await saver.compact()
+            assert await client.hget("jupyter_rooms:doc:snapshot", "cut") == cut
+        finally:
+            await client.aclose()
 
 
 @pytest.mark.parametrize(
@@ -413,42 +423,32 @@ async def test_the_savers_writes_are_refused_over_a_record_that_changed(
     # file with it, only over the record it knows and while it holds the lock: a server
     # whose role ran out and came back while another saved must not write from what it
     # knew before, nor may a server that is not the saver.
-    async with (
-        bind("websocket", redis_url=redis_server.url) as one,
-        bind("websocket", redis_url=redis_server.url) as two,
-        connect("websocket", id="doc", port=one.port),
-    ):
-        saver = one.room_manager.rooms["doc"]
-        assert isinstance(saver, RedisRoom)
-        await wait_until(lambda: saver.is_saver)
-        async with connect("websocket", id="doc", port=two.port) as bob:
-            other = two.room_manager.rooms["doc"]
-            assert isinstance(other, RedisRoom)
-            client = aioredis.from_url(redis_server.url)
-            try:
-                assert await saver.store_shared_meta({"saved": "first"})
-                assert await saver.store_shared_meta({"saved": "second"}, expect="first")
-                merged: Doc = Doc()
-                merged.get("map", type=Map)["merged"] = True
-                update = merged.get_update()
-                entries = await client.xlen("jupyter_rooms:doc:updates")
-                # Another server changed the record since this one knew it.
-                assert not await saver.store_shared_meta({"saved": "third"}, expect="first")
-                assert not await saver.share_change(update, {"saved": "third"}, expect="first")
-                # Not the saver.
-                assert not await other.store_shared_meta({"saved": "third"}, expect="second")
-                assert not await other.share_change(update, {"saved": "third"}, expect="second")
-                assert await client.hget("jupyter_rooms:doc:meta", "saved") == b"second"
-                assert await client.xlen("jupyter_rooms:doc:updates") == entries
-                assert "merged" not in bob.doc.get("map", type=Map).to_py()
-                # Over the record it knows, as the saver: the change and the record go
-                # together, and every server gets the change.
-                assert await saver.share_change(update, {"saved": "third"}, expect="second")
-                saver.apply_shared(update)
-                assert await client.hget("jupyter_rooms:doc:meta", "saved") == b"third"
-                await wait_until(lambda: bob.doc.get("map", type=Map).to_py() == {"merged": True})
-            finally:
-                await client.aclose()
+    async with saver_and_other(redis_server) as (saver, other, _, bob):
+        client = aioredis.from_url(redis_server.url)
+        try:
+            assert await saver.store_shared_meta({"saved": "first"})
+            assert await saver.store_shared_meta({"saved": "second"}, expect="first")
+            merged: Doc = Doc()
+            merged.get("map", type=Map)["merged"] = True
+            update = merged.get_update()
+            entries = await client.xlen("jupyter_rooms:doc:updates")
+            # Another server changed the record since this one knew it.
+            assert not await saver.store_shared_meta({"saved": "third"}, expect="first")
+            assert not await saver.share_change(update, {"saved": "third"}, expect="first")
+            # Not the saver.
+            assert not await other.store_shared_meta({"saved": "third"}, expect="second")
+            assert not await other.share_change(update, {"saved": "third"}, expect="second")
+            assert await client.hget("jupyter_rooms:doc:meta", "saved") == b"second"
+            assert await client.xlen("jupyter_rooms:doc:updates") == entries
+            assert "merged" not in bob.doc.get("map", type=Map).to_py()
+            # Over the record it knows, as the saver: the change and the record go
+            # together, and every server gets the change.
+            assert await saver.share_change(update, {"saved": "third"}, expect="second")
+            saver.apply_shared(update)
+            assert await client.hget("jupyter_rooms:doc:meta", "saved") == b"third"
+            await wait_until(lambda: bob.doc.get("map", type=Map).to_py() == {"merged": True})
+        finally:
+            await client.aclose()
 
 
 async def test_a_lock_that_ran_out_and_was_taken_again_starts_a_new_term(

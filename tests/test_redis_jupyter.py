@@ -458,15 +458,6 @@ def join(server: JupyterServer, path: str) -> Any:
     return connect("jupyter", id=path, url=server.url, token=server.token)
 
 
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in ("JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_CONFIG_DIR"):
-        monkeypatch.setenv(name, str(tmp_path / name.lower()))
-    root = tmp_path / "root"
-    root.mkdir()
-    return root
-
-
 async def test_a_change_merged_from_the_file_reaches_the_others_with_its_record(
     root: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -488,9 +488,10 @@ class FileRoom(Room):
 
     @property
     def unsaved(self) -> bool | None:
-        """Whether the document has changes the file does not have yet; ``None`` when
+        """Whether the document has changes the file does not have yet, or may have (a
+        server that just took over the room compares at its first save); ``None`` when
         another server saves the room (it is shared), since that server knows."""
-        return self._dirty if self._saver_role else None
+        return (self._dirty or self._flush) if self._saver_role else None
 
     # Opening
 
@@ -1468,8 +1469,9 @@ class FileRoom(Room):
             kind.update(base, kind.content(base), content)
             return base.get_update(state), base.get_update()
 
-        # A large notebook's takes a second or more: not on the event loop (every other
-        # room's clients, and a shared room's renewals of its saver lock, would wait).
+        # For a notebook of thousands of cells this takes a second or more: not on the
+        # event loop (every other room's clients, and a shared room's renewals of its
+        # saver lock, would wait).
         change, merged = diff() if self._rooms.stopping else await to_thread.run_sync(diff)
         if self.shares_history and self._saver_role:
             if not await self._share_merge(change, merged, file_hash):
