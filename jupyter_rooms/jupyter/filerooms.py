@@ -607,14 +607,16 @@ class FileRoom(Room):
         # the next save compares contents and writes only if they differ.
         self._dirty = saved.at != self._log_updates
         self._first_change = self._last_change = current_time()
-        # A save under way when the server stopped: the document it was writing.
+        # A save under way when the server stopped: how many of the log's updates make
+        # up the document it was writing (built only when the file must be compared).
         saving = meta.get("saving")
-        pending = None
-        if isinstance(saving, dict):
-            at = min(int(saving.get("updates", 0)), len(updates))
-            pending = _Saved(None, True, _merged(updates[:at]), at)
+        at = min(int(saving.get("updates", 0)), len(updates)) if isinstance(saving, dict) else None
+
+        def pending() -> _Saved:
+            return _Saved(None, True, _merged(updates[:at]), at)
+
         if self._file_error is not None:
-            if pending is not None and await self._own_save_cut_short(pending):
+            if at is not None and await self._own_save_cut_short(pending()):
                 return True
             self.log.warning("room %r: cannot read its file: %s", self.id, self._file_error)
             return True
@@ -625,9 +627,9 @@ class FileRoom(Room):
         if content is _UNCHANGED:
             return True
         if (
-            pending is not None
+            at is not None
             and model.get("hash") != saved.hash
-            and self._settle_save(replace(pending, hash=model.get("hash")), content)
+            and self._settle_save(replace(pending(), hash=model.get("hash")), content)
         ):
             return True
         await self._take_file(model, content)
@@ -1423,10 +1425,6 @@ class FileRoom(Room):
 
     async def _take_file(self, model: dict[str, Any], content: Any) -> None:
         file_hash = model.get("hash")
-        if self._shared_record_stale and not await self._reload_shared_record():
-            # Unknown whether the last merge reached the others: look again later.
-            self._fingerprint = None
-            return
         if file_hash is not None and file_hash == self._saved.hash:
             return
         if self.kind.same(content, self._saved_content_now()):
