@@ -518,9 +518,10 @@ class RedisWire(JupyterWire):
     def __init__(self, store: Path) -> None:
         super().__init__(store)
         (store / "redis").mkdir()
-        self.redis = self.shared = RedisServer(store / "redis")
+        self.redis = RedisServer(store / "redis")
 
     def servers(self) -> list[ServerProcess]:
+        assert self.redis is not None
         # The saver's role passes quickly to the other server when the saver dies; yet
         # the lock outlasts what a server stalls for here (a merge or save of the run's
         # notebook of thousands of cells takes a second or two of a loaded machine's
@@ -528,7 +529,7 @@ class RedisWire(JupyterWire):
         options = (
             *self.options,
             "--RoomsApp.redis_lock_ttl=3",
-            f"--RoomsApp.redis_url={self.shared.url}",
+            f"--RoomsApp.redis_url={self.redis.url}",
         )
         root = self.store / "root"
         return [JupyterProcess(self.store / f"server-{i}", *options, root=root) for i in (0, 1)]
